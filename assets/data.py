@@ -1,0 +1,157 @@
+"""Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, labelled, windowed."""
+
+import datetime as dt
+import warnings
+
+import dagster as dg
+import polars as pl
+from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
+
+from assets.partitions import DAILY, DATASET, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT
+from assets.resources import DatasetResource, StorageResource
+from pipeline import cleaning, features as feature_lib, labels, sources, training_set as training_lib, validation
+from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
+
+GROUP = "data"
+
+
+def _day(context: dg.AssetExecutionContext) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
+
+
+def expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
+    """The pandas frame handed to Great Expectations, typed from the contract: a frame with a
+    wrong column type fails here with a type-check error instead of as a confusing GE result.
+    dagster-pandas marks these APIs beta; the warning is silenced here, where they are used on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _expectation_frame_type(config)
+
+
+def _expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
+    columns = [
+        PandasColumn.datetime_column(TIMESTAMP, tz="UTC", is_required=False, ignore_missing_vals=True),
+        PandasColumn.string_column(DEVICE_ID, is_required=False, ignore_missing_vals=True),
+        PandasColumn.string_column(SITE, is_required=False, ignore_missing_vals=True),
+        PandasColumn.string_column(LABEL, is_required=False, ignore_missing_vals=True),
+    ]
+    columns += [PandasColumn.float_column(f.name, is_required=False, ignore_missing_vals=True) for f in config.numeric_features]
+    columns += [PandasColumn.string_column(f.name, is_required=False, ignore_missing_vals=True) for f in config.categorical_features]
+    return create_dagster_pandas_dataframe_type(name="ExpectationFrame", columns=columns)
+
+
+ExpectationFrame = expectation_frame_type(DATASET)
+CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR}
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAILY,
+    check_specs=[dg.AssetCheckSpec(name, asset="raw_telemetry", description=f"Great Expectations: {name.replace('_', ' ')}")
+                 for name in validation.CHECKS],
+)
+def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
+    """The day's telemetry exactly as it came from the source (simulator or landing files), with the
+    file and row each reading came from. Great Expectations checks derived from the dataset config
+    (schema, null rates, value ranges, uniqueness, label values) run on it as asset checks."""
+    config = dataset.load()
+    raw = sources.read_raw_day(config, _day(context))
+    frame = validation.expectation_frame(raw, config)
+    type_check = dg.check_dagster_type(ExpectationFrame, frame)
+    if not type_check.success:
+        raise dg.Failure(f"raw_telemetry {context.partition_key}: frame for Great Expectations: {type_check.description}")
+    for outcome in validation.validate(frame, config):
+        yield dg.AssetCheckResult(
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
+            metadata={"expectations": outcome.evaluated, "failures": dg.MetadataValue.json(outcome.failures)},
+        )
+    files = raw[sources.SOURCE_FILE].unique().sort().to_list()
+    yield dg.Output(raw, metadata={"rows": raw.height, "files": dg.MetadataValue.json(files), "columns": len(raw.columns)})
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    partitions_def=DAILY,
+    outs={
+        "clean_telemetry": dg.AssetOut(description="Typed, deduplicated, imputed readings; device ids keyed-hashed."),
+        "quarantine": dg.AssetOut(description="Rows that broke a hard rule, as they came, each with its reason, file and row."),
+    },
+    check_specs=[dg.AssetCheckSpec("rows_reconcile", asset="clean_telemetry",
+                                   description="raw rows = clean + quarantined + exact duplicates")],
+)
+def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame,
+                    dataset: DatasetResource, storage: StorageResource):
+    """Cleaning with quarantine: nothing is dropped silently. Exact duplicates are counted, conflicting
+    duplicates and rows outside their valid ranges or partition are quarantined with a reason, a few
+    missing readings are imputed with the day's median, and device ids are replaced by a keyed hash."""
+    result = cleaning.clean_day(raw_telemetry, dataset.load(), _day(context), storage.hash_key())
+    reasons = result.quarantine.group_by(cleaning.REASON).len().sort("len", descending=True).head(10)
+    yield dg.Output(result.clean, output_name="clean_telemetry", metadata={
+        "rows": result.clean.height, "duplicates": result.duplicates,
+        "imputed": dg.MetadataValue.json(result.imputed),
+    })
+    yield dg.Output(result.quarantine, output_name="quarantine", metadata={
+        "rows": result.quarantine.height,
+        "top_reasons": dg.MetadataValue.json({r[cleaning.REASON]: r["len"] for r in reasons.iter_rows(named=True)}),
+    })
+    yield dg.AssetCheckResult(
+        check_name="rows_reconcile", asset_key="clean_telemetry",
+        passed=result.raw_rows == raw_telemetry.height,
+        metadata={"raw": raw_telemetry.height, "clean": result.clean.height,
+                  "quarantined": result.quarantine.height, "duplicates": result.duplicates},
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAILY,
+    ins={"clean_window": dg.AssetIn("clean_telemetry", partition_mapping=HISTORY_WINDOW, metadata=WINDOW_INPUT)},
+)
+def features(context: dg.AssetExecutionContext, clean_window: pl.DataFrame, dataset: DatasetResource) -> dg.MaterializeResult:
+    """Model features of the day: readings, hour of day, and each tracked reading's delta against the
+    device's mean over the previous days (read through a time-window partition mapping)."""
+    day = _day(context)
+    on_day = clean_window[TIMESTAMP].dt.date() == day
+    frame = feature_lib.build_features(clean_window.filter(on_day), clean_window.filter(~on_day), dataset.load())
+    with_history = sum(frame[c].is_not_null().sum() for c in frame.columns if c.endswith("_delta"))
+    return dg.MaterializeResult(value=frame, metadata={
+        "rows": frame.height, "history_days_found": clean_window[TIMESTAMP].dt.date().n_unique() - 1,
+        "delta_values": int(with_history),
+    })
+
+
+@dg.asset(group_name=GROUP, partitions_def=DAILY)
+def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame,
+                dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
+    """True labels that arrived on this day: from the data's own label column and, in demo mode,
+    from the simulator's oracle, which returns a fraction of past readings' labels after a lag."""
+    frame = labels.gold_labels(clean_telemetry, dataset.load(), _day(context), storage.hash_key())
+    per_class = frame.group_by(LABEL).len().sort(LABEL)
+    return dg.MaterializeResult(value=frame, metadata={
+        "rows": frame.height,
+        "per_class": dg.MetadataValue.json({r[LABEL]: r["len"] for r in per_class.iter_rows(named=True)}),
+    })
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=DAILY,
+    ins={
+        "features": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
+        "gold_labels": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
+    },
+)
+def training_set(context: dg.AssetExecutionContext, features: pl.DataFrame, gold_labels: pl.DataFrame,
+                 dataset: DatasetResource) -> dg.MaterializeResult:
+    """The newest window of feature days joined with the gold labels that came back, split in time
+    order into train / validation / test (the test split is never used for a choice); unlabelled rows
+    are kept for distillation."""
+    frame = training_lib.build_training_set(features, gold_labels, dataset.load())
+    counts = training_lib.split_counts(frame)
+    days = frame[TIMESTAMP].dt.date()
+    return dg.MaterializeResult(value=frame, metadata={
+        "rows": frame.height, **{f"{k}_rows": v for k, v in sorted(counts.items())},
+        "first_day": str(days.min()), "last_day": str(days.max()),
+    })

@@ -1,0 +1,114 @@
+"""Deployment layer: ONNX export with a parity gate, registration as a candidate, the edge package."""
+
+import hashlib
+import json
+import dagster as dg
+import polars as pl
+
+from assets.model import EVALUATION_FILE, evaluation, student_model, teacher_model
+from assets.partitions import DAILY, PROJECT_ROOT
+from assets.resources import DatasetResource, StorageResource
+from pipeline import edge_package as package_lib, export
+from pipeline.encoding import student_matrix
+from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
+from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
+from pipeline.training_set import SPLIT, TEST
+
+GROUP = "deployment"
+
+
+@dg.asset(
+    group_name=GROUP, partitions_def=DAILY, deps=[student_model],
+    check_specs=[dg.AssetCheckSpec("torch_parity", asset="onnx_student", blocking=True,
+                                   description="ONNX Runtime reproduces torch's probabilities on held-out rows")],
+)
+def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, storage: StorageResource):
+    """The student exported to fp32 ONNX (opset 17, dynamic batch), checked against torch on the
+    held-out test rows; a parity failure blocks everything downstream."""
+    key = context.partition_key
+    student = Student.load(storage.artifact_dir("student_model", key))
+    preprocessing = Teacher.load(storage.artifact_dir("teacher_model", key)).preprocessing
+    path = storage.artifact_dir("onnx_student", key) / export.ONNX_FILE
+    export.export_onnx(student, path)
+    parity = export.check_parity(student, path, student_matrix(training_set.filter(pl.col(SPLIT) == TEST), preprocessing))
+    yield dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size, "opset": export.OPSET})
+    yield dg.AssetCheckResult(check_name="torch_parity", passed=parity.ok(), metadata={
+        "rows": parity.rows, "max_abs_diff": dg.MetadataValue.float(parity.max_abs_diff),
+        "argmax_agreement": dg.MetadataValue.float(parity.argmax_agreement),
+    })
+
+
+def code_version() -> str:
+    """Hash of the pipeline sources: which code produced a model, with or without git."""
+    digest = hashlib.sha256()
+    for path in sorted((PROJECT_ROOT / "pipeline").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[onnx_student, evaluation, teacher_model])
+def candidate_model(context: dg.AssetExecutionContext, dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
+    """Registers this run's teacher, student, ONNX file and evaluation as a new registry version with
+    its lineage (training-window partitions, parameters, seed, code version, run), aliased
+    ``candidate``."""
+    key, config = context.partition_key, dataset.load()
+    files = {
+        MODEL_FILE: storage.artifact_dir("teacher_model", key) / MODEL_FILE,
+        PREPROCESSING_FILE: storage.artifact_dir("teacher_model", key) / PREPROCESSING_FILE,
+        WEIGHTS_FILE: storage.artifact_dir("student_model", key) / WEIGHTS_FILE,
+        ARCHITECTURE_FILE: storage.artifact_dir("student_model", key) / ARCHITECTURE_FILE,
+        export.ONNX_FILE: storage.artifact_dir("onnx_student", key) / export.ONNX_FILE,
+        EVALUATION_FILE: storage.artifact_dir("evaluation", key) / EVALUATION_FILE,
+    }
+    report = json.loads(files[EVALUATION_FILE].read_text(encoding="utf-8"))
+    version_id = f"v{key.replace('-', '')}-{context.run_id[:8]}"
+    entry = {
+        "classes": list(config.classes),
+        "preprocessing": json.loads(files[PREPROCESSING_FILE].read_text(encoding="utf-8"))["preprocessing"],
+        "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME},
+        "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
+        "lineage": {
+            "dataset": config.name, "partition": key, "training_window": _window(key, config.partitions.window_days),
+            "params": config.training.model_dump(mode="json"), "seed": config.training.seed,
+            "code_version": code_version(), "run_id": context.run_id,
+        },
+    }
+    version = storage.registry.register(version_id, files, entry)
+    storage.registry.set_alias("candidate", version.version, reason=f"registered by run {context.run_id}")
+    return dg.MaterializeResult(metadata={
+        "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
+        "student_macro_f1": dg.MetadataValue.float(report["student"]["macro_f1"]),
+    })
+
+
+def _window(partition_key: str, days: int) -> list[str]:
+    keys = DAILY.get_partition_keys()
+    end = keys.index(partition_key) if partition_key in keys else len(keys) - 1
+    return keys[max(0, end - days + 1): end + 1]
+
+
+@dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[candidate_model])
+def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The final asset: a deterministic zip with the fp32 ONNX student, a manifest
+    (version, feature order, preprocessing constants, classes, metrics, sha256 of every file) and a
+    runtime that needs only numpy and onnxruntime."""
+    version_id = _registered_version(context)
+    version = storage.registry.get(version_id)
+    path = storage.package_path(version.version)
+    manifest = package_lib.build_package(version, export.ONNX_FILE, path)
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)), "version": version.version, "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "student_macro_f1": dg.MetadataValue.float(manifest["metrics"]["macro_f1"]),
+    })
+
+
+def _registered_version(context: dg.AssetExecutionContext) -> str:
+    """The version that ``candidate_model`` registered for this partition (its latest materialization)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=candidate_model.key, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records:
+        raise dg.Failure(f"candidate_model has no materialization for {context.partition_key}: materialize it first")
+    return records[0].asset_materialization.metadata["version"].value
+

@@ -1,0 +1,32 @@
+"""The dataset behind the graph, its daily partitions and the windows that look back in time.
+
+Partitions must be known when the definitions load, so the dataset YAML is read here, once: the one
+named by ``EVERGREEN_DATASET``, or the embedded simulator default.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline.dataset import load_dataset_config
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATASET_ENV = "EVERGREEN_DATASET"
+DATASET_PATH = Path(os.environ.get(DATASET_ENV, PROJECT_ROOT / "config" / "broadband.yaml")).resolve()
+DATASET = load_dataset_config(DATASET_PATH)
+
+DAILY = dg.DailyPartitionsDefinition(start_date=DATASET.partitions.start_date.isoformat())
+
+HISTORY_WINDOW = dg.TimeWindowPartitionMapping(
+    start_offset=-DATASET.partitions.history_days, end_offset=0, allow_nonexistent_upstream_partitions=True
+)
+"""The partition itself and the days before it, for features that compare with a device's past."""
+
+TRAINING_WINDOW = dg.TimeWindowPartitionMapping(
+    start_offset=-(DATASET.partitions.window_days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+)
+"""The newest ``window_days`` partitions up to this one: what a model of this day learns from."""
+
+WINDOW_INPUT = {"allow_missing_partitions": True}
+"""Input metadata: days of a window that were never materialized are skipped, not an error."""

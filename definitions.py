@@ -1,0 +1,28 @@
+"""The one place that assembles Evergreen's Definitions: assets, checks, jobs, sensors, resources."""
+
+import dagster as dg
+from upath import UPath
+
+from assets import data, deployment, model
+from assets.io_manager import PolarsParquetIOManager
+from assets.jobs import ingest_job, main_job
+from assets.resources import DatasetResource, StorageResource, default_data_dir
+from sensors.landing import landing_sensor
+
+
+def build_resources(data_dir: str | None = None) -> dict:
+    data_dir = data_dir or default_data_dir()
+    return {
+        "io_manager": PolarsParquetIOManager(base_path=UPath(data_dir) / "assets"),
+        "storage": StorageResource(data_dir=data_dir),
+        "dataset": DatasetResource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([data, model, deployment]),
+    asset_checks=dg.load_asset_checks_from_modules([data, model, deployment]),
+    jobs=[ingest_job, main_job],
+    sensors=[landing_sensor],
+    resources=build_resources(),
+)

@@ -1,0 +1,172 @@
+"""Cleaning with quarantine: typed, deduplicated rows out; every rejected row kept with its reason.
+
+The books always balance: raw rows = clean rows + quarantined rows + exact duplicates. A row that
+breaks a hard rule (unparseable or missing key fields, a value outside its valid range, a reading
+outside the partition's day, an unknown label, a conflicting duplicate) is quarantined with every
+reason it broke, naming the field and the value, plus the file and row it came from. Soft problems
+(a few missing readings) are imputed with the day's median and counted.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline import ids
+from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, SITE, TIMESTAMP, DatasetConfig
+from pipeline.sources import SOURCE_FILE, SOURCE_ROW
+
+REASON = "reason"
+_TIMESTAMP_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
+)
+
+
+class SchemaError(ValueError):
+    """The day's files lack a column the dataset config requires; names the column and files."""
+
+
+@dataclass(frozen=True)
+class CleaningResult:
+    clean: pl.DataFrame
+    quarantine: pl.DataFrame
+    duplicates: int
+    imputed: dict[str, int]
+
+    @property
+    def raw_rows(self) -> int:
+        return self.clean.height + self.quarantine.height + self.duplicates
+
+
+def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: bytes) -> CleaningResult:
+    """Split one day's raw rows into clean rows, quarantined rows and a count of exact duplicates."""
+    _require_columns(raw, config)
+    typed = _typed(raw, config)
+    reasons = _reason_exprs(typed, config, day)
+    flagged = typed.with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON)
+    ).with_columns(pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON))
+
+    candidates = flagged.filter(pl.col(REASON).is_null())
+    value_columns = [c for c in candidates.columns if c.startswith("v:")]
+    deduped = candidates.unique(subset=value_columns, keep="first", maintain_order=True)
+    duplicates = candidates.height - deduped.height
+    conflicting = deduped.select(pl.struct("v:" + DEVICE_ID, "v:" + TIMESTAMP).is_first_distinct().not_()).to_series()
+    conflicts = deduped.filter(conflicting).with_columns(
+        pl.lit("conflicting duplicate: another row has this device and timestamp with other values").alias(REASON)
+    )
+    accepted = deduped.filter(~conflicting)
+
+    quarantine = pl.concat([flagged.filter(pl.col(REASON).is_not_null()), conflicts])
+    clean, imputed = _impute(_canonical(accepted, config), config)
+    return CleaningResult(
+        clean=_hash_ids(clean, hash_key),
+        quarantine=_quarantine_view(quarantine, raw.columns, config, hash_key),
+        duplicates=duplicates,
+        imputed=imputed,
+    )
+
+
+def _require_columns(raw: pl.DataFrame, config: DatasetConfig) -> None:
+    required = [config.columns.timestamp, config.columns.id, config.columns.site]
+    required += [f.source_column for f in config.features]
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        files = sorted(raw[SOURCE_FILE].unique().to_list()) if SOURCE_FILE in raw.columns else ["?"]
+        raise SchemaError(f"{', '.join(files)}: missing required column(s) {missing} (dataset {config.name!r})")
+
+
+def _typed(raw: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
+    """Each role and feature twice: ``r:<name>`` as it came (text) and ``v:<name>`` parsed."""
+    cols = [pl.col(SOURCE_FILE), pl.col(SOURCE_ROW)]
+    for source, name in config.role_renames.items():
+        if source not in raw.columns:  # only the label may be absent: it usually arrives later
+            cols += [pl.lit(None, pl.String).alias(f"r:{name}"), pl.lit(None, pl.String).alias(f"v:{name}")]
+            continue
+        cols.append(pl.col(source).cast(pl.String).alias(f"r:{name}"))
+        cols.append(parse_column(pl.col(source), raw.schema[source], name, config).alias(f"v:{name}"))
+    return raw.select(cols)
+
+
+def parse_column(col: pl.Expr, dtype: pl.DataType, name: str, config: DatasetConfig) -> pl.Expr:
+    if name == TIMESTAMP:
+        return _parse_timestamp(col, dtype)
+    if name in {f.name for f in config.numeric_features}:
+        return col.cast(pl.Float64, strict=False)
+    return col.cast(pl.String).str.strip_chars()
+
+
+def _parse_timestamp(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime):
+        aware = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        return aware.dt.cast_time_unit("us")
+    text = col.cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00")
+    parsed = []
+    for fmt in _TIMESTAMP_FORMATS:
+        p = text.str.to_datetime(fmt, strict=False, time_unit="us")
+        parsed.append(p.dt.convert_time_zone("UTC") if "%z" in fmt else p.dt.replace_time_zone("UTC"))
+    return pl.coalesce(parsed)
+
+
+def _reason_exprs(typed: pl.DataFrame, config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
+    raw, val = (lambda n: pl.col(f"r:{n}")), (lambda n: pl.col(f"v:{n}"))
+    present = lambda n: raw(n).is_not_null() & (raw(n).str.strip_chars() != "")  # noqa: E731
+    reasons = [
+        pl.when(~present(TIMESTAMP)).then(pl.lit("timestamp: missing"))
+        .when(val(TIMESTAMP).is_null()).then(pl.format("timestamp: cannot parse '{}'", raw(TIMESTAMP)))
+        .when(val(TIMESTAMP).dt.date() != day)
+        .then(pl.format("timestamp: {} is outside partition {}", raw(TIMESTAMP), pl.lit(day.isoformat()))),
+        pl.when(~present(DEVICE_ID)).then(pl.lit("device_id: missing")),
+        pl.when(~present(SITE)).then(pl.lit("site: missing")),
+        pl.when(present(LABEL) & ~val(LABEL).is_in(list(config.classes)))
+        .then(pl.format("label: '{}' is not one of the classes", raw(LABEL))),
+    ]
+    for f in config.numeric_features:
+        lo = f.min if f.min is not None else float("-inf")
+        hi = f.max if f.max is not None else float("inf")
+        reasons.append(
+            pl.when(present(f.name) & val(f.name).is_null())
+            .then(pl.format(f"{f.name}: not a number '{{}}'", raw(f.name)))
+            .when(val(f.name).is_nan() | val(f.name).is_infinite())
+            .then(pl.format(f"{f.name}: not finite ({{}})", raw(f.name)))
+            .when((val(f.name) < lo) | (val(f.name) > hi))
+            .then(pl.format(f"{f.name}: {{}} outside valid range [{f.min}, {f.max}]", raw(f.name)))
+        )
+    for f in config.categorical_features:
+        reasons.append(pl.when(~present(f.name)).then(pl.lit(f"{f.name}: missing")))
+    numeric = [f.name for f in config.numeric_features]
+    if numeric:
+        missing = pl.sum_horizontal([val(n).is_null().cast(pl.Int32) for n in numeric])
+        reasons.append(pl.when(missing * 2 > len(numeric)).then(pl.format("{} of {} readings missing", missing, pl.lit(len(numeric)))))
+    return reasons
+
+
+def _canonical(accepted: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
+    names = [TIMESTAMP, DEVICE_ID, SITE, *(f.name for f in config.features), LABEL]
+    return accepted.select(*(pl.col(f"v:{n}").alias(n) for n in names), SOURCE_FILE, SOURCE_ROW)
+
+
+def _impute(clean: pl.DataFrame, config: DatasetConfig) -> tuple[pl.DataFrame, dict[str, int]]:
+    imputed = {f.name: clean[f.name].null_count() for f in config.numeric_features}
+    fills = [pl.col(f.name).fill_null(pl.col(f.name).median()) for f in config.numeric_features]
+    return clean.with_columns(fills), {k: v for k, v in imputed.items() if v}
+
+
+def _hash_ids(clean: pl.DataFrame, key: bytes) -> pl.DataFrame:
+    return clean.with_columns(
+        ids.row_id(pl.col(DEVICE_ID), pl.col(TIMESTAMP), key).alias(ROW_ID),
+        ids.keyed_hash(pl.col(DEVICE_ID), key).alias(DEVICE_ID),
+    ).select(ROW_ID, pl.exclude(ROW_ID))
+
+
+def _quarantine_view(quarantine: pl.DataFrame, raw_columns: list[str], config: DatasetConfig, key: bytes) -> pl.DataFrame:
+    """Quarantined rows as they came (text), ids hashed, with the reason and provenance."""
+    raw_names = {name: source for source, name in config.role_renames.items()}
+    cols = [pl.col(f"r:{name}").alias(source) for name, source in raw_names.items() if source in raw_columns]
+    view = quarantine.select(*cols, REASON, SOURCE_FILE, SOURCE_ROW)
+    id_col = config.columns.id
+    if id_col in view.columns:
+        view = view.with_columns(ids.keyed_hash(pl.col(id_col), key))
+    return view

@@ -1,0 +1,219 @@
+"""The dataset contract: which columns play which role, what the features are and their valid ranges.
+
+Everything downstream of ingestion speaks the canonical names defined here (``timestamp``, ``label``,
+``device_id``, ``site`` and each feature's ``name``), so a user's files with other column names run
+through the same graph once their YAML maps them. The simulator is just one source of this contract.
+"""
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TIMESTAMP, LABEL, DEVICE_ID, SITE = "timestamp", "label", "device_id", "site"
+ROW_ID = "row_id"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleColumns(_Strict):
+    """Source column names for the roles every dataset must have."""
+
+    timestamp: str
+    label: str
+    id: str
+    site: str
+
+
+class FeatureSpec(_Strict):
+    """One model input: its canonical name, the source column it comes from, its type and range."""
+
+    name: str
+    column: str | None = None
+    type: Literal["numeric", "categorical"]
+    min: float | None = None
+    max: float | None = None
+    history: bool = False
+    """Also derive ``<name>_delta``: the value minus the device's mean over the previous days."""
+
+    @property
+    def source_column(self) -> str:
+        return self.column or self.name
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> "FeatureSpec":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
+        if self.type == "categorical" and (self.min is not None or self.max is not None or self.history):
+            raise ValueError(f"feature {self.name!r}: a categorical feature has no range or history")
+        return self
+
+
+class SourceSpec(_Strict):
+    kind: Literal["simulator", "landing"] = "simulator"
+    landing_dir: str | None = None
+    """Folder of CSV / Parquet files; relative paths are relative to the dataset YAML."""
+    csv_separator: str = ","
+
+
+class PartitionSpec(_Strict):
+    start_date: dt.date
+    history_days: int = Field(3, ge=1)
+    window_days: int = Field(7, ge=2)
+
+
+class QualitySpec(_Strict):
+    max_null_fraction: float = Field(0.05, ge=0, le=1)
+
+
+class SplitSpec(_Strict):
+    """Time-ordered split of the labelled rows: oldest to train, then validation, newest to test."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    validation: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_a_test_split(self) -> "SplitSpec":
+        if self.train + self.validation >= 1:
+            raise ValueError("split: train + validation must leave a test split (sum below 1)")
+        return self
+
+
+class TeacherSpec(_Strict):
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    rounds: int = 300
+    early_stopping_rounds: int = 30
+    min_data_in_leaf: int = 20
+
+
+class StudentSpec(_Strict):
+    hidden: tuple[int, ...] = (64, 32)
+    epochs: int = 15
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    """Weight of the distillation loss; 1 - alpha goes to the hard labels."""
+
+
+class TrainingSpec(_Strict):
+    seed: int = 7
+    split: SplitSpec = SplitSpec()
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec = StudentSpec()
+
+
+class FirmwareRollout(_Strict):
+    date: dt.date
+    version: str
+    ramp_days: int = Field(3, ge=1)
+    share: float = Field(0.8, ge=0, le=1)
+    fault_rate: float = Field(0.2, ge=0, le=1)
+    """Share of upgraded devices' hours with the new firmware fault signature."""
+
+
+class NewDeviceModel(_Strict):
+    date: dt.date
+    name: str
+    share: float = Field(0.15, ge=0, le=1)
+
+
+class DriftTimeline(_Strict):
+    line_ageing_db_per_day: float = 0.01
+    ageing_start: dt.date | None = None
+    firmware_rollout: FirmwareRollout | None = None
+    new_device_model: NewDeviceModel | None = None
+    evening_hours: tuple[int, int] = (19, 23)
+    evening_congestion_factor: float = 3.0
+
+
+class LabelReturn(_Strict):
+    """Labels come back late and partially, as from a ticket system."""
+
+    fraction: float = Field(0.3, ge=0, le=1)
+    max_lag_days: int = Field(3, ge=0)
+
+
+class SimulatorSpec(_Strict):
+    seed: int = 42
+    sites: tuple[str, ...] = ("north", "south", "east", "west")
+    devices_per_site: int = Field(40, ge=1)
+    hours: tuple[int, ...] = tuple(range(24))
+    label_return: LabelReturn = LabelReturn()
+    drift: DriftTimeline = DriftTimeline()
+
+
+class DatasetConfig(_Strict):
+    """A dataset YAML, validated. ``base_dir`` is where the YAML lives (for relative paths)."""
+
+    name: str
+    columns: RoleColumns
+    classes: tuple[str, ...]
+    features: tuple[FeatureSpec, ...]
+    source: SourceSpec = SourceSpec()
+    partitions: PartitionSpec
+    quality: QualitySpec = QualitySpec()
+    training: TrainingSpec = TrainingSpec()
+    simulator: SimulatorSpec = SimulatorSpec()
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> "DatasetConfig":
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate names {dupes}")
+        reserved = {TIMESTAMP, LABEL, DEVICE_ID, SITE, ROW_ID} & set(names)
+        if reserved:
+            raise ValueError(f"features: {sorted(reserved)} are reserved role names")
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError("classes: need at least two distinct class names")
+        return self
+
+    @property
+    def numeric_features(self) -> list[FeatureSpec]:
+        return [f for f in self.features if f.type == "numeric"]
+
+    @property
+    def categorical_features(self) -> list[FeatureSpec]:
+        return [f for f in self.features if f.type == "categorical"]
+
+    @property
+    def role_renames(self) -> dict[str, str]:
+        """Source column -> canonical name, for the roles and every feature."""
+        c = self.columns
+        renames = {c.timestamp: TIMESTAMP, c.label: LABEL, c.id: DEVICE_ID, c.site: SITE}
+        renames.update({f.source_column: f.name for f in self.features})
+        return renames
+
+    @property
+    def landing_dir(self) -> Path | None:
+        if self.source.landing_dir is None:
+            return None
+        return (self.base_dir / self.source.landing_dir).resolve()
+
+
+class DatasetConfigError(ValueError):
+    """A dataset YAML that cannot be used; the message names the file and the field."""
+
+
+def load_dataset_config(path: str | Path) -> DatasetConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetConfigError(f"{path}: cannot read dataset config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DatasetConfigError(f"{path}: a dataset config is a YAML mapping")
+    try:
+        return DatasetConfig(**raw, base_dir=path.resolve().parent)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise DatasetConfigError(f"{path}: invalid dataset config: {fields}") from exc

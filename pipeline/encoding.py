@@ -1,0 +1,60 @@
+"""Preprocessing constants fitted on the training split, and the matrices each model reads.
+
+The teacher (LightGBM) reads raw numeric values and integer category codes; the student (an MLP)
+reads standardised numerics and one-hot categories through the edge runtime's ``encode``. Both use
+one constants dict, fitted on training rows only and shipped in the edge package's manifest.
+"""
+
+import numpy as np
+import polars as pl
+
+from pipeline.edge_runtime import encode
+
+
+def fit_preprocessing(train: pl.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
+    """Medians, means, standard deviations and category vocabularies of the training rows."""
+    num_specs = []
+    for name in numeric:
+        col = train[name].cast(pl.Float64).fill_nan(None)
+        median = col.median()
+        fill = float(median) if median is not None else 0.0
+        filled = col.fill_null(fill)
+        std = float(filled.std() or 0.0)
+        num_specs.append({"name": name, "fill": fill, "mean": float(filled.mean()), "std": std if std > 1e-9 else 1.0})
+    cat_specs = [
+        {"name": name, "categories": sorted(train[name].drop_nulls().cast(pl.String).unique().to_list())}
+        for name in categorical
+    ]
+    return {
+        "numeric": num_specs,
+        "categorical": cat_specs,
+        "feature_order": numeric + categorical,
+        "input_width": len(numeric) + sum(len(c["categories"]) for c in cat_specs),
+    }
+
+
+def columns_of(frame: pl.DataFrame, preprocessing: dict) -> dict[str, np.ndarray]:
+    numeric = {s["name"] for s in preprocessing["numeric"]}
+    return {
+        name: frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy() if name in numeric
+        else frame[name].cast(pl.String).fill_null("").to_numpy()
+        for name in preprocessing["feature_order"]
+    }
+
+
+def student_matrix(frame: pl.DataFrame, preprocessing: dict) -> np.ndarray:
+    return encode(columns_of(frame, preprocessing), preprocessing)
+
+
+def teacher_matrix(frame: pl.DataFrame, preprocessing: dict) -> np.ndarray:
+    """Numeric values as they are (LightGBM handles NaN), categories as codes (unseen -> NaN)."""
+    cols = [frame[s["name"]].cast(pl.Float64).fill_null(np.nan).to_numpy() for s in preprocessing["numeric"]]
+    for spec in preprocessing["categorical"]:
+        index = {c: float(i) for i, c in enumerate(spec["categories"])}
+        values = frame[spec["name"]].cast(pl.String).to_list()
+        cols.append(np.array([index.get(v, np.nan) for v in values], dtype=np.float64))
+    return np.column_stack(cols) if cols else np.empty((frame.height, 0))
+
+
+def label_codes(frame: pl.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
+    return frame["label"].replace_strict({c: i for i, c in enumerate(classes)}, return_dtype=pl.Int64).to_numpy()

@@ -1,0 +1,99 @@
+"""Model evaluation on the test split: headline metrics, per-class, per-slice, and one small plot.
+
+Metrics come from scikit-learn rather than hand-written formulas. Slices (site, firmware, ...) show
+where a model fails when the headline hides it: a firmware roll-out can sink one slice while the
+overall accuracy barely moves.
+"""
+
+import base64
+import io
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from pipeline.dataset import SITE, TIMESTAMP, DatasetConfig
+from pipeline.encoding import label_codes, student_matrix
+from pipeline.student import Student
+from pipeline.teacher import Teacher
+from pipeline.training_set import SPLIT, TEST
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: tuple[str, ...]) -> dict:
+    labels = list(range(len(classes)))
+    precision, recall, _, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        "rows": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            c: {"precision": float(precision[i]), "recall": float(recall[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def slice_metrics(frame: pl.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, columns: list[str]) -> dict:
+    """Accuracy and row count per value of each slicing column."""
+    scored = frame.select(columns).with_columns(pl.Series("__ok", y_true == y_pred))
+    out: dict[str, dict] = {}
+    for col in columns:
+        grouped = scored.group_by(col).agg(pl.col("__ok").mean().alias("accuracy"), pl.len().alias("rows")).sort(col)
+        out[col] = {str(r[col]): {"accuracy": float(r["accuracy"]), "rows": int(r["rows"])} for r in grouped.iter_rows(named=True)}
+    return out
+
+
+def newest_day_mask(frame: pl.DataFrame) -> np.ndarray:
+    day = frame[TIMESTAMP].dt.date()
+    return (day == day.max()).to_numpy()
+
+
+def confusion_png(matrices: dict[str, list[list[int]]], classes: tuple[str, ...]) -> bytes:
+    """Side-by-side row-normalised confusion matrices, small enough to embed in Dagster metadata."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.0), dpi=72)
+    for ax, (title, matrix) in zip(np.atleast_1d(axes), matrices.items()):
+        m = np.asarray(matrix, dtype=float)
+        m = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7, ha="right")
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def evaluate_models(training_set: pl.DataFrame, teacher: Teacher, student: Student, config: DatasetConfig) -> dict:
+    """Teacher and student on the test split (and on its newest day), with slices by site and by
+    every categorical feature (firmware, device model)."""
+    test = training_set.filter(pl.col(SPLIT) == TEST)
+    y = label_codes(test, config.classes)
+    predictions = {
+        "teacher": teacher.predict_proba(test).argmax(axis=1),
+        "student": student.predict_proba(student_matrix(test, teacher.preprocessing)).argmax(axis=1),
+    }
+    newest = newest_day_mask(test)
+    slices = [SITE, *(f.name for f in config.categorical_features)]
+    report = {"test_rows": test.height, "newest_test_day": str(test[TIMESTAMP].dt.date().max())}
+    for name, pred in predictions.items():
+        metrics = classification_metrics(y, pred, config.classes)
+        newest_metrics = classification_metrics(y[newest], pred[newest], config.classes)
+        metrics["newest_day"] = {"accuracy": newest_metrics["accuracy"], "macro_f1": newest_metrics["macro_f1"], "rows": newest_metrics["rows"]}
+        metrics["slices"] = slice_metrics(test, y, pred, slices)
+        report[name] = metrics
+    return report

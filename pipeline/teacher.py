@@ -1,0 +1,82 @@
+"""The teacher: a LightGBM multiclass model, saved in LightGBM's text format (never pickle).
+
+Early stopping watches the validation split only. The preprocessing constants travel with the
+model in a JSON sidecar so that anyone loading the text model encodes rows the same way.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from pipeline import atomic
+from pipeline.dataset import DatasetConfig, TeacherSpec
+from pipeline.encoding import fit_preprocessing, label_codes, teacher_matrix
+from pipeline.features import model_feature_names
+from pipeline.training_set import SPLIT, TRAIN, VALIDATION
+
+MODEL_FILE, PREPROCESSING_FILE = "teacher.txt", "preprocessing.json"
+
+
+@dataclass
+class Teacher:
+    booster: lgb.Booster
+    preprocessing: dict
+    classes: tuple[str, ...]
+
+    def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.booster.predict(teacher_matrix(frame, self.preprocessing), raw_score=True)
+
+    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.booster.predict(teacher_matrix(frame, self.preprocessing))
+
+    def save(self, directory: Path) -> None:
+        atomic.write_text(directory / MODEL_FILE, self.booster.model_to_string())
+        sidecar = {"preprocessing": self.preprocessing, "classes": list(self.classes)}
+        atomic.write_text(directory / PREPROCESSING_FILE, json.dumps(sidecar, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> "Teacher":
+        sidecar = json.loads((directory / PREPROCESSING_FILE).read_text(encoding="utf-8"))
+        booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
+        return cls(booster, sidecar["preprocessing"], tuple(sidecar["classes"]))
+
+
+def lightgbm_params(spec: TeacherSpec, n_classes: int, seed: int) -> dict:
+    return {
+        "objective": "multiclass", "num_class": n_classes, "learning_rate": spec.learning_rate,
+        "num_leaves": spec.num_leaves, "min_data_in_leaf": spec.min_data_in_leaf, "seed": seed,
+        "deterministic": True, "num_threads": 1, "verbose": -1,
+    }
+
+
+def train_teacher(train: pl.DataFrame, validation: pl.DataFrame, preprocessing: dict,
+                  classes: tuple[str, ...], spec: TeacherSpec, seed: int) -> Teacher:
+    n_numeric = len(preprocessing["numeric"])
+    categorical = list(range(n_numeric, n_numeric + len(preprocessing["categorical"])))
+    names = preprocessing["feature_order"]
+
+    def dataset(frame: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(teacher_matrix(frame, preprocessing), label_codes(frame, classes),
+                           weight=frame["weight"].to_numpy(), feature_name=names,
+                           categorical_feature=categorical, reference=reference, free_raw_data=False)
+
+    train_set = dataset(train)
+    booster = lgb.train(
+        lightgbm_params(spec, len(classes), seed), train_set, num_boost_round=spec.rounds,
+        valid_sets=[dataset(validation, train_set)],
+        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
+    )
+    return Teacher(booster, preprocessing, classes)
+
+
+def fit_teacher(training_set: pl.DataFrame, config: DatasetConfig) -> Teacher:
+    """Fit preprocessing on the train split and train the teacher, early-stopped on validation."""
+    numeric, categorical = model_feature_names(config)
+    train = training_set.filter(pl.col(SPLIT) == TRAIN)
+    validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
+    preprocessing = fit_preprocessing(train, numeric, categorical)
+    return train_teacher(train, validation, preprocessing, config.classes, config.training.teacher, config.training.seed)

@@ -1,0 +1,95 @@
+"""Great Expectations suites derived from the dataset config, run on one day's raw rows.
+
+The suite is built from the contract, never hand-written per dataset: every role and feature column
+exists, readings parse and are not null beyond the allowed rate, values sit in their valid ranges,
+(device, timestamp) is unique, and labels, where present, are known classes. Results are grouped
+into a few named checks (schema, nulls, ranges, uniqueness, labels), each with the failing
+expectations, so the orchestrator can show one pass/fail per concern.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+import polars as pl
+
+from pipeline.cleaning import parse_column  # one parser for validation and cleaning
+from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
+
+CHECKS = ("schema", "null_rates", "value_ranges", "uniqueness", "label_values")
+RANGE_MOSTLY, UNIQUE_MOSTLY = 0.99, 0.99
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    evaluated: int
+    failures: list[dict] = field(default_factory=list)
+
+
+def expectation_frame(raw: pl.DataFrame, config: DatasetConfig) -> pd.DataFrame:
+    """The raw day under canonical names, each column parsed to its type (unparseable -> null)."""
+    cols = [
+        parse_column(pl.col(source), raw.schema[source], name, config).alias(name)
+        for source, name in config.role_renames.items() if source in raw.columns
+    ]
+    frame = raw.select(cols)
+    if TIMESTAMP in frame.columns:  # pandas' (and dagster-pandas') datetime unit is nanoseconds
+        frame = frame.with_columns(pl.col(TIMESTAMP).dt.cast_time_unit("ns"))
+    return frame.to_pandas()
+
+
+def _suite_spec(config: DatasetConfig, columns: set[str]) -> dict[str, list]:
+    import great_expectations.expectations as gxe
+
+    mostly_present = 1 - config.quality.max_null_fraction
+    required = [TIMESTAMP, DEVICE_ID, SITE, *(f.name for f in config.features)]
+    spec: dict[str, list] = {name: [] for name in CHECKS}
+    spec["schema"] = [gxe.ExpectColumnToExist(column=c) for c in required]
+    spec["null_rates"] = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly_present) for c in required if c in columns]
+    spec["value_ranges"] = [
+        gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max, mostly=RANGE_MOSTLY)
+        for f in config.numeric_features if f.name in columns and (f.min is not None or f.max is not None)
+    ]
+    if {DEVICE_ID, TIMESTAMP} <= columns:
+        spec["uniqueness"] = [gxe.ExpectCompoundColumnsToBeUnique(column_list=[DEVICE_ID, TIMESTAMP], mostly=UNIQUE_MOSTLY)]
+    if LABEL in columns:
+        spec["label_values"] = [gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(config.classes))]
+    return spec
+
+
+def validate(frame: pd.DataFrame, config: DatasetConfig) -> list[CheckOutcome]:
+    """Run the contract's expectations on ``frame`` with an ephemeral, quiet GE context."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("evergreen")
+        .add_dataframe_asset("raw_day")
+        .add_batch_definition_whole_dataframe("whole_day")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    outcomes = []
+    for name, expectations in _suite_spec(config, set(frame.columns)).items():
+        if not expectations:
+            outcomes.append(CheckOutcome(name, True, 0))
+            continue
+        suite = gx.ExpectationSuite(name=name, expectations=expectations)
+        result = batch.validate(suite)
+        failures = [_failure(r) for r in result.results if not r.success]
+        outcomes.append(CheckOutcome(name, bool(result.success), len(result.results), failures))
+    return outcomes
+
+
+def _failure(result) -> dict:
+    config = result.expectation_config
+    details = {k: v for k, v in (result.result or {}).items()
+               if k in ("unexpected_count", "unexpected_percent", "partial_unexpected_list")}
+    if "partial_unexpected_list" in details:
+        details["partial_unexpected_list"] = [str(v) for v in details["partial_unexpected_list"][:5]]
+    column = config.kwargs.get("column") or config.kwargs.get("column_list")
+    return {"expectation": config.type, "column": str(column), **details}

@@ -1,0 +1,1 @@
+"""Evergreen's sensors: cheap checks that launch runs; the heavy work happens in assets."""
