@@ -5,6 +5,7 @@ named by ``EVERGREEN_DATASET``, or the embedded simulator default.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -18,14 +19,20 @@ DATASET = load_dataset_config(DATASET_PATH)
 
 DAILY = dg.DailyPartitionsDefinition(start_date=DATASET.partitions.start_date.isoformat())
 
-HISTORY_WINDOW = dg.TimeWindowPartitionMapping(
-    start_offset=-DATASET.partitions.history_days, end_offset=0, allow_nonexistent_upstream_partitions=True
-)
+
+
+def _window(days_back: int) -> dg.TimeWindowPartitionMapping:
+    """This partition and ``days_back`` before it; days before the first partition are simply absent.
+    (``allow_nonexistent_upstream_partitions`` is beta in 1.13: its warning is silenced on purpose.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.TimeWindowPartitionMapping(start_offset=-days_back, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+HISTORY_WINDOW = _window(DATASET.partitions.history_days)
 """The partition itself and the days before it, for features that compare with a device's past."""
 
-TRAINING_WINDOW = dg.TimeWindowPartitionMapping(
-    start_offset=-(DATASET.partitions.window_days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
-)
+TRAINING_WINDOW = _window(DATASET.partitions.window_days - 1)
 """The newest ``window_days`` partitions up to this one: what a model of this day learns from."""
 
 WINDOW_INPUT = {"allow_missing_partitions": True}

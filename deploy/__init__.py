@@ -1,0 +1,1 @@
+"""Deployment helpers: instance configuration and the local launcher behind ``make run``."""
