@@ -33,17 +33,23 @@ def prepare_home() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=14, help="how many of the newest daily partitions")
-    parser.add_argument("--end", help="last partition (YYYY-MM-DD); default: the newest complete day")
+    parser.add_argument("--end", help="last partition (YYYY-MM-DD); default: the newest complete day, "
+                        "or for a landing-folder dataset the newest day with a file")
     args = parser.parse_args(argv)
     prepare_home()
 
     import dagster as dg
 
+    from assets.partitions import DAILY, DATASET
     from definitions import defs
-    from assets.partitions import DAILY
+    from pipeline.sources import list_landing_files
 
     keys = DAILY.get_partition_keys()
-    end = keys.index(args.end) if args.end else len(keys) - 1
+    landed = list_landing_files(DATASET.landing_dir) if DATASET.landing_dir else []
+    end_key = args.end or (landed[-1].partition_key if landed else keys[-1])
+    if end_key not in keys:
+        sys.exit(f"--end {end_key}: not a daily partition ({keys[0]} .. {keys[-1]})")
+    end = keys.index(end_key)
     days = keys[max(0, end - args.days + 1): end + 1]
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()

@@ -49,16 +49,7 @@ def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: 
         pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON)
     ).with_columns(pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON))
 
-    candidates = flagged.filter(pl.col(REASON).is_null())
-    value_columns = [c for c in candidates.columns if c.startswith("v:")]
-    deduped = candidates.unique(subset=value_columns, keep="first", maintain_order=True)
-    duplicates = candidates.height - deduped.height
-    conflicting = deduped.select(pl.struct("v:" + DEVICE_ID, "v:" + TIMESTAMP).is_first_distinct().not_()).to_series()
-    conflicts = deduped.filter(conflicting).with_columns(
-        pl.lit("conflicting duplicate: another row has this device and timestamp with other values").alias(REASON)
-    )
-    accepted = deduped.filter(~conflicting)
-
+    accepted, conflicts, duplicates = _deduplicate(flagged.filter(pl.col(REASON).is_null()))
     quarantine = pl.concat([flagged.filter(pl.col(REASON).is_not_null()), conflicts])
     clean, imputed = _impute(_canonical(accepted, config), config)
     return CleaningResult(
@@ -67,6 +58,33 @@ def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: 
         duplicates=duplicates,
         imputed=imputed,
     )
+
+
+def _deduplicate(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(accepted, conflicting, number of duplicates) among rows that passed the hard rules.
+
+    A repeated reading (same values) is a duplicate; when only one copy carries a label, that copy
+    is kept. Two different labels on one reading, or two different readings for one device and
+    instant, are conflicts: the first row is kept and the others are quarantined with the reason.
+    """
+    readings = [c for c in candidates.columns if c.startswith("v:") and c != f"v:{LABEL}"]
+    label = pl.col(f"v:{LABEL}")
+    ordered = candidates.sort(label.is_null(), SOURCE_FILE, SOURCE_ROW)  # labelled copies first
+    repeated = ~pl.struct(readings).is_first_distinct()
+    duplicate = repeated & (~pl.struct([*readings, label]).is_first_distinct() | label.is_null())
+    kept = ordered.filter(~duplicate).with_columns(
+        (~pl.struct(readings).is_first_distinct()).alias("__label_conflict"),
+        (~pl.struct(f"v:{DEVICE_ID}", f"v:{TIMESTAMP}").is_first_distinct()).alias("__conflict"),
+    )
+    conflicts = kept.filter("__conflict").with_columns(
+        pl.when("__label_conflict")
+        .then(pl.lit("conflicting label: the same reading came with another label"))
+        .otherwise(pl.lit("conflicting duplicate: another row has this device and timestamp with other values"))
+        .alias(REASON)
+    )
+    accepted = kept.filter(~pl.col("__conflict")).sort(SOURCE_FILE, SOURCE_ROW)
+    helpers = ["__label_conflict", "__conflict"]
+    return accepted.drop(helpers), conflicts.drop(helpers), candidates.height - kept.height
 
 
 def _require_columns(raw: pl.DataFrame, config: DatasetConfig) -> None:

@@ -50,7 +50,7 @@ class _Fleet:
 def _fleet(spec: SimulatorSpec, site: str, day: dt.date) -> _Fleet:
     n = spec.devices_per_site
     rng = _rng(spec.seed, "fleet", site)  # devices are fixed per site, independent of the day
-    device_id = np.array([f"CPE-{site[:3].upper()}-{i:05d}" for i in range(n)])
+    device_id = np.array([f"CPE-{site.upper()}-{i:05d}" for i in range(n)])
     model = rng.choice(DEVICE_MODELS, size=n)
     firmware = rng.choice(BASE_FIRMWARE, size=n, p=[0.4, 0.6])
     line_length = rng.uniform(200, 6000, size=n)
