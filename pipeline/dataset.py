@@ -67,7 +67,12 @@ class PartitionSpec(_Strict):
 
 
 class QualitySpec(_Strict):
+    """Thresholds of the Great Expectations checks on raw data (fractions of the day's rows)."""
+
     max_null_fraction: float = Field(0.05, ge=0, le=1)
+    min_in_range_fraction: float = Field(0.99, ge=0, le=1)
+    min_unique_fraction: float = Field(0.98, ge=0, le=1)
+    """(device, timestamp) pairs; both rows of a duplicated pair count as not unique."""
 
 
 class SplitSpec(_Strict):

@@ -1,7 +1,8 @@
 """ONNX export of the student and its parity check against torch.
 
-The legacy TorchScript exporter (``dynamo=False``) is used on purpose: the dynamo exporter needs
-onnxscript, and for a plain MLP both give the same graph.
+The export uses torch's dynamo exporter (with onnxscript): the TorchScript exporter is deprecated
+in torch 2.13 and slated for removal. Weights stay inside the one ``.onnx`` file, which is what
+the edge package ships.
 """
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch
 from pipeline import atomic
 from pipeline.student import Probabilities, Student
 
-ONNX_FILE, OPSET = "student.onnx", 17
+ONNX_FILE, OPSET = "student.onnx", 18
 INPUT_NAME, OUTPUT_NAME = "features", "probabilities"
 
 
@@ -32,12 +33,13 @@ class Parity:
 def export_onnx(student: Student, path: Path) -> None:
     wrapper = Probabilities(student.model).eval()
     example = torch.zeros(1, student.architecture["input_width"])
+    program = torch.onnx.export(
+        wrapper, (example,), dynamo=True, opset_version=OPSET, verbose=False,
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+    )
     with atomic.atomic_path(path) as tmp:
-        torch.onnx.export(
-            wrapper, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
+        program.save(str(tmp), external_data=False)
         onnx.checker.check_model(str(tmp))
 
 

@@ -117,7 +117,7 @@ def distill(x: np.ndarray, teacher_scores: np.ndarray, labels: np.ndarray,
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         model.eval()
         with torch.no_grad():
             val_loss = float(loss_of(*val, model))

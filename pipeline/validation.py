@@ -17,7 +17,6 @@ from pipeline.cleaning import parse_column  # one parser for validation and clea
 from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
 
 CHECKS = ("schema", "null_rates", "value_ranges", "uniqueness", "label_values")
-RANGE_MOSTLY, UNIQUE_MOSTLY = 0.99, 0.99
 
 
 @dataclass(frozen=True)
@@ -43,17 +42,18 @@ def expectation_frame(raw: pl.DataFrame, config: DatasetConfig) -> pd.DataFrame:
 def _suite_spec(config: DatasetConfig, columns: set[str]) -> dict[str, list]:
     import great_expectations.expectations as gxe
 
-    mostly_present = 1 - config.quality.max_null_fraction
+    quality = config.quality
+    mostly_present = 1 - quality.max_null_fraction
     required = [TIMESTAMP, DEVICE_ID, SITE, *(f.name for f in config.features)]
     spec: dict[str, list] = {name: [] for name in CHECKS}
     spec["schema"] = [gxe.ExpectColumnToExist(column=c) for c in required]
     spec["null_rates"] = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly_present) for c in required if c in columns]
     spec["value_ranges"] = [
-        gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max, mostly=RANGE_MOSTLY)
+        gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max, mostly=quality.min_in_range_fraction)
         for f in config.numeric_features if f.name in columns and (f.min is not None or f.max is not None)
     ]
     if {DEVICE_ID, TIMESTAMP} <= columns:
-        spec["uniqueness"] = [gxe.ExpectCompoundColumnsToBeUnique(column_list=[DEVICE_ID, TIMESTAMP], mostly=UNIQUE_MOSTLY)]
+        spec["uniqueness"] = [gxe.ExpectCompoundColumnsToBeUnique(column_list=[DEVICE_ID, TIMESTAMP], mostly=quality.min_unique_fraction)]
     if LABEL in columns:
         spec["label_values"] = [gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(config.classes))]
     return spec

@@ -1,0 +1,110 @@
+"""Cleaning: the books balance, every rejected row has a reason naming the field, nothing is lost."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from pipeline import cleaning, sources
+from pipeline.dataset import DEVICE_ID, LABEL, TIMESTAMP
+from pipeline.sources import SOURCE_FILE, SOURCE_ROW
+from tests.helpers import KEY, days_from
+
+DAY = dt.date(2026, 11, 3)
+
+
+@pytest.mark.parametrize("day", days_from(dt.date(2026, 10, 13), 5))
+def test_raw_rows_equal_clean_plus_quarantined_plus_duplicates(config, day):
+    raw = sources.read_raw_day(config, day)
+    result = cleaning.clean_day(raw, config, day, KEY)
+    assert raw.height == result.clean.height + result.quarantine.height + result.duplicates
+    assert result.duplicates > 0 and result.quarantine.height > 0  # the simulator's dirt is really there
+    assert result.clean.select(DEVICE_ID, TIMESTAMP).is_duplicated().sum() == 0
+
+
+def _row(**overrides) -> dict:
+    row = {
+        "ts": "2026-11-03T10:00:00Z", "device_id": "CPE-A-1", "site": "north", "rx_power_dbm": "-18.5",
+        "tx_power_dbm": "2.1", "temperature_c": "45", "uptime_h": "100", "crc_errors": "2",
+        "packet_loss_pct": "0.1", "latency_ms": "15", "jitter_ms": "2", "throughput_mbps": "300",
+        "reboots_24h": "0", "line_length_m": "1200", "device_model": "HG8145", "firmware_version": "3.1.4",
+        "fault": None,
+    }
+    return {**row, **overrides}
+
+
+def _raw(rows: list[dict]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, schema={k: pl.String for k in rows[0]})
+    return frame.with_columns(pl.lit("landing/day.csv").alias(SOURCE_FILE), pl.int_range(1, len(rows) + 1).alias(SOURCE_ROW))
+
+
+def test_each_hard_rule_quarantines_with_a_reason_naming_field_and_value(config):
+    rows = [
+        _row(),                                                   # 1 clean
+        _row(),                                                   # 2 exact duplicate of 1
+        _row(ts="2026-11-03 11:00:00", rx_power_dbm="-19"),       # 3 clean
+        _row(ts="2026-11-03 11:00:00", rx_power_dbm="-25"),       # 4 same device+time, other values
+        _row(ts="2026-11-03 12:00:00", rx_power_dbm="99"),        # 5 out of range
+        _row(ts="2026-11-03 13:00:00", temperature_c="41,5"),     # 6 not a number
+        _row(ts="2026-11-02 23:59:00"),                           # 7 another day
+        _row(ts="yesterday-ish"),                                 # 8 unparseable timestamp
+        _row(ts="2026-11-03 14:00:00", device_id=""),             # 9 missing id
+        _row(ts="2026-11-03 15:00:00", fault="alien"),            # 10 unknown label
+        _row(ts="2026-11-03 16:00:00", latency_ms="inf"),         # 11 not finite
+    ]
+    result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    reasons = dict(zip(result.quarantine[SOURCE_ROW].to_list(), result.quarantine[cleaning.REASON].to_list()))
+    assert result.clean.height == 2 and result.duplicates == 1 and len(reasons) == 8
+    assert "conflicting duplicate" in reasons[4]
+    assert reasons[5] == "rx_power_dbm: 99 outside valid range [-45.0, 5.0]"
+    assert reasons[6] == "temperature_c: not a number '41,5'"
+    assert reasons[7] == "timestamp: 2026-11-02 23:59:00 is outside partition 2026-11-03"
+    assert reasons[8] == "timestamp: cannot parse 'yesterday-ish'"
+    assert reasons[9] == "device_id: missing"
+    assert reasons[10] == "label: 'alien' is not one of the classes"
+    assert reasons[11] == "latency_ms: not finite (inf)"
+    assert set(result.quarantine[SOURCE_FILE]) == {"landing/day.csv"}
+
+
+def test_quarantine_keeps_the_row_as_it_came_but_never_the_raw_device_id(config):
+    result = cleaning.clean_day(_raw([_row(rx_power_dbm="99")]), config, DAY, KEY)
+    row = result.quarantine.row(0, named=True)
+    assert row["rx_power_dbm"] == "99" and row["firmware_version"] == "3.1.4"
+    assert row["device_id"] != "CPE-A-1" and len(row["device_id"]) == 16
+    assert "CPE-A-1" not in str(result.clean.to_dicts())
+
+
+def test_a_labelled_copy_of_a_reading_wins_over_its_unlabelled_duplicate(config):
+    rows = [_row(), _row(fault="fiber"), _row(ts="2026-11-03 10:30:00", fault="power"), _row(ts="2026-11-03 10:30:00", fault="fiber")]
+    result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    assert result.duplicates == 1
+    assert sorted(result.clean[LABEL].to_list()) == ["fiber", "power"]
+    assert result.quarantine[cleaning.REASON].to_list() == ["conflicting label: the same reading came with another label"]
+
+
+def test_timestamps_in_several_iso_forms_are_read_as_utc(config):
+    rows = [_row(ts="2026-11-03T10:00:00+02:00"), _row(ts="2026-11-03 10:00", device_id="B"), _row(ts="2026-11-03T10:00:00.250Z", device_id="C")]
+    result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    hours = sorted(result.clean[TIMESTAMP].dt.hour().to_list())
+    assert hours == [8, 10, 10] and result.quarantine.height == 0
+
+
+def test_a_few_missing_readings_are_imputed_and_counted(config):
+    rows = [_row(ts=f"2026-11-03 {h:02d}:00:00", temperature_c=str(40 + h)) for h in range(5)]
+    rows[2]["temperature_c"] = None
+    result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    assert result.imputed == {"temperature_c": 1}
+    assert result.clean.sort(TIMESTAMP)["temperature_c"][2] == pytest.approx(42.0)  # median of 40, 41, 43, 44
+
+
+def test_too_many_missing_readings_quarantine_the_row(config):
+    numeric = [f.name for f in config.numeric_features]
+    row = _row(**{name: None for name in numeric[:7]})
+    result = cleaning.clean_day(_raw([row]), config, DAY, KEY)
+    assert result.quarantine[cleaning.REASON][0] == f"7 of {len(numeric)} readings missing"
+
+
+def test_a_missing_required_column_names_the_column_and_the_file(config):
+    raw = _raw([_row()]).drop("jitter_ms")
+    with pytest.raises(cleaning.SchemaError, match=r"landing/day.csv: missing required column\(s\) \['jitter_ms'\]"):
+        cleaning.clean_day(raw, config, DAY, KEY)

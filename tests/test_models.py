@@ -1,0 +1,91 @@
+"""Teacher, student, ONNX export and evaluation on a small real training set."""
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline import evaluation, export
+from pipeline.encoding import label_codes, student_matrix
+from pipeline.student import WEIGHTS_FILE, Student, StudentMLP, fit_student
+from pipeline.teacher import MODEL_FILE, Teacher, fit_teacher
+from pipeline.training_set import SPLIT, TEST
+from tests.helpers import days_from, training_frame
+
+
+@pytest.fixture(scope="module")
+def trained(config, tmp_path_factory):
+    small = config.model_copy(update={"simulator": config.simulator.model_copy(update={"devices_per_site": 20})})
+    frame = training_frame(small, days_from(dt.date(2026, 10, 1), 4))
+    teacher = fit_teacher(frame, small)
+    student = fit_student(frame, teacher, small)
+    return small, frame, teacher, student, tmp_path_factory.mktemp("models")
+
+
+def test_teacher_is_saved_as_lightgbm_text_and_reloads_identically(trained):
+    config, frame, teacher, _, directory = trained
+    teacher.save(directory)
+    assert (directory / MODEL_FILE).read_text().startswith("tree\n")
+    reloaded = Teacher.load(directory)
+    assert np.allclose(reloaded.predict_proba(frame.head(200)), teacher.predict_proba(frame.head(200)))
+
+
+def test_teacher_and_student_beat_the_majority_class_and_agree(trained):
+    config, frame, teacher, student, _ = trained
+    test = frame.filter(pl.col(SPLIT) == TEST)
+    y = label_codes(test, config.classes)
+    majority = np.bincount(y).max() / len(y)
+    teacher_acc = (teacher.predict_proba(test).argmax(1) == y).mean()
+    student_pred = student.predict_proba(student_matrix(test, teacher.preprocessing)).argmax(1)
+    assert teacher_acc > majority + 0.05
+    assert (student_pred == y).mean() > majority + 0.05
+    assert (student_pred == teacher.predict_proba(test).argmax(1)).mean() > 0.85
+
+
+def test_student_state_dict_reloads_with_weights_only(trained, tmp_path: Path):
+    _, frame, teacher, student, _ = trained
+    student.save(tmp_path)
+    reloaded = Student.load(tmp_path)
+    x = student_matrix(frame.head(100), teacher.preprocessing)
+    assert np.allclose(reloaded.predict_proba(x), student.predict_proba(x))
+    assert (tmp_path / WEIGHTS_FILE).stat().st_size > 0
+    assert [h["epoch"] for h in reloaded.history] == list(range(1, len(reloaded.history) + 1))
+
+
+def test_onnx_export_matches_torch_on_held_out_rows(trained, tmp_path: Path):
+    _, frame, teacher, student, _ = trained
+    path = tmp_path / export.ONNX_FILE
+    export.export_onnx(student, path)
+    held_out = student_matrix(frame.filter(pl.col(SPLIT) == TEST), teacher.preprocessing)
+    parity = export.check_parity(student, path, held_out)
+    assert parity.rows == len(held_out) > 0
+    assert parity.ok() and parity.max_abs_diff < 1e-5
+
+
+def test_parity_catches_a_model_that_differs(trained, tmp_path: Path):
+    _, frame, teacher, student, _ = trained
+    path = tmp_path / export.ONNX_FILE
+    export.export_onnx(student, path)
+    arch = student.architecture
+    untrained = Student(StudentMLP(arch["input_width"], tuple(arch["hidden"]), arch["n_classes"]), arch, [])
+    parity = export.check_parity(untrained, path, student_matrix(frame.head(300), teacher.preprocessing))
+    assert not parity.ok() and parity.max_abs_diff > 1e-3
+
+
+def test_evaluation_reports_consistent_metrics_and_slices(trained):
+    config, frame, teacher, student, _ = trained
+    report = evaluation.evaluate_models(frame, teacher, student, config)
+    test_rows = frame.filter(pl.col(SPLIT) == TEST).height
+    for model in ("teacher", "student"):
+        metrics = report[model]
+        assert metrics["rows"] == test_rows == report["test_rows"]
+        assert sum(map(sum, metrics["confusion_matrix"])) == test_rows
+        assert metrics["accuracy"] == pytest.approx(np.trace(metrics["confusion_matrix"]) / test_rows)
+        assert set(metrics["per_class"]) == set(config.classes)
+        assert sum(s["rows"] for s in metrics["slices"]["site"].values()) == test_rows
+        assert set(metrics["slices"]["firmware_version"]) <= {"3.0.9", "3.1.4", "3.2.0"}
+        assert 0 < metrics["newest_day"]["rows"] <= test_rows
+    png = evaluation.confusion_png({m: report[m]["confusion_matrix"] for m in ("teacher", "student")}, config.classes)
+    assert png.startswith(b"\x89PNG") and len(png) < 60_000

@@ -1,0 +1,48 @@
+"""Landing files: the day comes from the name, raw stays as it came, unreadable files are named."""
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import sources
+
+
+def test_the_day_comes_from_the_file_name_or_folder(tmp_path: Path):
+    assert sources.landing_file(tmp_path / "export_2026-11-03.csv").day == dt.date(2026, 11, 3)
+    assert sources.landing_file(tmp_path / "2026-11-04" / "part-0.parquet").day == dt.date(2026, 11, 4)
+    assert sources.landing_file(tmp_path / "notes.txt") is None
+    assert sources.landing_file(tmp_path / "undated.csv") is None
+    assert sources.landing_file(tmp_path / ".export_2026-11-03.csv.tmp") is None
+    assert sources.landing_file(tmp_path / "export_2026-13-45.csv") is None
+
+
+def test_a_day_stacks_its_files_as_text_with_provenance(tmp_path: Path):
+    (tmp_path / "a_2026-11-03.csv").write_text("x,y\n1,abc\n2,3\n")
+    (tmp_path / "b_2026-11-03.csv").write_text("x,z\n007,1\n")
+    (tmp_path / "c_2026-11-04.csv").write_text("x\n9\n")
+    frame = sources.read_landing_day(tmp_path, dt.date(2026, 11, 3))
+    assert frame.height == 3
+    assert frame["x"].to_list() == ["1", "2", "007"]  # as it came: no type inference
+    assert frame[sources.SOURCE_ROW].to_list() == [1, 2, 1]
+    assert [Path(p).name for p in frame[sources.SOURCE_FILE]] == ["a_2026-11-03.csv"] * 2 + ["b_2026-11-03.csv"]
+
+
+def test_parquet_and_a_custom_separator(tmp_path: Path):
+    pl.DataFrame({"x": [1.5]}).write_parquet(tmp_path / "p_2026-11-03.parquet")
+    (tmp_path / "s_2026-11-03.csv").write_text("x;y\n2;3\n")
+    frame = sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), csv_separator=";")
+    assert sorted(frame["x"].cast(pl.Float64).to_list()) == [1.5, 2.0]
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path):
+    bad = tmp_path / "broken_2026-11-03.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(sources.SourceError, match="broken_2026-11-03.parquet: cannot read as parquet"):
+        sources.read_landing_day(tmp_path, dt.date(2026, 11, 3))
+
+
+def test_a_day_without_files_says_so(tmp_path: Path):
+    with pytest.raises(sources.SourceError, match="no landing file for 2026-11-05"):
+        sources.read_landing_day(tmp_path, dt.date(2026, 11, 5))

@@ -1,0 +1,36 @@
+"""Great Expectations checks derived from the contract: quiet on good data, specific on bad."""
+
+import datetime as dt
+
+import polars as pl
+
+from pipeline import sources, validation
+
+DAY = dt.date(2026, 10, 20)
+
+
+def _outcomes(config, raw):
+    return {o.name: o for o in validation.validate(validation.expectation_frame(raw, config), config)}
+
+
+def test_a_simulated_day_passes_every_check(config):
+    outcomes = _outcomes(config, sources.read_raw_day(config, DAY))
+    assert set(outcomes) == set(validation.CHECKS)
+    assert all(o.passed for o in outcomes.values()), {n: o.failures for n, o in outcomes.items() if not o.passed}
+    assert outcomes["value_ranges"].evaluated == len(config.numeric_features)
+
+
+def test_broken_data_fails_the_checks_that_concern_it(config):
+    raw = sources.read_raw_day(config, DAY)
+    n, i = raw.height, pl.int_range(pl.len())
+    broken = raw.drop("jitter_ms").with_columns(
+        pl.when(i % 10 == 0).then(-5.0).otherwise(pl.col("latency_ms")).alias("latency_ms"),
+        pl.when(i % 5 == 0).then(None).otherwise(pl.col("throughput_mbps")).alias("throughput_mbps"),
+    )
+    outcomes = _outcomes(config, broken)
+    assert not outcomes["schema"].passed
+    assert [f["column"] for f in outcomes["schema"].failures] == ["jitter_ms"]
+    assert [f["column"] for f in outcomes["value_ranges"].failures] == ["latency_ms"]
+    assert outcomes["value_ranges"].failures[0]["unexpected_count"] == len(range(0, n, 10))
+    assert [f["column"] for f in outcomes["null_rates"].failures] == ["throughput_mbps"]
+    assert outcomes["uniqueness"].passed
