@@ -10,12 +10,14 @@ from assets.resources import DatasetResource, StorageResource, default_data_dir
 from sensors.landing import landing_sensor
 
 
-def build_resources(data_dir: str | None = None) -> dict:
+def build_resources(data_dir: str | None = None, dataset_path: str | None = None) -> dict:
+    """Resources configured in one place; tests pass a temporary data directory and dataset."""
     data_dir = data_dir or default_data_dir()
+    dataset = DatasetResource(config_path=dataset_path) if dataset_path else DatasetResource()
     return {
         "io_manager": PolarsParquetIOManager(base_path=UPath(data_dir) / "assets"),
         "storage": StorageResource(data_dir=data_dir),
-        "dataset": DatasetResource(),
+        "dataset": dataset,
     }
 
 

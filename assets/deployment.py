@@ -2,13 +2,15 @@
 
 import hashlib
 import json
+
 import dagster as dg
 import polars as pl
 
 from assets.model import EVALUATION_FILE, evaluation, student_model, teacher_model
 from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
-from pipeline import edge_package as package_lib, export
+from pipeline import edge_package as package_lib, export, training_set as training_lib
+from pipeline.dataset import TIMESTAMP
 from pipeline.encoding import student_matrix
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
@@ -47,9 +49,10 @@ def code_version() -> str:
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[onnx_student, evaluation, teacher_model])
-def candidate_model(context: dg.AssetExecutionContext, dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
+def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
+                    dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
     """Registers this run's teacher, student, ONNX file and evaluation as a new registry version with
-    its lineage (training-window partitions, parameters, seed, code version, run), aliased
+    its lineage (the days and rows it learned from, parameters, seed, code version, run), aliased
     ``candidate``."""
     key, config = context.partition_key, dataset.load()
     files = {
@@ -61,30 +64,26 @@ def candidate_model(context: dg.AssetExecutionContext, dataset: DatasetResource,
         EVALUATION_FILE: storage.artifact_dir("evaluation", key) / EVALUATION_FILE,
     }
     report = json.loads(files[EVALUATION_FILE].read_text(encoding="utf-8"))
-    version_id = f"v{key.replace('-', '')}-{context.run_id[:8]}"
+    version_id = f"v{key.replace('-', '')}-{context.run.run_id[:8]}"
     entry = {
         "classes": list(config.classes),
         "preprocessing": json.loads(files[PREPROCESSING_FILE].read_text(encoding="utf-8"))["preprocessing"],
         "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME},
         "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
         "lineage": {
-            "dataset": config.name, "partition": key, "training_window": _window(key, config.partitions.window_days),
+            "dataset": config.name, "partition": key,
+            "training_days": sorted(str(d) for d in training_set[TIMESTAMP].dt.date().unique()),
+            "training_rows": training_lib.split_counts(training_set),
             "params": config.training.model_dump(mode="json"), "seed": config.training.seed,
-            "code_version": code_version(), "run_id": context.run_id,
+            "code_version": code_version(), "run_id": context.run.run_id,
         },
     }
     version = storage.registry.register(version_id, files, entry)
-    storage.registry.set_alias("candidate", version.version, reason=f"registered by run {context.run_id}")
+    storage.registry.set_alias("candidate", version.version, reason=f"registered by run {context.run.run_id}")
     return dg.MaterializeResult(metadata={
         "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
         "student_macro_f1": dg.MetadataValue.float(report["student"]["macro_f1"]),
     })
-
-
-def _window(partition_key: str, days: int) -> list[str]:
-    keys = DAILY.get_partition_keys()
-    end = keys.index(partition_key) if partition_key in keys else len(keys) - 1
-    return keys[max(0, end - days + 1): end + 1]
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[candidate_model])

@@ -3,16 +3,16 @@
 import dagster as dg
 
 from assets.data import clean_telemetry, features, gold_labels, raw_telemetry
-from assets.partitions import DAILY
 
 INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels)
+"""``clean_telemetry`` is a multi-asset: selecting it selects ``quarantine`` too."""
 
 ingest_job = dg.define_asset_job(
-    "ingest_job", selection=INGEST_SELECTION, partitions_def=DAILY,
+    "ingest_job", selection=INGEST_SELECTION,
     description="One day's data layer: raw telemetry, checks, cleaning and quarantine, features, gold labels.",
 )
 
 main_job = dg.define_asset_job(
-    "main_job", selection=dg.AssetSelection.all(), partitions_def=DAILY,
+    "main_job", selection=dg.AssetSelection.all(),
     description="The whole graph for one day: data, teacher, student, evaluation, ONNX, registry, edge package.",
 )

@@ -1,0 +1,97 @@
+"""The graph through ``dagster.materialize`` on three daily partitions of small simulated data."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import definitions
+from assets import data, deployment, model
+from assets.jobs import INGEST_SELECTION
+from pipeline.registry import Registry
+
+DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
+ALL_ASSETS = dg.load_assets_from_modules([data, model, deployment])
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory):
+    from tests.conftest import write_small_dataset
+
+    root = tmp_path_factory.mktemp("graph")
+    resources = definitions.build_resources(str(root / "data"), str(write_small_dataset(root)))
+    with dg.instance_for_test() as instance:
+        results = [dg.materialize(ALL_ASSETS, selection=INGEST_SELECTION, partition_key=day, resources=resources, instance=instance)
+                   for day in DAYS[:-1]]
+        results.append(dg.materialize(ALL_ASSETS, partition_key=DAYS[-1], resources=resources, instance=instance))
+        yield root / "data", results, instance
+
+
+def _metadata(result, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_every_run_succeeds_and_every_check_passes(graph_run):
+    _, results, _ = graph_run
+    assert all(r.success for r in results)
+    for result in results:
+        failed = [(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations() if not c.passed]
+        assert failed == []
+    assert {c.check_name for c in results[-1].get_asset_check_evaluations()} == {
+        "schema", "null_rates", "value_ranges", "uniqueness", "label_values", "rows_reconcile", "torch_parity"}
+
+
+def test_rows_reconcile_per_partition(graph_run):
+    _, results, _ = graph_run
+    for result in results:
+        [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "rows_reconcile"]
+        m = {k: v.value for k, v in check.metadata.items()}
+        assert m["raw"] == m["clean"] + m["quarantined"] + m["duplicates"]
+        assert m["raw"] == _metadata(result, "raw_telemetry")["rows"]
+        assert m["quarantined"] == _metadata(result, "quarantine")["rows"] > 0
+
+
+def test_the_newest_day_materializes_every_asset_and_ingest_days_only_the_data_layer(graph_run):
+    _, results, instance = graph_run
+    everything = {k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything
+    assert {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()} == {
+        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels"}
+    assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAYS)
+
+
+def test_features_read_the_previous_days(graph_run):
+    _, results, _ = graph_run
+    assert _metadata(results[0], "features")["history_days_found"] == 0
+    assert _metadata(results[-1], "features")["history_days_found"] == 2
+
+
+def test_registry_and_package_carry_the_lineage_and_metrics(graph_run):
+    data_dir, results, _ = graph_run
+    registry = Registry(data_dir / "registry")
+    version = registry.get("candidate")
+    assert version.version == _metadata(results[-1], "candidate_model")["version"]
+    assert version.entry["lineage"]["training_days"] == DAYS
+    assert version.entry["lineage"]["partition"] == DAYS[-1]
+    assert set(version.entry["files"]) >= {"teacher.txt", "student.pt", "student.onnx", "evaluation.json"}
+    evaluation = _metadata(results[-1], "evaluation")
+    assert version.entry["metrics"]["student"]["macro_f1"] == pytest.approx(evaluation["student_macro_f1"])
+    assert 0.5 < evaluation["teacher_accuracy"] <= 1 and 0.5 < evaluation["student_accuracy"] <= 1
+    assert evaluation["confusion_matrices"].startswith("![confusion matrices](data:image/png;base64,")
+
+    package = Path(_metadata(results[-1], "edge_package")["path"])
+    manifest = json.loads(zipfile.ZipFile(package).read("manifest.json"))
+    assert manifest["version"] == version.version
+    assert manifest["files"]["student.onnx"] == version.entry["files"]["student.onnx"]
+    assert manifest["metrics"]["macro_f1"] == pytest.approx(evaluation["student_macro_f1"])
+
+
+def test_raw_device_ids_stop_at_raw_telemetry(graph_run):
+    data_dir, _, _ = graph_run
+    leaked = [p for p in (data_dir / "assets").rglob("*.parquet")
+              if "raw_telemetry" not in p.parts and b"CPE-" in p.read_bytes()]
+    assert leaked == []
+    assert any(b"CPE-" in p.read_bytes() for p in (data_dir / "assets" / "raw_telemetry").glob("*.parquet"))

@@ -1,0 +1,43 @@
+"""The definitions load, are grouped by layer, documented, and start their sensors by themselves."""
+
+import dagster as dg
+
+import definitions
+from assets.partitions import DAILY
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(definitions.defs)
+
+
+def test_assets_are_grouped_by_layer_and_documented():
+    graph = definitions.defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {
+        "raw_telemetry": "data", "clean_telemetry": "data", "quarantine": "data", "features": "data",
+        "gold_labels": "data", "training_set": "data", "teacher_model": "model", "student_model": "model",
+        "evaluation": "model", "onnx_student": "deployment", "candidate_model": "deployment", "edge_package": "deployment",
+    }
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and len(node.description) > 40, key
+        assert node.partitions_def == DAILY, key
+
+
+def test_edge_package_is_the_final_asset():
+    graph = definitions.defs.resolve_asset_graph()
+    sinks = [k.to_user_string() for k in graph.get_all_asset_keys()
+             if not graph.get(k).child_keys and k.to_user_string() != "quarantine"]
+    assert sinks == ["edge_package"]
+
+
+def test_sensors_run_by_default_and_jobs_exist():
+    sensor = definitions.defs.resolve_sensor_def("landing_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert {j.name for j in definitions.defs.resolve_all_job_defs()} >= {"ingest_job", "main_job"}
+
+
+def test_raw_data_checks_are_the_great_expectations_groups():
+    checks = {key.name for key in definitions.defs.resolve_asset_graph().asset_check_keys
+              if key.asset_key.to_user_string() == "raw_telemetry"}
+    assert checks == {"schema", "null_rates", "value_ranges", "uniqueness", "label_values"}
