@@ -19,6 +19,23 @@ def _day(context: dg.AssetExecutionContext) -> dt.date:
     return dt.date.fromisoformat(context.partition_key)
 
 
+def _require_own_partition(context: dg.AssetExecutionContext, upstream: dg.AssetKey) -> None:
+    """A window input tolerates missing earlier days, but this day's own upstream partition must exist.
+
+    Dagster's asset backfills extend downstream along time-window mappings (backfilling days A..B
+    also targets the following days' features); such a day whose own data was never ingested must
+    fail with this message, not yield an empty frame.
+    """
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=upstream, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    if not records:
+        raise dg.Failure(
+            f"{upstream.to_user_string()} {context.partition_key} is not materialized: ingest that day first "
+            "(a backfill that ends before the newest day also targets the days after it)"
+        )
+
+
 def expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
     """The pandas frame handed to Great Expectations, typed from the contract: a frame with a
     wrong column type fails here with a type-check error instead of as a confusing GE result.
@@ -112,6 +129,7 @@ def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFra
 def features(context: dg.AssetExecutionContext, clean_window: pl.DataFrame, dataset: DatasetResource) -> dg.MaterializeResult:
     """Model features of the day: readings, hour of day, and each tracked reading's delta against the
     device's mean over the previous days (read through a time-window partition mapping)."""
+    _require_own_partition(context, dg.AssetKey("clean_telemetry"))
     day = _day(context)
     on_day = clean_window[TIMESTAMP].dt.date() == day
     frame = feature_lib.build_features(clean_window.filter(on_day), clean_window.filter(~on_day), dataset.load())

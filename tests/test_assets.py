@@ -95,3 +95,14 @@ def test_raw_device_ids_stop_at_raw_telemetry(graph_run):
               if "raw_telemetry" not in p.parts and b"CPE-" in p.read_bytes()]
     assert leaked == []
     assert any(b"CPE-" in p.read_bytes() for p in (data_dir / "assets" / "raw_telemetry").glob("*.parquet"))
+
+
+def test_features_of_a_day_that_was_never_ingested_fail_clearly(tmp_path):
+    resources = definitions.build_resources(str(tmp_path / "data"))
+    features = next(a for a in ALL_ASSETS if dg.AssetKey("features") in a.keys)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL_ASSETS, selection=[features], partition_key="2026-10-19",
+                                resources=resources, instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "clean_telemetry 2026-10-19 is not materialized" in str(failure.event_specific_data.error)

@@ -1,0 +1,76 @@
+"""The landing sensor: a new file runs its day once; a changed file runs again; nothing else does."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+import definitions
+from assets.resources import DatasetResource
+from sensors.landing import landing_sensor
+from tests.conftest import BYOD_YAML
+
+
+@pytest.fixture
+def landing_dataset(tmp_path: Path) -> tuple[Path, DatasetResource]:
+    raw = yaml.safe_load(BYOD_YAML.read_text())
+    raw["source"]["landing_dir"] = str(tmp_path / "landing")
+    path = tmp_path / "dataset.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (tmp_path / "landing").mkdir()
+    return tmp_path / "landing", DatasetResource(config_path=str(path))
+
+
+def _tick(instance, dataset: DatasetResource, cursor: str | None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions.defs,
+                                      resources={"dataset": dataset})
+    result = landing_sensor(context)
+    return result, context.cursor
+
+
+def test_new_files_request_their_partition_once_and_changed_files_again(landing_dataset):
+    landing, dataset = landing_dataset
+    example = BYOD_YAML.parent / "landing" / "isp_export_2026-06-01.csv"
+    shutil.copy(example, landing / "isp_export_2026-10-01.csv")  # the sensor maps names, not content
+    shutil.copy(example, landing / "isp_export_2026-10-02.csv")
+    (landing / "readme.txt").write_text("not data")
+    with dg.instance_for_test() as instance:
+        requests, cursor = _tick(instance, dataset, None)
+        assert sorted(r.partition_key for r in requests) == ["2026-10-01", "2026-10-02"]
+        assert landing_sensor.job_name == "ingest_job"  # requests name no job: they run the sensor's
+        assert len({r.run_key for r in requests}) == 2
+        first_key = next(r.run_key for r in requests if r.partition_key == "2026-10-01")
+
+        again, cursor = _tick(instance, dataset, cursor)
+        assert isinstance(again, dg.SkipReason)
+
+        with open(landing / "isp_export_2026-10-01.csv", "a") as fh:
+            fh.write("2026-10-01 23:00:00,CPE-X-1,ex-a,-18,2,40,10,1,0.1,15,2,300,0,1000,F670L,3.1.4,\n")
+        changed, cursor = _tick(instance, dataset, cursor)
+        assert [r.partition_key for r in changed] == ["2026-10-01"]
+        assert changed[0].run_key != first_key and changed[0].run_key.startswith(str(landing / "isp_export_2026-10-01.csv"))
+
+
+def test_the_run_key_depends_on_content_not_on_the_tick(landing_dataset):
+    landing, dataset = landing_dataset
+    shutil.copy(BYOD_YAML.parent / "landing" / "isp_export_2026-06-03.csv", landing / "export_2026-10-03.csv")
+    with dg.instance_for_test() as instance:
+        first, _ = _tick(instance, dataset, None)
+        second, _ = _tick(instance, dataset, None)  # a lost cursor hashes again: same key, so no second run
+        assert [r.run_key for r in first] == [r.run_key for r in second]
+
+
+def test_files_outside_the_partitions_are_not_run(landing_dataset):
+    landing, dataset = landing_dataset
+    (landing / "old_2025-01-01.csv").write_text("Timestamp\n")  # before the first daily partition
+    with dg.instance_for_test() as instance:
+        result, _ = _tick(instance, dataset, None)
+        assert isinstance(result, dg.SkipReason)
+
+
+def test_the_simulator_dataset_has_nothing_to_watch():
+    with dg.instance_for_test() as instance:
+        result, _ = _tick(instance, DatasetResource(), None)
+        assert isinstance(result, dg.SkipReason) and "no landing folder" in result.skip_message
