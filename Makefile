@@ -29,7 +29,7 @@ test: setup
 	$(BIN)/python -m pytest tests
 
 bench: setup
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all --record
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
-from assets.partitions import DAILY, DATASET, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT
+from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT
 from assets.resources import DatasetResource, StorageResource
 from pipeline import cleaning, features as feature_lib, labels, sources, training_set as training_lib, validation
 from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
@@ -57,7 +57,6 @@ def _expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
     return create_dagster_pandas_dataframe_type(name="ExpectationFrame", columns=columns)
 
 
-ExpectationFrame = expectation_frame_type(DATASET)
 CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR}
 
 
@@ -74,7 +73,7 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
     config = dataset.load()
     raw = sources.read_raw_day(config, _day(context))
     frame = validation.expectation_frame(raw, config)
-    type_check = dg.check_dagster_type(ExpectationFrame, frame)
+    type_check = dg.check_dagster_type(expectation_frame_type(config), frame)
     if not type_check.success:
         raise dg.Failure(f"raw_telemetry {context.partition_key}: frame for Great Expectations: {type_check.description}")
     for outcome in validation.validate(frame, config):

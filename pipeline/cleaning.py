@@ -44,7 +44,7 @@ def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: 
     """Split one day's raw rows into clean rows, quarantined rows and a count of exact duplicates."""
     _require_columns(raw, config)
     typed = _typed(raw, config)
-    reasons = _reason_exprs(typed, config, day)
+    reasons = _reason_exprs(config, day)
     flagged = typed.with_columns(
         pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON)
     ).with_columns(pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON))
@@ -128,36 +128,54 @@ def _parse_timestamp(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return pl.coalesce(parsed)
 
 
-def _reason_exprs(typed: pl.DataFrame, config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
-    raw, val = (lambda n: pl.col(f"r:{n}")), (lambda n: pl.col(f"v:{n}"))
-    present = lambda n: raw(n).is_not_null() & (raw(n).str.strip_chars() != "")  # noqa: E731
-    reasons = [
-        pl.when(~present(TIMESTAMP)).then(pl.lit("timestamp: missing"))
-        .when(val(TIMESTAMP).is_null()).then(pl.format("timestamp: cannot parse '{}'", raw(TIMESTAMP)))
-        .when(val(TIMESTAMP).dt.date() != day)
-        .then(pl.format("timestamp: {} is outside partition {}", raw(TIMESTAMP), pl.lit(day.isoformat()))),
-        pl.when(~present(DEVICE_ID)).then(pl.lit("device_id: missing")),
-        pl.when(~present(SITE)).then(pl.lit("site: missing")),
-        pl.when(present(LABEL) & ~val(LABEL).is_in(list(config.classes)))
-        .then(pl.format("label: '{}' is not one of the classes", raw(LABEL))),
+def _raw(name: str) -> pl.Expr:
+    return pl.col(f"r:{name}")
+
+
+def _val(name: str) -> pl.Expr:
+    return pl.col(f"v:{name}")
+
+
+def _present(name: str) -> pl.Expr:
+    return _raw(name).is_not_null() & (_raw(name).str.strip_chars() != "")
+
+
+def _reason_exprs(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
+    """One expression per hard rule: null where the row keeps the rule, else the reason."""
+    return [*_role_reasons(config, day), *_numeric_reasons(config),
+            *(pl.when(~_present(f.name)).then(pl.lit(f"{f.name}: missing")) for f in config.categorical_features)]
+
+
+def _role_reasons(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
+    return [
+        pl.when(~_present(TIMESTAMP)).then(pl.lit("timestamp: missing"))
+        .when(_val(TIMESTAMP).is_null()).then(pl.format("timestamp: cannot parse '{}'", _raw(TIMESTAMP)))
+        .when(_val(TIMESTAMP).dt.date() != day)
+        .then(pl.format("timestamp: {} is outside partition {}", _raw(TIMESTAMP), pl.lit(day.isoformat()))),
+        pl.when(~_present(DEVICE_ID)).then(pl.lit("device_id: missing")),
+        pl.when(~_present(SITE)).then(pl.lit("site: missing")),
+        pl.when(_present(LABEL) & ~_val(LABEL).is_in(list(config.classes)))
+        .then(pl.format("label: '{}' is not one of the classes", _raw(LABEL))),
     ]
+
+
+def _numeric_reasons(config: DatasetConfig) -> list[pl.Expr]:
+    reasons = []
     for f in config.numeric_features:
         lo = f.min if f.min is not None else float("-inf")
         hi = f.max if f.max is not None else float("inf")
+        value = _val(f.name)
         reasons.append(
-            pl.when(present(f.name) & val(f.name).is_null())
-            .then(pl.format(f"{f.name}: not a number '{{}}'", raw(f.name)))
-            .when(val(f.name).is_nan() | val(f.name).is_infinite())
-            .then(pl.format(f"{f.name}: not finite ({{}})", raw(f.name)))
-            .when((val(f.name) < lo) | (val(f.name) > hi))
-            .then(pl.format(f"{f.name}: {{}} outside valid range [{f.min}, {f.max}]", raw(f.name)))
+            pl.when(_present(f.name) & value.is_null()).then(pl.format(f"{f.name}: not a number '{{}}'", _raw(f.name)))
+            .when(value.is_nan() | value.is_infinite()).then(pl.format(f"{f.name}: not finite ({{}})", _raw(f.name)))
+            .when((value < lo) | (value > hi))
+            .then(pl.format(f"{f.name}: {{}} outside valid range [{f.min}, {f.max}]", _raw(f.name)))
         )
-    for f in config.categorical_features:
-        reasons.append(pl.when(~present(f.name)).then(pl.lit(f"{f.name}: missing")))
     numeric = [f.name for f in config.numeric_features]
     if numeric:
-        missing = pl.sum_horizontal([val(n).is_null().cast(pl.Int32) for n in numeric])
-        reasons.append(pl.when(missing * 2 > len(numeric)).then(pl.format("{} of {} readings missing", missing, pl.lit(len(numeric)))))
+        missing = pl.sum_horizontal([_val(n).is_null().cast(pl.Int32) for n in numeric])
+        reasons.append(pl.when(missing * 2 > len(numeric))
+                       .then(pl.format("{} of {} readings missing", missing, pl.lit(len(numeric)))))
     return reasons
 
 

@@ -56,5 +56,11 @@ def teacher_matrix(frame: pl.DataFrame, preprocessing: dict) -> np.ndarray:
     return np.column_stack(cols) if cols else np.empty((frame.height, 0))
 
 
+NO_LABEL = -1
+
+
 def label_codes(frame: pl.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
-    return frame["label"].replace_strict({c: i for i, c in enumerate(classes)}, return_dtype=pl.Int64).to_numpy()
+    """Class indices of the ``label`` column; ``NO_LABEL`` where a row has none. An unknown class
+    name raises: cleaning has already quarantined those, so one here is a bug."""
+    codes = frame["label"].replace_strict({c: i for i, c in enumerate(classes)}, return_dtype=pl.Int64)
+    return codes.fill_null(NO_LABEL).to_numpy()

@@ -71,15 +71,28 @@ def _fleet(spec: SimulatorSpec, site: str, day: dt.date) -> _Fleet:
     return _Fleet(device_id, model, firmware, line_length, base_rx, new_firmware)
 
 
-def _fault_probabilities(fleet: _Fleet, hours: np.ndarray, drift: DriftTimeline, rollout_rate: float) -> np.ndarray:
-    """Per-row probabilities over FAULTS (rows are device-major, hour-minor)."""
-    n_dev, n_hours = len(fleet.device_id), len(hours)
-    rows = n_dev * n_hours
-    dev = np.repeat(np.arange(n_dev), n_hours)
-    hour = np.tile(hours, n_dev)
-    lo, hi = drift.evening_hours
-    evening = (hour >= lo) & (hour <= hi)
-    p = np.zeros((rows, len(FAULTS)))
+@dataclass(frozen=True)
+class _Rows:
+    """Row layout of one site-day: device-major, hour-minor (row i is device dev[i] at hour[i])."""
+
+    dev: np.ndarray
+    hour: np.ndarray
+    evening: np.ndarray
+
+    @classmethod
+    def of(cls, n_devices: int, hours: np.ndarray, drift: DriftTimeline) -> "_Rows":
+        hour = np.tile(hours, n_devices)
+        lo, hi = drift.evening_hours
+        return cls(np.repeat(np.arange(n_devices), len(hours)), hour, (hour >= lo) & (hour <= hi))
+
+    def __len__(self) -> int:
+        return len(self.dev)
+
+
+def _fault_probabilities(fleet: _Fleet, r: _Rows, drift: DriftTimeline, rollout_rate: float) -> np.ndarray:
+    """Per-row probabilities over FAULTS."""
+    dev, evening = r.dev, r.evening
+    p = np.zeros((len(r), len(FAULTS)))
     p[:, 1] = 0.05 + 0.35 / (1 + np.exp(-2.0 * (-26.5 - fleet.base_rx_dbm[dev])))  # fibre: weak light
     p[:, 2] = np.where(fleet.firmware[dev] == "3.0.9", 0.09, 0.02)
     p[:, 2] = np.where(fleet.new_firmware[dev], rollout_rate, p[:, 2])
@@ -89,14 +102,9 @@ def _fault_probabilities(fleet: _Fleet, hours: np.ndarray, drift: DriftTimeline,
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _telemetry(fleet: _Fleet, hours: np.ndarray, fault: np.ndarray, rng: np.random.Generator, drift: DriftTimeline) -> dict:
-    """Sensor readings given each row's fault; ``severity`` makes mild faults hard to tell apart."""
-    n_dev, n_hours = len(fleet.device_id), len(hours)
-    rows = n_dev * n_hours
-    dev = np.repeat(np.arange(n_dev), n_hours)
-    hour = np.tile(hours, n_dev)
-    lo, hi = drift.evening_hours
-    evening = (hour >= lo) & (hour <= hi)
+def _telemetry(fleet: _Fleet, r: _Rows, fault: np.ndarray, rng: np.random.Generator) -> dict:
+    """Sensor readings given each row's fault; ``sev`` (severity) makes mild faults hard to tell apart."""
+    dev, hour, evening, rows = r.dev, r.hour, r.evening, len(r)
     sev = rng.uniform(0.0, 1.0, size=rows) ** 2
     new_model = ~np.isin(fleet.model[dev], DEVICE_MODELS)
     is_ = {name: fault == i for i, name in enumerate(FAULTS)}
@@ -137,16 +145,16 @@ def simulate_site_day(spec: SimulatorSpec, site: str, day: dt.date, dirty: bool 
     hours = np.asarray(spec.hours)
     rng = _rng(spec.seed, "day", site, day.isoformat())
     ro = spec.drift.firmware_rollout
-    probs = _fault_probabilities(fleet, hours, spec.drift, ro.fault_rate if ro else 0.0)
+    rows = _Rows.of(len(fleet.device_id), hours, spec.drift)
+    probs = _fault_probabilities(fleet, rows, spec.drift, ro.fault_rate if ro else 0.0)
     fault = (probs.cumsum(axis=1) > rng.uniform(size=(len(probs), 1))).argmax(axis=1)
-    readings = _telemetry(fleet, hours, fault, rng, spec.drift)
-    n_dev = len(fleet.device_id)
-    minute = rng.integers(0, 60, size=n_dev * len(hours))
+    readings = _telemetry(fleet, rows, fault, rng)
+    minute = rng.integers(0, 60, size=len(rows))
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-    ts = [start + dt.timedelta(hours=int(h), minutes=int(m)) for h, m in zip(np.tile(hours, n_dev), minute)]
+    ts = [start + dt.timedelta(hours=int(h), minutes=int(m)) for h, m in zip(rows.hour, minute)]
     frame = pl.DataFrame({
         "ts": ts,
-        "device_id": np.repeat(fleet.device_id, len(hours)),
+        "device_id": fleet.device_id[rows.dev],
         "site": [site] * len(ts),
         **readings,
         TRUTH: np.asarray(FAULTS)[fault],

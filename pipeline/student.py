@@ -20,7 +20,7 @@ import polars as pl
 
 from pipeline import atomic
 from pipeline.dataset import DatasetConfig, StudentSpec
-from pipeline.encoding import label_codes, student_matrix
+from pipeline.encoding import NO_LABEL, label_codes, student_matrix
 from pipeline.teacher import Teacher
 from pipeline.training_set import SPLIT, TRAIN, UNLABELLED, VALIDATION
 
@@ -89,7 +89,7 @@ def soft_targets(teacher_scores: np.ndarray, temperature: float) -> np.ndarray:
 def distill(x: np.ndarray, teacher_scores: np.ndarray, labels: np.ndarray,
             x_val: np.ndarray, teacher_scores_val: np.ndarray, labels_val: np.ndarray,
             spec: StudentSpec, seed: int) -> Student:
-    """Train the student on the transfer set ``x``; ``labels`` is -1 where a row has no gold label."""
+    """Train the student on the transfer set ``x``; ``labels`` is ``NO_LABEL`` (-1) where a row has none."""
     torch.manual_seed(seed)
     n_classes = teacher_scores.shape[1]
     model = StudentMLP(x.shape[1], spec.hidden, n_classes)
@@ -133,14 +133,9 @@ def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetCon
     """Distil ``teacher`` into a student on the train and unlabelled rows, validated on validation."""
     transfer = training_set.filter(pl.col(SPLIT).is_in([TRAIN, UNLABELLED]))
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
-    hard = np.where(transfer[SPLIT].to_numpy() == TRAIN, _codes_or_missing(transfer, config.classes), -1)
+    hard = np.where(transfer[SPLIT].to_numpy() == TRAIN, label_codes(transfer, config.classes), NO_LABEL)
     return distill(
         student_matrix(transfer, teacher.preprocessing), teacher.raw_scores(transfer), hard,
         student_matrix(validation, teacher.preprocessing), teacher.raw_scores(validation),
         label_codes(validation, config.classes), config.training.student, config.training.seed,
     )
-
-
-def _codes_or_missing(frame: pl.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index.get(v, -1) if v is not None else -1 for v in frame["label"].to_list()], dtype=np.int64)

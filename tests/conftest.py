@@ -7,12 +7,20 @@ os.environ.pop("EVERGREEN_DATASET", None)
 os.environ["EVERGREEN_HASH_KEY"] = "evergreen-test-key"
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from pipeline.dataset import DatasetConfig, load_dataset_config  # noqa: E402
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pipeline.student import Student
+    from pipeline.teacher import Teacher
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_YAML = ROOT / "config" / "broadband.yaml"
@@ -39,3 +47,27 @@ def write_small_dataset(directory: Path, devices_per_site: int = 15, **overrides
 @pytest.fixture
 def small_dataset_yaml(tmp_path: Path) -> Path:
     return write_small_dataset(tmp_path)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A small real training set and the teacher and student trained on it."""
+
+    config: DatasetConfig
+    frame: "pl.DataFrame"
+    teacher: "Teacher"
+    student: "Student"
+
+
+@pytest.fixture(scope="session")
+def trained(config) -> Trained:
+    import datetime as dt
+
+    from pipeline.student import fit_student
+    from pipeline.teacher import fit_teacher
+    from tests.helpers import days_from, training_frame
+
+    small = config.model_copy(update={"simulator": config.simulator.model_copy(update={"devices_per_site": 20})})
+    frame = training_frame(small, days_from(dt.date(2026, 10, 1), 4))
+    teacher = fit_teacher(frame, small)
+    return Trained(small, frame, teacher, fit_student(frame, teacher, small))

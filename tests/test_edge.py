@@ -1,6 +1,5 @@
 """Registry, edge package and edge runtime: atomic, deterministic, verified, torch-free on the device."""
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -15,19 +14,14 @@ import pytest
 from pipeline import edge_package, edge_runtime, export
 from pipeline.encoding import columns_of, student_matrix
 from pipeline.registry import Registry, RegistryError
-from pipeline.student import fit_student
-from pipeline.teacher import PREPROCESSING_FILE, fit_teacher
+from pipeline.teacher import PREPROCESSING_FILE
 from pipeline.training_set import SPLIT, TEST
-from tests.helpers import days_from, training_frame
 
 
 @pytest.fixture(scope="module")
-def registered(config, tmp_path_factory):
+def registered(trained, tmp_path_factory):
     """A trained student exported to ONNX and registered, as candidate_model does."""
-    small = config.model_copy(update={"simulator": config.simulator.model_copy(update={"devices_per_site": 12})})
-    frame = training_frame(small, days_from(dt.date(2026, 10, 1), 3))
-    teacher = fit_teacher(frame, small)
-    student = fit_student(frame, teacher, small)
+    small, frame, teacher, student = trained.config, trained.frame, trained.teacher, trained.student
     work = tmp_path_factory.mktemp("work")
     export.export_onnx(student, work / export.ONNX_FILE)
     teacher.save(work)

@@ -1,6 +1,5 @@
 """Teacher, student, ONNX export and evaluation on a small real training set."""
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -9,23 +8,13 @@ import pytest
 
 from pipeline import evaluation, export
 from pipeline.encoding import label_codes, student_matrix
-from pipeline.student import WEIGHTS_FILE, Student, StudentMLP, fit_student
-from pipeline.teacher import MODEL_FILE, Teacher, fit_teacher
+from pipeline.student import WEIGHTS_FILE, Student, StudentMLP
+from pipeline.teacher import MODEL_FILE, Teacher
 from pipeline.training_set import SPLIT, TEST
-from tests.helpers import days_from, training_frame
 
 
-@pytest.fixture(scope="module")
-def trained(config, tmp_path_factory):
-    small = config.model_copy(update={"simulator": config.simulator.model_copy(update={"devices_per_site": 20})})
-    frame = training_frame(small, days_from(dt.date(2026, 10, 1), 4))
-    teacher = fit_teacher(frame, small)
-    student = fit_student(frame, teacher, small)
-    return small, frame, teacher, student, tmp_path_factory.mktemp("models")
-
-
-def test_teacher_is_saved_as_lightgbm_text_and_reloads_identically(trained):
-    config, frame, teacher, _, directory = trained
+def test_teacher_is_saved_as_lightgbm_text_and_reloads_identically(trained, tmp_path: Path):
+    frame, teacher, directory = trained.frame, trained.teacher, tmp_path
     teacher.save(directory)
     assert (directory / MODEL_FILE).read_text().startswith("tree\n")
     reloaded = Teacher.load(directory)
@@ -33,7 +22,7 @@ def test_teacher_is_saved_as_lightgbm_text_and_reloads_identically(trained):
 
 
 def test_teacher_and_student_beat_the_majority_class_and_agree(trained):
-    config, frame, teacher, student, _ = trained
+    config, frame, teacher, student = trained.config, trained.frame, trained.teacher, trained.student
     test = frame.filter(pl.col(SPLIT) == TEST)
     y = label_codes(test, config.classes)
     majority = np.bincount(y).max() / len(y)
@@ -45,7 +34,7 @@ def test_teacher_and_student_beat_the_majority_class_and_agree(trained):
 
 
 def test_student_state_dict_reloads_with_weights_only(trained, tmp_path: Path):
-    _, frame, teacher, student, _ = trained
+    frame, teacher, student = trained.frame, trained.teacher, trained.student
     student.save(tmp_path)
     reloaded = Student.load(tmp_path)
     x = student_matrix(frame.head(100), teacher.preprocessing)
@@ -55,7 +44,7 @@ def test_student_state_dict_reloads_with_weights_only(trained, tmp_path: Path):
 
 
 def test_onnx_export_matches_torch_on_held_out_rows(trained, tmp_path: Path):
-    _, frame, teacher, student, _ = trained
+    frame, teacher, student = trained.frame, trained.teacher, trained.student
     path = tmp_path / export.ONNX_FILE
     export.export_onnx(student, path)
     held_out = student_matrix(frame.filter(pl.col(SPLIT) == TEST), teacher.preprocessing)
@@ -65,7 +54,7 @@ def test_onnx_export_matches_torch_on_held_out_rows(trained, tmp_path: Path):
 
 
 def test_parity_catches_a_model_that_differs(trained, tmp_path: Path):
-    _, frame, teacher, student, _ = trained
+    frame, teacher, student = trained.frame, trained.teacher, trained.student
     path = tmp_path / export.ONNX_FILE
     export.export_onnx(student, path)
     arch = student.architecture
@@ -75,7 +64,7 @@ def test_parity_catches_a_model_that_differs(trained, tmp_path: Path):
 
 
 def test_evaluation_reports_consistent_metrics_and_slices(trained):
-    config, frame, teacher, student, _ = trained
+    config, frame, teacher, student = trained.config, trained.frame, trained.teacher, trained.student
     report = evaluation.evaluate_models(frame, teacher, student, config)
     test_rows = frame.filter(pl.col(SPLIT) == TEST).height
     for model in ("teacher", "student"):
