@@ -9,14 +9,16 @@ import polars as pl
 from assets.model import EVALUATION_FILE, evaluation, student_model, teacher_model
 from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
-from pipeline import edge_package as package_lib, export, training_set as training_lib
+from pipeline import edge_package as package_lib, export, features as feature_lib, training_set as training_lib
 from pipeline.dataset import TIMESTAMP
 from pipeline.encoding import student_matrix
+from pipeline.registry import Registry, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
-from pipeline.training_set import SPLIT, TEST
+from pipeline.training_set import SPLIT, VALIDATION
 
 GROUP = "deployment"
+CANDIDATE = "candidate"
 
 
 @dg.asset(
@@ -25,14 +27,15 @@ GROUP = "deployment"
                                    description="ONNX Runtime reproduces torch's probabilities on held-out rows")],
 )
 def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, storage: StorageResource):
-    """The student exported to fp32 ONNX (opset 17, dynamic batch), checked against torch on the
-    held-out test rows; a parity failure blocks everything downstream."""
+    """The student exported to fp32 ONNX (dynamic batch), checked against torch on the held-out
+    validation rows; a parity failure blocks everything downstream."""
     key = context.partition_key
     student = Student.load(storage.artifact_dir("student_model", key))
     preprocessing = Teacher.load(storage.artifact_dir("teacher_model", key)).preprocessing
     path = storage.artifact_dir("onnx_student", key) / export.ONNX_FILE
     export.export_onnx(student, path)
-    parity = export.check_parity(student, path, student_matrix(training_set.filter(pl.col(SPLIT) == TEST), preprocessing))
+    held_out = training_set.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
+    parity = export.check_parity(student, path, student_matrix(held_out, preprocessing))
     yield dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size, "opset": export.OPSET})
     yield dg.AssetCheckResult(check_name="torch_parity", passed=parity.ok(), metadata={
         "rows": parity.rows, "max_abs_diff": dg.MetadataValue.float(parity.max_abs_diff),
@@ -41,10 +44,11 @@ def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, 
 
 
 def code_version() -> str:
-    """Hash of the pipeline sources: which code produced a model, with or without git."""
+    """Hash of the pipeline and asset sources: which code produced a model, with or without git
+    (the configuration is recorded beside it, in the lineage's params)."""
     digest = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "pipeline").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in sorted([*(PROJECT_ROOT / "pipeline").glob("*.py"), *(PROJECT_ROOT / "assets").glob("*.py")]):
+        digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -69,6 +73,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
         "classes": list(config.classes),
         "preprocessing": json.loads(files[PREPROCESSING_FILE].read_text(encoding="utf-8"))["preprocessing"],
         "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME},
+        "derived_features": feature_lib.derived_feature_notes(config),
         "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
         "lineage": {
             "dataset": config.name, "partition": key,
@@ -78,10 +83,12 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
             "code_version": code_version(), "run_id": context.run.run_id,
         },
     }
-    version = storage.registry.register(version_id, files, entry)
-    storage.registry.set_alias("candidate", version.version, reason=f"registered by run {context.run.run_id}")
+    registry = storage.registry
+    version = registry.register(version_id, files, entry)
+    moved = _newest_partition_wins(registry, version, reason=f"registered by run {context.run.run_id}")
     return dg.MaterializeResult(metadata={
         "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
+        "candidate_alias": version.version if moved else registry.resolve(CANDIDATE),
         "student_macro_f1": dg.MetadataValue.float(report["student"]["macro_f1"]),
     })
 
@@ -102,12 +109,27 @@ def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) ->
     })
 
 
+def _newest_partition_wins(registry: Registry, version: Version, reason: str) -> bool:
+    """Point ``candidate`` at ``version`` unless it already holds a newer day's model: a backfill of
+    older days registers their versions but must not turn the clock back."""
+    if registry.has_alias(CANDIDATE):
+        if registry.get(CANDIDATE).entry["lineage"]["partition"] > version.entry["lineage"]["partition"]:
+            return False
+    registry.set_alias(CANDIDATE, version.version, reason=reason)
+    return True
+
+
 def _registered_version(context: dg.AssetExecutionContext) -> str:
-    """The version that ``candidate_model`` registered for this partition (its latest materialization)."""
+    """The version ``candidate_model`` registered in this run, else its latest for this partition
+    (when ``edge_package`` is materialized on its own)."""
+    in_run = context.instance.get_records_for_run(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in in_run:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is not None and materialization.asset_key == candidate_model.key:
+            return materialization.metadata["version"].value
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=candidate_model.key, asset_partitions=[context.partition_key]), limit=1
     ).records
     if not records:
         raise dg.Failure(f"candidate_model has no materialization for {context.partition_key}: materialize it first")
     return records[0].asset_materialization.metadata["version"].value
-

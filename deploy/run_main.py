@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=14, help="how many of the newest daily partitions")
     parser.add_argument("--end", help="last partition (YYYY-MM-DD); default: the newest complete day, "
-                        "or for a landing-folder dataset the newest day with a file")
+                        "or for a landing-folder dataset the newest complete day with a file")
     args = parser.parse_args(argv)
     prepare_home()
 
@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.sources import list_landing_files
 
     keys = DAILY.get_partition_keys()
-    landed = list_landing_files(DATASET.landing_dir) if DATASET.landing_dir else []
-    end_key = args.end or (landed[-1].partition_key if landed else keys[-1])
+    landed = [f.partition_key for f in list_landing_files(DATASET.landing_dir)] if DATASET.landing_dir else []
+    landed = [k for k in landed if k <= keys[-1]]  # today's files are not a complete day yet
+    end_key = args.end or (landed[-1] if landed else keys[-1])
     if end_key not in keys:
         sys.exit(f"--end {end_key}: not a daily partition ({keys[0]} .. {keys[-1]})")
     end = keys.index(end_key)

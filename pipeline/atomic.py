@@ -46,6 +46,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        for path in (*tmp.rglob("*"), tmp):
+            _fsync(path)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -58,5 +60,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 
 
 def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    """Flush a file or a directory's entries to disk, so the rename publishes complete data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

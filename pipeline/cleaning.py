@@ -88,9 +88,7 @@ def _deduplicate(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, 
 
 
 def _require_columns(raw: pl.DataFrame, config: DatasetConfig) -> None:
-    required = [config.columns.timestamp, config.columns.id, config.columns.site]
-    required += [f.source_column for f in config.features]
-    missing = [c for c in required if c not in raw.columns]
+    missing = [c for c in config.required_source_columns if c not in raw.columns]
     if missing:
         files = sorted(raw[SOURCE_FILE].unique().to_list()) if SOURCE_FILE in raw.columns else ["?"]
         raise SchemaError(f"{', '.join(files)}: missing required column(s) {missing} (dataset {config.name!r})")
@@ -203,6 +201,6 @@ def _quarantine_view(quarantine: pl.DataFrame, raw_columns: list[str], config: D
     cols = [pl.col(f"r:{name}").alias(source) for name, source in raw_names.items() if source in raw_columns]
     view = quarantine.select(*cols, REASON, SOURCE_FILE, SOURCE_ROW)
     id_col = config.columns.id
-    if id_col in view.columns:
-        view = view.with_columns(ids.keyed_hash(pl.col(id_col), key))
+    if id_col in view.columns:  # hashed as cleaning hashes it, so a device has one hash everywhere
+        view = view.with_columns(ids.keyed_hash(pl.col(id_col).str.strip_chars(), key))
     return view

@@ -197,6 +197,12 @@ class DatasetConfig(_Strict):
         return renames
 
     @property
+    def required_source_columns(self) -> list[str]:
+        """Source columns every file must have (the label may be absent: labels often come later)."""
+        c = self.columns
+        return [c.timestamp, c.id, c.site, *(f.source_column for f in self.features)]
+
+    @property
     def landing_dir(self) -> Path | None:
         if self.source.landing_dir is None:
             return None

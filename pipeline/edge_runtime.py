@@ -34,7 +34,10 @@ def encode(columns: Mapping[str, Sequence], preprocessing: Mapping) -> np.ndarra
     """
     parts = []
     for spec in preprocessing["numeric"]:
-        values = np.asarray(columns[spec["name"]], dtype=np.float64)
+        try:
+            values = np.asarray(columns[spec["name"]], dtype=np.float64)
+        except ValueError as exc:
+            raise ValueError(f"column {spec['name']!r}: not numeric ({exc})") from exc
         values = np.where(np.isfinite(values), values, spec["fill"])
         parts.append(((values - spec["mean"]) / spec["std"])[:, None])
     for spec in preprocessing["categorical"]:

@@ -23,6 +23,17 @@ def model_feature_names(config: DatasetConfig) -> tuple[list[str], list[str]]:
     return numeric + [HOUR], [f.name for f in config.categorical_features]
 
 
+def derived_feature_notes(config: DatasetConfig) -> dict[str, str]:
+    """How a device computes the inputs that are not raw readings (shipped in the manifest)."""
+    notes = {HOUR: f"hour of day (0-23, UTC) of the reading's {TIMESTAMP}"}
+    days = config.partitions.history_days
+    for f in config.numeric_features:
+        if f.history:
+            notes[delta_name(f.name)] = (f"{f.name} minus this device's mean {f.name} over the previous {days} "
+                                         "days; missing when there is no history (the model then uses the training median)")
+    return notes
+
+
 def build_features(clean: pl.DataFrame, history: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
     """One day's feature rows; ``history`` is the clean rows of the preceding days (may be empty)."""
     tracked = [f.name for f in config.numeric_features if f.history]

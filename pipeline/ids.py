@@ -9,22 +9,35 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import polars as pl
-
-from pipeline import atomic
 
 HASH_KEY_ENV = "EVERGREEN_HASH_KEY"
 
 
 def load_or_create_key(env_var: str, key_file: Path) -> bytes:
-    """The secret from ``env_var``; else from ``key_file``, generated there (mode 600) on first use."""
+    """The secret from ``env_var``; else from ``key_file``, generated there (mode 600) on first use.
+
+    Several processes may start at once on a fresh machine (the multiprocess executor, concurrent
+    runs): the file is created by an atomic link, so exactly one key wins and every process reads it.
+    Two keys would silently stop labels from joining their readings.
+    """
     if value := os.environ.get(env_var):
         return value.encode("utf-8")
     if not key_file.exists():
-        atomic.write_text(key_file, secrets.token_hex(32))
-        key_file.chmod(0o600)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key_file.name}.", dir=key_file.parent)  # mode 600
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii"))
+            os.fsync(fd)
+            os.close(fd)
+            os.link(tmp, key_file)  # fails if another process linked its key first
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     return key_file.read_text(encoding="utf-8").strip().encode("utf-8")
 
 

@@ -67,6 +67,9 @@ class Registry:
             return json.loads(alias_file.read_text(encoding="utf-8"))["version"]
         return version_or_alias
 
+    def has_alias(self, alias: str) -> bool:
+        return (self.root / "aliases" / f"{alias}.json").is_file()
+
     def set_alias(self, alias: str, version: str, reason: str) -> None:
         self.get(version)  # refuse to point at a version that is not there
         record = {"alias": alias, "version": version, "reason": reason, "at": dt.datetime.now(dt.timezone.utc).isoformat()}

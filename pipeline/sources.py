@@ -75,12 +75,16 @@ def read_landing_file(path: Path, csv_separator: str = ",") -> pl.DataFrame:
     )
 
 
-def read_landing_day(landing_dir: Path, day: dt.date, csv_separator: str = ",") -> pl.DataFrame:
-    """Every landing file of ``day``, stacked; columns a file lacks are null for its rows."""
+def read_landing_day(landing_dir: Path, day: dt.date, required: list[str], csv_separator: str = ",") -> pl.DataFrame:
+    """Every landing file of ``day``, stacked. Each file must have the ``required`` columns on its
+    own: stacking first would fill a file's missing column with nulls that look like gaps."""
     files = [f for f in list_landing_files(landing_dir) if f.day == day]
     if not files:
         raise SourceError(f"{landing_dir}: no landing file for {day.isoformat()} (expected a name with that date)")
     frames = [read_landing_file(f.path, csv_separator) for f in files]
+    for found, frame in zip(files, frames):
+        if missing := [c for c in required if c not in frame.columns]:
+            raise SourceError(f"{found.path}: missing required column(s) {missing}")
     return pl.concat(frames, how="diagonal_relaxed")
 
 
@@ -94,4 +98,4 @@ def read_raw_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:
         )
     if config.landing_dir is None:
         raise SourceError(f"dataset {config.name!r}: source.kind is 'landing' but source.landing_dir is not set")
-    return read_landing_day(config.landing_dir, day, config.source.csv_separator)
+    return read_landing_day(config.landing_dir, day, config.required_source_columns, config.source.csv_separator)

@@ -32,8 +32,10 @@ def build_training_set(features: pl.DataFrame, gold: pl.DataFrame, config: Datas
     split = config.training.split
     n_train, n_val = int(n * split.train), int(n * (split.train + split.validation))
     if min(n_train, n_val - n_train, n - n_val) < min_per_split:
+        days = features[TIMESTAMP].dt.date().unique().sort().to_list() if features.height else []
+        window = f"{days[0]} .. {days[-1]} ({len(days)} days of features)" if days else "no days of features"
         raise TrainingSetError(
-            f"only {n} labelled rows in the window: need at least {min_per_split} in each of "
+            f"only {n} labelled rows in the window {window}: need at least {min_per_split} in each of "
             "train / validation / test; materialize more days of features and gold_labels"
         )
     split_col = (

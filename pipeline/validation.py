@@ -86,10 +86,12 @@ def validate(frame: pd.DataFrame, config: DatasetConfig) -> list[CheckOutcome]:
 
 
 def _failure(result) -> dict:
+    """A failed expectation as metadata: counts, and a few unexpected values unless they would
+    show raw device ids (this runs before ids are hashed, and metadata lands in the event log)."""
     config = result.expectation_config
-    details = {k: v for k, v in (result.result or {}).items()
-               if k in ("unexpected_count", "unexpected_percent", "partial_unexpected_list")}
-    if "partial_unexpected_list" in details:
-        details["partial_unexpected_list"] = [str(v) for v in details["partial_unexpected_list"][:5]]
     column = config.kwargs.get("column") or config.kwargs.get("column_list")
+    details = {k: v for k, v in (result.result or {}).items() if k in ("unexpected_count", "unexpected_percent")}
+    shows_ids = DEVICE_ID in (column if isinstance(column, list) else [column])
+    if not shows_ids and "partial_unexpected_list" in (result.result or {}):
+        details["examples"] = [str(v) for v in result.result["partial_unexpected_list"][:5]]
     return {"expectation": config.type, "column": str(column), **details}

@@ -87,6 +87,8 @@ def test_registry_and_package_carry_the_lineage_and_metrics(graph_run):
     assert manifest["version"] == version.version
     assert manifest["files"]["student.onnx"] == version.entry["files"]["student.onnx"]
     assert manifest["metrics"]["macro_f1"] == pytest.approx(evaluation["student_macro_f1"])
+    derived = set(manifest["feature_order"]) - {f["name"] for f in manifest["preprocessing"]["numeric"][:11]} - {"device_model", "firmware_version"}
+    assert derived == set(manifest["derived_features"]) == {"hour", "rx_power_dbm_delta", "temperature_c_delta", "latency_ms_delta"}
 
 
 def test_raw_device_ids_stop_at_raw_telemetry(graph_run):
@@ -106,3 +108,16 @@ def test_features_of_a_day_that_was_never_ingested_fail_clearly(tmp_path):
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "clean_telemetry 2026-10-19 is not materialized" in str(failure.event_specific_data.error)
+
+
+def test_a_backfilled_older_day_does_not_move_the_candidate_back(tmp_path):
+    from assets.deployment import _newest_partition_wins
+    from pipeline.registry import Registry
+
+    registry = Registry(tmp_path)
+    (tmp_path / "f").write_text("x")
+    newer = registry.register("v-new", {"f": tmp_path / "f"}, {"lineage": {"partition": "2026-10-20"}})
+    older = registry.register("v-old", {"f": tmp_path / "f"}, {"lineage": {"partition": "2026-10-01"}})
+    assert _newest_partition_wins(registry, newer, reason="t")
+    assert not _newest_partition_wins(registry, older, reason="backfill")
+    assert registry.resolve("candidate") == "v-new"

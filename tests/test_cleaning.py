@@ -67,11 +67,12 @@ def test_each_hard_rule_quarantines_with_a_reason_naming_field_and_value(config)
 
 
 def test_quarantine_keeps_the_row_as_it_came_but_never_the_raw_device_id(config):
-    result = cleaning.clean_day(_raw([_row(rx_power_dbm="99")]), config, DAY, KEY)
+    result = cleaning.clean_day(_raw([_row(rx_power_dbm="99", device_id=" CPE-A-1 "), _row(ts="2026-11-03 11:00:00")]), config, DAY, KEY)
     row = result.quarantine.row(0, named=True)
     assert row["rx_power_dbm"] == "99" and row["firmware_version"] == "3.1.4"
-    assert row["device_id"] != "CPE-A-1" and len(row["device_id"]) == 16
-    assert "CPE-A-1" not in str(result.clean.to_dicts())
+    assert "CPE-A-1" not in row["device_id"] and len(row["device_id"]) == 16
+    assert result.clean.height == 1 and "CPE-A-1" not in str(result.clean.to_dicts())
+    assert result.clean["device_id"][0] == row["device_id"]  # one device, one hash, wherever it lands
 
 
 def test_a_labelled_copy_of_a_reading_wins_over_its_unlabelled_duplicate(config):

@@ -49,12 +49,26 @@ def test_registry_records_files_with_hashes_and_resolves_aliases(registered):
         registry.get("../escape")
 
 
-def test_a_failed_registration_leaves_nothing_visible(tmp_path: Path):
-    registry = Registry(tmp_path)
-    with pytest.raises(FileNotFoundError):
-        registry.register("v2", {"model.onnx": tmp_path / "missing.onnx"}, {})
+def test_a_registration_that_fails_half_way_leaves_nothing_visible(tmp_path: Path, monkeypatch):
+    import shutil
+
+    for name in ("a.onnx", "b.json"):
+        (tmp_path / name).write_text(name)
+    registry = Registry(tmp_path / "registry")
+    real_copy, copies = shutil.copy2, []
+
+    def copy_then_crash(src, dst):
+        copies.append(src)
+        if len(copies) == 2:
+            raise OSError("disk full")
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copy2", copy_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        registry.register("v2", {"a.onnx": tmp_path / "a.onnx", "b.json": tmp_path / "b.json"}, {})
+    assert len(copies) == 2  # the first file was copied before the crash
     assert registry.versions() == []
-    assert not (tmp_path / "versions" / "v2").exists()
+    assert sorted(p.name for p in (tmp_path / "registry" / "versions").iterdir()) == []
 
 
 def test_the_package_is_deterministic_and_lists_every_file(registered, tmp_path: Path):

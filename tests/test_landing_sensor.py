@@ -30,7 +30,7 @@ def _tick(instance, dataset: DatasetResource, cursor: str | None):
     return result, context.cursor
 
 
-def test_new_files_request_their_partition_once_and_changed_files_again(landing_dataset):
+def test_new_files_request_their_day_once_and_changed_files_again(landing_dataset):
     landing, dataset = landing_dataset
     example = BYOD_YAML.parent / "landing" / "isp_export_2026-06-01.csv"
     shutil.copy(example, landing / "isp_export_2026-10-01.csv")  # the sensor maps names, not content
@@ -50,7 +50,7 @@ def test_new_files_request_their_partition_once_and_changed_files_again(landing_
             fh.write("2026-10-01 23:00:00,CPE-X-1,ex-a,-18,2,40,10,1,0.1,15,2,300,0,1000,F670L,3.1.4,\n")
         changed, cursor = _tick(instance, dataset, cursor)
         assert [r.partition_key for r in changed] == ["2026-10-01"]
-        assert changed[0].run_key != first_key and changed[0].run_key.startswith(str(landing / "isp_export_2026-10-01.csv"))
+        assert changed[0].run_key != first_key and changed[0].run_key.startswith("2026-10-01:")
 
 
 def test_the_run_key_depends_on_content_not_on_the_tick(landing_dataset):
@@ -74,3 +74,31 @@ def test_the_simulator_dataset_has_nothing_to_watch():
     with dg.instance_for_test() as instance:
         result, _ = _tick(instance, DatasetResource(), None)
         assert isinstance(result, dg.SkipReason) and "no landing folder" in result.skip_message
+
+
+def test_several_files_of_one_day_give_one_run(landing_dataset):
+    landing, dataset = landing_dataset
+    example = BYOD_YAML.parent / "landing" / "isp_export_2026-06-01.csv"
+    for part in ("a", "b", "c"):
+        shutil.copy(example, landing / f"{part}_2026-10-05.csv")
+    with dg.instance_for_test() as instance:
+        requests, cursor = _tick(instance, dataset, None)
+        assert [r.partition_key for r in requests] == ["2026-10-05"]
+        assert requests[0].tags["evergreen/landing_files"] == "3"
+        shutil.copy(example, landing / "d_2026-10-05.csv")
+        more, _ = _tick(instance, dataset, cursor)
+        assert [r.partition_key for r in more] == ["2026-10-05"] and more[0].run_key != requests[0].run_key
+
+
+def test_a_file_dated_after_the_newest_partition_runs_once_its_day_exists(landing_dataset, monkeypatch):
+    from sensors import landing as landing_module
+
+    landing, dataset = landing_dataset
+    shutil.copy(BYOD_YAML.parent / "landing" / "isp_export_2026-06-01.csv", landing / "live_2026-10-10.csv")
+    with dg.instance_for_test() as instance:
+        monkeypatch.setattr(landing_module, "DAILY", dg.DailyPartitionsDefinition("2026-10-01", end_date="2026-10-10"))
+        waiting, cursor = _tick(instance, dataset, None)  # the 10th is today: not a partition yet
+        assert isinstance(waiting, dg.SkipReason)
+        monkeypatch.setattr(landing_module, "DAILY", dg.DailyPartitionsDefinition("2026-10-01", end_date="2026-10-11"))
+        requests, _ = _tick(instance, dataset, cursor)
+        assert [r.partition_key for r in requests] == ["2026-10-10"]

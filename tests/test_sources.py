@@ -22,7 +22,7 @@ def test_a_day_stacks_its_files_as_text_with_provenance(tmp_path: Path):
     (tmp_path / "a_2026-11-03.csv").write_text("x,y\n1,abc\n2,3\n")
     (tmp_path / "b_2026-11-03.csv").write_text("x,z\n007,1\n")
     (tmp_path / "c_2026-11-04.csv").write_text("x\n9\n")
-    frame = sources.read_landing_day(tmp_path, dt.date(2026, 11, 3))
+    frame = sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), required=["x"])
     assert frame.height == 3
     assert frame["x"].to_list() == ["1", "2", "007"]  # as it came: no type inference
     assert frame[sources.SOURCE_ROW].to_list() == [1, 2, 1]
@@ -32,7 +32,7 @@ def test_a_day_stacks_its_files_as_text_with_provenance(tmp_path: Path):
 def test_parquet_and_a_custom_separator(tmp_path: Path):
     pl.DataFrame({"x": [1.5]}).write_parquet(tmp_path / "p_2026-11-03.parquet")
     (tmp_path / "s_2026-11-03.csv").write_text("x;y\n2;3\n")
-    frame = sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), csv_separator=";")
+    frame = sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), required=["x"], csv_separator=";")
     assert sorted(frame["x"].cast(pl.Float64).to_list()) == [1.5, 2.0]
 
 
@@ -40,9 +40,16 @@ def test_an_unreadable_file_is_named(tmp_path: Path):
     bad = tmp_path / "broken_2026-11-03.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(sources.SourceError, match="broken_2026-11-03.parquet: cannot read as parquet"):
-        sources.read_landing_day(tmp_path, dt.date(2026, 11, 3))
+        sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), required=[])
+
+
+def test_each_file_must_have_the_required_columns_itself(tmp_path: Path):
+    (tmp_path / "a_2026-11-03.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "b_2026-11-03.csv").write_text("x\n3\n")  # the other file has y: still an error
+    with pytest.raises(sources.SourceError, match=r"b_2026-11-03.csv: missing required column\(s\) \['y'\]"):
+        sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), required=["x", "y"])
 
 
 def test_a_day_without_files_says_so(tmp_path: Path):
     with pytest.raises(sources.SourceError, match="no landing file for 2026-11-05"):
-        sources.read_landing_day(tmp_path, dt.date(2026, 11, 5))
+        sources.read_landing_day(tmp_path, dt.date(2026, 11, 5), required=[])

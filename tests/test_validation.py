@@ -32,5 +32,15 @@ def test_broken_data_fails_the_checks_that_concern_it(config):
     assert [f["column"] for f in outcomes["schema"].failures] == ["jitter_ms"]
     assert [f["column"] for f in outcomes["value_ranges"].failures] == ["latency_ms"]
     assert outcomes["value_ranges"].failures[0]["unexpected_count"] == len(range(0, n, 10))
+    assert outcomes["value_ranges"].failures[0]["examples"][0] == "-5.0"
     assert [f["column"] for f in outcomes["null_rates"].failures] == ["throughput_mbps"]
     assert outcomes["uniqueness"].passed
+
+
+def test_failures_never_show_raw_device_ids(config):
+    raw = sources.read_raw_day(config, DAY)
+    repeated = pl.concat([raw, raw.head(200), raw.head(200)])  # ~10% duplicated (device, timestamp)
+    outcomes = _outcomes(config, repeated.with_columns(pl.lit("!!").alias("device_model")))
+    assert not outcomes["uniqueness"].passed
+    assert "CPE-" not in str([o.failures for o in outcomes.values()])
+    assert outcomes["value_ranges"].passed

@@ -1,0 +1,36 @@
+"""Keyed hashing: stable ids, and one key even when processes race to create it."""
+
+import multiprocessing as mp
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import ids
+
+
+def _key(path: str) -> bytes:
+    return ids.load_or_create_key("EVERGREEN_TEST_UNSET_KEY", Path(path))
+
+
+def test_processes_racing_on_a_fresh_machine_share_one_key(tmp_path: Path):
+    for trial in range(10):
+        path = tmp_path / str(trial) / "hash_key"
+        with mp.get_context("fork").Pool(4) as pool:
+            keys = set(pool.map(_key, [str(path)] * 8))
+        assert len(keys) == 1
+        assert [p.name for p in path.parent.iterdir()] == ["hash_key"]
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_environment_variable_wins(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("EVERGREEN_TEST_KEY", "from-env")
+    assert ids.load_or_create_key("EVERGREEN_TEST_KEY", tmp_path / "k") == b"from-env"
+    assert not (tmp_path / "k").exists()
+
+
+def test_hashes_are_keyed_and_stable():
+    frame = pl.DataFrame({"id": ["CPE-1", "CPE-1", "CPE-2", None]})
+    a = frame.select(ids.keyed_hash(pl.col("id"), b"k1")).to_series().to_list()
+    b = frame.select(ids.keyed_hash(pl.col("id"), b"k2")).to_series().to_list()
+    assert a[0] == a[1] != a[2] and a[3] is None and len(a[0]) == 16
+    assert a[0] != b[0]
