@@ -30,20 +30,29 @@ def encode(columns: Mapping[str, Sequence], preprocessing: Mapping) -> np.ndarra
     """Raw feature columns -> the student's float32 input matrix.
 
     Numeric: missing values take the training median, then are standardised. Categorical: one-hot
-    over the training vocabulary; an unseen category is all zeros (no column claims it).
+    over the training vocabulary; an unseen category is all zeros (no column claims it). The
+    numeric block is one vectorised operation: per-column numpy calls dominate single-row latency.
     """
-    parts = []
-    for spec in preprocessing["numeric"]:
-        try:
-            values = np.asarray(columns[spec["name"]], dtype=np.float64)
-        except ValueError as exc:
-            raise ValueError(f"column {spec['name']!r}: not numeric ({exc})") from exc
-        values = np.where(np.isfinite(values), values, spec["fill"])
-        parts.append(((values - spec["mean"]) / spec["std"])[:, None])
+    numeric = preprocessing["numeric"]
+    try:
+        values = np.column_stack([np.asarray(columns[s["name"]], dtype=np.float64) for s in numeric])
+    except ValueError as exc:
+        bad = next(s["name"] for s in numeric if not _is_numeric(columns[s["name"]]))
+        raise ValueError(f"column {bad!r}: not numeric ({exc})") from exc
+    fill, mean, std = (np.array([s[k] for s in numeric]) for k in ("fill", "mean", "std"))
+    parts = [(np.where(np.isfinite(values), values, fill) - mean) / std]
     for spec in preprocessing["categorical"]:
-        values = np.asarray(columns[spec["name"]], dtype=object).astype(str)
-        parts.append((values[:, None] == np.asarray(spec["categories"], dtype=str)[None, :]).astype(np.float64))
-    return np.concatenate(parts, axis=1).astype(np.float32)
+        cats = np.asarray(columns[spec["name"]], dtype=object).astype(str)
+        parts.append(cats[:, None] == np.asarray(spec["categories"], dtype=str)[None, :])
+    return np.concatenate(parts, axis=1, dtype=np.float32)
+
+
+def _is_numeric(values: Sequence) -> bool:
+    try:
+        np.asarray(values, dtype=np.float64)
+        return True
+    except ValueError:
+        return False
 
 
 def sha256_file(path: Path) -> str:

@@ -149,3 +149,15 @@ def test_the_runtime_refuses_a_package_without_a_manifest(tmp_path: Path):
     (tmp_path / edge_runtime.MANIFEST).write_text(json.dumps({"files": {"model.onnx": "0" * 64}}))
     with pytest.raises(edge_runtime.PackageError, match="model.onnx: listed in the manifest but missing"):
         edge_runtime.verify_package(tmp_path)
+
+
+def test_encoding_fills_standardises_and_one_hots_with_unseen_categories_as_zeros():
+    preprocessing = {
+        "numeric": [{"name": "a", "fill": 4.0, "mean": 2.0, "std": 2.0}, {"name": "b", "fill": 0.0, "mean": 0.0, "std": 1.0}],
+        "categorical": [{"name": "m", "categories": ["x", "y"]}],
+    }
+    rows = {"a": [6.0, float("nan"), float("inf")], "b": [1.0, 2.0, 3.0], "m": ["y", "x", "never-seen"]}
+    assert edge_runtime.encode(rows, preprocessing).tolist() == [
+        [2.0, 1.0, 0.0, 1.0], [1.0, 2.0, 1.0, 0.0], [1.0, 3.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="column 'b': not numeric"):
+        edge_runtime.encode({**rows, "b": ["1", "two", "3"]}, preprocessing)
