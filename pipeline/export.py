@@ -5,6 +5,8 @@ in torch 2.13 and slated for removal. Weights stay inside the one ``.onnx`` file
 the edge package ships.
 """
 
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from pipeline import atomic
 from pipeline.student import Probabilities, Student
 
 ONNX_FILE, OPSET = "student.onnx", 18
+# The exporter warns that torchvision (no CPU wheel here, and unused) is missing on every export.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 INPUT_NAME, OUTPUT_NAME = "features", "probabilities"
 
 
@@ -33,11 +37,13 @@ class Parity:
 def export_onnx(student: Student, path: Path) -> None:
     wrapper = Probabilities(student.model).eval()
     example = torch.zeros(1, student.architecture["input_width"])
-    program = torch.onnx.export(
-        wrapper, (example,), dynamo=True, opset_version=OPSET, verbose=False,
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-    )
+    with warnings.catch_warnings():  # raised inside torch's own tracing, not by this code
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        program = torch.onnx.export(
+            wrapper, (example,), dynamo=True, opset_version=OPSET, verbose=False,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        )
     with atomic.atomic_path(path) as tmp:
         program.save(str(tmp), external_data=False)
         onnx.checker.check_model(str(tmp))
