@@ -26,25 +26,35 @@ class PackageError(RuntimeError):
     """The package is incomplete or a file does not match the manifest; names the file."""
 
 
-def encode(columns: Mapping[str, Sequence], preprocessing: Mapping) -> np.ndarray:
-    """Raw feature columns -> the student's float32 input matrix.
+class Encoder:
+    """Raw feature columns -> the student's float32 input matrix, with the constants prepared once.
 
     Numeric: missing values take the training median, then are standardised. Categorical: one-hot
     over the training vocabulary; an unseen category is all zeros (no column claims it). The
     numeric block is one vectorised operation: per-column numpy calls dominate single-row latency.
     """
-    numeric = preprocessing["numeric"]
-    try:
-        values = np.column_stack([np.asarray(columns[s["name"]], dtype=np.float64) for s in numeric])
-    except ValueError as exc:
-        bad = next(s["name"] for s in numeric if not _is_numeric(columns[s["name"]]))
-        raise ValueError(f"column {bad!r}: not numeric ({exc})") from exc
-    fill, mean, std = (np.array([s[k] for s in numeric]) for k in ("fill", "mean", "std"))
-    parts = [(np.where(np.isfinite(values), values, fill) - mean) / std]
-    for spec in preprocessing["categorical"]:
-        cats = np.asarray(columns[spec["name"]], dtype=object).astype(str)
-        parts.append(cats[:, None] == np.asarray(spec["categories"], dtype=str)[None, :])
-    return np.concatenate(parts, axis=1, dtype=np.float32)
+
+    def __init__(self, preprocessing: Mapping):
+        self.numeric = [s["name"] for s in preprocessing["numeric"]]
+        self.fill, self.mean, self.std = (np.array([s[k] for s in preprocessing["numeric"]], dtype=np.float64)
+                                          for k in ("fill", "mean", "std"))
+        self.categorical = [(s["name"], np.asarray(s["categories"], dtype=str)[None, :]) for s in preprocessing["categorical"]]
+
+    def __call__(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+        try:
+            values = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric])
+        except ValueError as exc:
+            bad = next(name for name in self.numeric if not _is_numeric(columns[name]))
+            raise ValueError(f"column {bad!r}: not numeric ({exc})") from exc
+        parts = [(np.where(np.isfinite(values), values, self.fill) - self.mean) / self.std]
+        for name, categories in self.categorical:
+            parts.append(np.asarray(columns[name], dtype=object).astype(str)[:, None] == categories)
+        return np.concatenate(parts, axis=1, dtype=np.float32)
+
+
+def encode(columns: Mapping[str, Sequence], preprocessing: Mapping) -> np.ndarray:
+    """``Encoder(preprocessing)(columns)``, for callers that encode once."""
+    return Encoder(preprocessing)(columns)
 
 
 def _is_numeric(values: Sequence) -> bool:
@@ -96,6 +106,7 @@ class EdgeModel:
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.classes = list(self.manifest["classes"])
+        self.encoder = Encoder(self.manifest["preprocessing"])
 
     @property
     def feature_order(self) -> list[str]:
@@ -105,7 +116,7 @@ class EdgeModel:
         return self.session.run(None, {self.input_name: matrix})[0]
 
     def predict_proba(self, columns: Mapping[str, Sequence]) -> np.ndarray:
-        return self.predict_proba_encoded(encode(columns, self.manifest["preprocessing"]))
+        return self.predict_proba_encoded(self.encoder(columns))
 
     def predict(self, columns: Mapping[str, Sequence]) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(columns).argmax(axis=1)]
