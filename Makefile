@@ -21,8 +21,7 @@ run: setup
 	$(BIN)/python -m deploy.run_main --days 14
 
 ui: setup
-	mkdir -p $(DAGSTER_HOME)
-	test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/instance/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m deploy.home
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 test: setup

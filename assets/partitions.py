@@ -20,7 +20,6 @@ DATASET = load_dataset_config(DATASET_PATH)
 DAILY = dg.DailyPartitionsDefinition(start_date=DATASET.partitions.start_date.isoformat())
 
 
-
 def _window(days_back: int) -> dg.TimeWindowPartitionMapping:
     """This partition and ``days_back`` before it; days before the first partition are simply absent.
     (``allow_nonexistent_upstream_partitions`` is beta in 1.13: its warning is silenced on purpose.)"""

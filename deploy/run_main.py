@@ -7,27 +7,13 @@ registers and packages. The range ends at the last complete day.
 """
 
 import argparse
-import os
-import shutil
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from deploy.home import home_from_env
+
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The terminal shows one line per run; every event is still in the instance, for the UI."""
-
-
-def prepare_home() -> Path:
-    """DAGSTER_HOME must persist (runs, cursors): create it with the embedded instance config."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        sys.exit("DAGSTER_HOME is not set: run through `make run`, or export it to a persistent folder")
-    home_path = Path(home)
-    home_path.mkdir(parents=True, exist_ok=True)
-    if not (home_path / "dagster.yaml").exists():
-        shutil.copy(HERE / "instance" / "dagster.yaml", home_path / "dagster.yaml")
-    return home_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", help="last partition (YYYY-MM-DD); default: the newest complete day, "
                         "or for a landing-folder dataset the newest complete day with a file")
     args = parser.parse_args(argv)
-    prepare_home()
+    home_from_env()
 
     import dagster as dg
 

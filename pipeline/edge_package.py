@@ -27,7 +27,7 @@ def build_manifest(version: Version, model_file: str, files: dict[str, Path]) ->
         "dataset": entry["lineage"]["dataset"],
         "classes": entry["classes"],
         "feature_order": entry["preprocessing"]["feature_order"],
-        "derived_features": entry.get("derived_features", {}),
+        "derived_features": entry["derived_features"],
         "preprocessing": entry["preprocessing"],
         "model": {"file": model_file, "format": "onnx", "opset": entry["onnx"]["opset"], "input": entry["onnx"]["input"]},
         "metrics": entry["metrics"]["student"],

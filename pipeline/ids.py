@@ -30,9 +30,10 @@ def load_or_create_key(env_var: str, key_file: Path) -> bytes:
         key_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key_file.name}.", dir=key_file.parent)  # mode 600
         try:
-            os.write(fd, secrets.token_hex(32).encode("ascii"))
-            os.fsync(fd)
-            os.close(fd)
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
             os.link(tmp, key_file)  # fails if another process linked its key first
         except FileExistsError:
             pass

@@ -1,7 +1,6 @@
 """End-to-end helpers: an isolated Evergreen environment for subprocesses and servers."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -9,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.home import prepare_home
 from tests.conftest import ROOT, write_small_dataset
 
 BIN = Path(sys.executable).parent
@@ -26,9 +26,7 @@ class Env:
 
 def make_env(tmp: Path, dataset: Path | None = None) -> Env:
     """A fresh DAGSTER_HOME (the embedded instance config), data directory and dataset."""
-    home, data_dir = tmp / "dagster_home", tmp / "data"
-    home.mkdir(parents=True)
-    shutil.copy(ROOT / "deploy" / "instance" / "dagster.yaml", home / "dagster.yaml")
+    home, data_dir = prepare_home(tmp / "dagster_home"), tmp / "data"
     env = dict(os.environ, DAGSTER_HOME=str(home), EVERGREEN_DATA_DIR=str(data_dir),
                EVERGREEN_DATASET=str(dataset or write_small_dataset(tmp)), DAGSTER_DISABLE_TELEMETRY="1")
     return Env(home, data_dir, env)

@@ -29,6 +29,7 @@ def registered(trained, tmp_path_factory):
     entry = {
         "classes": list(small.classes), "preprocessing": teacher.preprocessing,
         "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME},
+        "derived_features": {"hour": "hour of day"},
         "metrics": {"student": {"accuracy": 0.9, "macro_f1": 0.8}},
         "lineage": {"dataset": small.name, "partition": "2026-10-03"},
     }
