@@ -3,7 +3,8 @@
 Hourly rows per optical modem across sites, with a true ``fault`` and a timeline of drift events:
 line ageing (received power drifts down, more fibre faults), a firmware roll-out whose new fault
 signature looks like congestion (concept drift: same inputs, new label), a new device model (an
-unseen category), and evening congestion (seasonality). A little dirt (duplicates, sensor glitches,
+unseen category), and evening congestion (seasonality). A firmware bug is never mild: its faults
+have a floor of severity, so a model that knows the new firmware can tell them apart again. A little dirt (duplicates, sensor glitches,
 gaps) is injected so cleaning and quarantine have real work. Every (day, site) draws from its own
 seeded generator, so a partition is the same bytes whatever else was generated before it.
 """
@@ -26,6 +27,7 @@ RAW_COLUMNS = (
     "line_length_m", "device_model", "firmware_version",
 )
 TRUTH = "fault"
+NEW_FIRMWARE_MIN_SEVERITY = 0.4
 DUPLICATE_FRACTION, GLITCH_FRACTION, GAP_FRACTION = 0.004, 0.002, 0.004
 
 
@@ -110,6 +112,7 @@ def _telemetry(fleet: _Fleet, r: _Rows, fault: np.ndarray, rng: np.random.Genera
     is_ = {name: fault == i for i, name in enumerate(FAULTS)}
     new_fw_fault = is_["firmware"] & fleet.new_firmware[dev]
     old_fw_fault = is_["firmware"] & ~fleet.new_firmware[dev]
+    sev = np.where(new_fw_fault, NEW_FIRMWARE_MIN_SEVERITY + (1 - NEW_FIRMWARE_MIN_SEVERITY) * sev, sev)
 
     rx = fleet.base_rx_dbm[dev] + rng.normal(0, 0.6, rows) - is_["fiber"] * sev * rng.uniform(3, 8, rows)
     tx = 2.2 + rng.normal(0, 0.3, rows) - 0.6 * new_model - is_["power"] * sev * 0.9
