@@ -76,8 +76,15 @@ class QualitySpec(_Strict):
 
 
 class SplitSpec(_Strict):
-    """Time-ordered split of the labelled rows: oldest to train, then validation, newest to test."""
+    """How labelled rows are split into train / validation / test (fractions of labelled rows).
 
+    ``device`` (the default) puts each device's rows in one split, so test devices are never seen
+    in training while every day, the newest included, is in every split: a model retrained after a
+    drift learns from the post-drift labels. ``time`` puts the oldest rows in train and the newest
+    in test, a backtest that withholds exactly the freshest labels from training.
+    """
+
+    method: Literal["device", "time"] = "device"
     train: float = Field(0.7, gt=0, lt=1)
     validation: float = Field(0.15, gt=0, lt=1)
 

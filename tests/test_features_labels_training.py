@@ -51,15 +51,37 @@ def test_in_data_labels_become_gold_labels_of_their_own_day(config):
     assert gold.height == 10 and set(gold[labels.LABEL_SOURCE]) == {"data"}
 
 
-def test_the_split_is_time_ordered_and_keeps_unlabelled_rows(config):
+def _window_training_set(config) -> tuple[pl.DataFrame, pl.DataFrame]:
     days = days_from(DAY - dt.timedelta(days=3), 4)
     feats = pl.concat([features.build_features(_clean(config, d), pl.DataFrame(), config) for d in days])
     gold = pl.concat([labels.gold_labels(_clean(config, d), config, d, KEY) for d in days])
-    frame = training_set.build_training_set(feats, gold, config)
+    return training_set.build_training_set(feats, gold, config), gold
+
+
+def _labelled_counts(frame: pl.DataFrame, gold: pl.DataFrame) -> dict[str, int]:
     counts = training_set.split_counts(frame)
     labelled = counts["train"] + counts["validation"] + counts["test"]
     assert counts["unlabelled"] == frame.height - labelled and labelled == frame.join(gold, on=ROW_ID, how="semi").height
-    assert counts["train"] == int(labelled * 0.7)
+    return counts
+
+
+def test_the_device_split_keeps_each_device_in_one_split_on_every_day(config):
+    frame, gold = _window_training_set(config)
+    counts = _labelled_counts(frame, gold)
+    labelled = frame.filter(pl.col("split") != "unlabelled")
+    assert labelled.group_by(DEVICE_ID).agg(pl.col("split").n_unique())["split"].max() == 1
+    newest = labelled[TIMESTAMP].dt.date().max()
+    assert set(labelled.filter(pl.col(TIMESTAMP).dt.date() == newest)["split"]) == {"train", "validation", "test"}
+    assert 0.6 < counts["train"] / (counts["train"] + counts["validation"] + counts["test"]) < 0.8
+
+
+def test_the_time_split_is_ordered(config):
+    timed = config.model_copy(update={"training": config.training.model_copy(update={
+        "split": config.training.split.model_copy(update={"method": "time"})})})
+    frame, gold = _window_training_set(timed)
+    counts = _labelled_counts(frame, gold)
+    labelled = counts["train"] + counts["validation"] + counts["test"]
+    assert abs(counts["train"] - labelled * 0.7) <= 1
     by_split = {s: frame.filter(pl.col("split") == s)[TIMESTAMP] for s in ("train", "validation", "test")}
     assert by_split["train"].max() <= by_split["validation"].min()
     assert by_split["validation"].max() <= by_split["test"].min()
