@@ -4,8 +4,8 @@ Hourly rows per optical modem across sites, with a true ``fault`` and a timeline
 line ageing (received power drifts down, more fibre faults), a firmware roll-out whose new fault
 signature looks like congestion (concept drift: same inputs, new label), a new device model (an
 unseen category), and evening congestion (seasonality). A firmware bug is never mild: its faults
-have a floor of severity, so a model that knows the new firmware can tell them apart again. A little dirt (duplicates, sensor glitches,
-gaps) is injected so cleaning and quarantine have real work. Every (day, site) draws from its own
+have a floor of severity, so a model that knows the new firmware can tell them apart again. A
+little dirt (duplicates, sensor glitches, gaps) is injected so cleaning and quarantine have real work. Every (day, site) draws from its own
 seeded generator, so a partition is the same bytes whatever else was generated before it.
 """
 
