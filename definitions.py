@@ -3,9 +3,9 @@
 import dagster as dg
 from upath import UPath
 
-from assets import data, deployment, model
+from assets import data, deployment, feedback, model
 from assets.io_manager import PolarsParquetIOManager
-from assets.jobs import ingest_job, main_job
+from assets.jobs import ingest_job, main_job, retrain_job
 from assets.resources import DatasetResource, StorageResource, default_data_dir
 from sensors.landing import landing_sensor
 
@@ -28,9 +28,9 @@ MULTIPROCESS_EXECUTOR = dg.multiprocess_executor.configured(
 under a second instead of re-importing torch, LightGBM and Great Expectations (spawn)."""
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, model, deployment]),
-    asset_checks=dg.load_asset_checks_from_modules([data, model, deployment]),
-    jobs=[ingest_job, main_job],
+    assets=dg.load_assets_from_modules([data, feedback, model, deployment]),
+    asset_checks=dg.load_asset_checks_from_modules([data, feedback, model, deployment]),
+    jobs=[ingest_job, retrain_job, main_job],
     sensors=[landing_sensor],
     resources=build_resources(),
     executor=MULTIPROCESS_EXECUTOR,

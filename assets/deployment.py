@@ -1,24 +1,25 @@
-"""Deployment layer: ONNX export with a parity gate, registration as a candidate, the edge package."""
+"""Deployment layer: ONNX export with a parity gate, registration as a candidate, promotion to
+production, the edge package."""
 
+import datetime as dt
 import hashlib
 import json
 
 import dagster as dg
 import polars as pl
 
-from assets.model import EVALUATION_FILE, evaluation, student_model, teacher_model
+from assets.model import EVALUATION_FILE, UPDATE_FILE, evaluation, student_model, teacher_model
 from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
-from pipeline import edge_package as package_lib, export, features as feature_lib, training_set as training_lib
-from pipeline.dataset import TIMESTAMP
+from pipeline import atomic, edge_package as package_lib, export, features as feature_lib, training_set as training_lib
+from pipeline.dataset import TIMESTAMP, DatasetConfig
 from pipeline.encoding import student_matrix
-from pipeline.registry import Registry, Version
+from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Registry, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.training_set import SPLIT, VALIDATION
 
 GROUP = "deployment"
-CANDIDATE = "candidate"
 
 
 @dg.asset(
@@ -59,6 +60,11 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
     its lineage (the days and rows it learned from, parameters, seed, code version, run), aliased
     ``candidate``."""
     key, config = context.partition_key, dataset.load()
+    reference = storage.artifact_dir("candidate_model", key) / REFERENCE_FILE
+    training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
+    reference_rows = _reference_rows(training_set, training_days, config)
+    with atomic.atomic_path(reference) as tmp:
+        reference_rows.write_parquet(tmp)
     files = {
         MODEL_FILE: storage.artifact_dir("teacher_model", key) / MODEL_FILE,
         PREPROCESSING_FILE: storage.artifact_dir("teacher_model", key) / PREPROCESSING_FILE,
@@ -66,8 +72,10 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
         ARCHITECTURE_FILE: storage.artifact_dir("student_model", key) / ARCHITECTURE_FILE,
         export.ONNX_FILE: storage.artifact_dir("onnx_student", key) / export.ONNX_FILE,
         EVALUATION_FILE: storage.artifact_dir("evaluation", key) / EVALUATION_FILE,
+        REFERENCE_FILE: reference,
     }
     report = json.loads(files[EVALUATION_FILE].read_text(encoding="utf-8"))
+    update = json.loads((storage.artifact_dir("teacher_model", key) / UPDATE_FILE).read_text(encoding="utf-8"))
     version_id = f"v{key.replace('-', '')}-{context.run.run_id[:8]}"
     entry = {
         "classes": list(config.classes),
@@ -75,10 +83,12 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
         "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME},
         "derived_features": feature_lib.derived_feature_notes(config),
         "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
+        "reference": {"days": sorted({str(d) for d in reference_rows[TIMESTAMP].dt.date()}), "rows": reference_rows.height},
         "lineage": {
             "dataset": config.name, "partition": key,
-            "training_days": sorted(str(d) for d in training_set[TIMESTAMP].dt.date().unique()),
+            "training_days": [str(d) for d in training_days], "trained_through": str(training_days[-1]),
             "training_rows": training_lib.split_counts(training_set),
+            "teacher_update": {"method": update["method"], "reason": update["reason"]},
             "params": config.training.model_dump(mode="json"), "seed": config.training.seed,
             "code_version": code_version(), "run_id": context.run.run_id,
         },
@@ -93,7 +103,32 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
     })
 
 
+def _reference_rows(training_set: pl.DataFrame, training_days: list[dt.date], config: DatasetConfig) -> pl.DataFrame:
+    """The model inputs of the newest ``reference_days`` of the window (a seeded sample of at most
+    ``reference_max_rows``): the world this model was fitted to, for the drift report."""
+    spec = config.feedback.drift
+    numeric, categorical = feature_lib.model_feature_names(config)
+    newest = training_set.filter(pl.col(TIMESTAMP).dt.date().is_in(training_days[-spec.reference_days:]))
+    rows = newest.select(TIMESTAMP, *numeric, *categorical)
+    return rows.sample(spec.reference_max_rows, seed=config.training.seed) if rows.height > spec.reference_max_rows else rows
+
+
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[candidate_model])
+def production_model(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Promotes this run's candidate to ``production`` (the version it replaces becomes ``previous``)
+    once the blocking checks upstream have passed; a candidate of an older day than production (a
+    backfill) is registered but not promoted. The drift report judges the production model."""
+    registry = storage.registry
+    version = registry.get(_registered_version(context))
+    current = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
+    if current is not None and current.entry["lineage"]["partition"] > version.entry["lineage"]["partition"]:
+        return dg.MaterializeResult(metadata={"promoted": False, "production": current.version, "reason":
+                                              f"production {current.version} is of a newer day than {version.version}"})
+    replaced = registry.promote(version.version, reason=f"promoted by run {context.run.run_id}")
+    return dg.MaterializeResult(metadata={"promoted": True, "production": version.version, "previous": replaced or ""})
+
+
+@dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[production_model])
 def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The final asset: a deterministic zip with the fp32 ONNX student, a manifest
     (version, feature order, preprocessing constants, classes, metrics, sha256 of every file) and a

@@ -1,18 +1,30 @@
-"""Jobs: ingesting one day's data, and the main job that runs the whole graph for a day."""
+"""Jobs: a day's data and feedback (what arrives daily), the retrain, and the whole graph for a day."""
 
 import dagster as dg
 
-from assets.data import clean_telemetry, features, gold_labels, raw_telemetry
+from assets.data import clean_telemetry, features, gold_labels, raw_telemetry, training_set
+from assets.feedback import drift_report, retraining_policy
+from assets.model import GROUP as MODEL_GROUP
+from assets.deployment import GROUP as DEPLOYMENT_GROUP
 
-INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels)
+INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels, drift_report, retraining_policy)
 """``clean_telemetry`` is a multi-asset: selecting it selects ``quarantine`` too."""
+
+RETRAIN_SELECTION = dg.AssetSelection.assets(training_set) | dg.AssetSelection.groups(MODEL_GROUP, DEPLOYMENT_GROUP)
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=INGEST_SELECTION,
-    description="One day's data layer: raw telemetry, checks, cleaning and quarantine, features, gold labels.",
+    description="One day's data and feedback: raw telemetry, checks, cleaning and quarantine, features, gold "
+                "labels, the drift report against the production model and the retraining policy's decision.",
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain_job", selection=RETRAIN_SELECTION,
+    description="Retrain as the day's policy decided: training set, teacher (incremental or full), student, "
+                "evaluation, ONNX, candidate, promotion to production, edge package. Launched by the drift sensor.",
 )
 
 main_job = dg.define_asset_job(
     "main_job", selection=dg.AssetSelection.all(),
-    description="The whole graph for one day: data, teacher, student, evaluation, ONNX, registry, edge package.",
+    description="The whole graph for one day: data, feedback, teacher, student, evaluation, ONNX, registry, edge package.",
 )

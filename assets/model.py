@@ -4,44 +4,72 @@ Models live as files in the artifact store (LightGBM text, a torch state dict), 
 ``deps`` rather than through the IO manager; the training set arrives through the IO manager.
 """
 
+import datetime as dt
 import json
 
 import dagster as dg
 import polars as pl
 
+from assets.feedback import read_decision, retraining_policy
 from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, evaluation as evaluation_lib
 from pipeline.student import Student, fit_student
-from pipeline.teacher import Teacher, fit_teacher
+from pipeline.registry import PRODUCTION
+from pipeline.teacher import Teacher
+from pipeline.teacher_update import update_teacher
 
 GROUP = "model"
 EVALUATION_FILE = "evaluation.json"
+UPDATE_FILE = "update.json"
 
 
-@dg.asset(group_name=GROUP, partitions_def=DAILY)
+@dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[retraining_policy])
 def teacher_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
                   dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
-    """LightGBM multiclass teacher trained on the window's train split, early-stopped on validation,
-    saved in LightGBM's text format with its preprocessing constants."""
-    teacher = fit_teacher(training_set, dataset.load())
+    """LightGBM multiclass teacher, saved in LightGBM's text format with its preprocessing constants.
+    As the retraining policy decides: an incremental update of the production teacher (leaf refit or
+    continued boosting, whichever validates best on the newest rows and does not forget the older
+    ones), or a full retrain on the window, early-stopped on validation."""
+    config, registry = dataset.load(), storage.registry
+    decision = read_decision(storage, context.partition_key) or _on_request(context.partition_key)
+    production, trained_through = None, None
+    if registry.has_alias(PRODUCTION):
+        version = registry.get(PRODUCTION)
+        production = Teacher.load(version.directory)
+        trained_through = dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
+    update = update_teacher(training_set, production, trained_through, decision, config)
     directory = storage.artifact_dir("teacher_model", context.partition_key)
     with atomic.atomic_dir(directory) as tmp:
-        teacher.save(tmp)
+        update.teacher.save(tmp)
+        atomic.write_text(tmp / UPDATE_FILE, json.dumps(update.to_json(), indent=2))
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(directory)),
-        "best_iteration": teacher.booster.best_iteration,
-        "trees": teacher.booster.num_trees(),
+        "method": update.method, "reason": update.reason, "policy": decision["action"],
+        "attempts": dg.MetadataValue.json(update.to_json()["attempts"]),
+        "seconds": dg.MetadataValue.float(update.seconds),
+        "best_iteration": update.teacher.booster.best_iteration,
+        "trees": update.teacher.booster.num_trees(),
     })
+
+
+def _on_request(partition_key: str) -> dict:
+    """Materialized without a policy decision (e.g. by hand): a full retrain, as asked."""
+    return {"action": "full", "reason": f"materialized on request (no policy decision for {partition_key})",
+            "teacher": {}, "student": {}}
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[teacher_model])
 def student_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
                   dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
     """Small MLP distilled from the teacher's temperature-softened scores on labelled and unlabelled
-    rows, mixed with the gold labels (alpha); the epoch with the best validation loss is kept."""
+    rows, mixed with the gold labels (alpha); the epoch with the best validation loss is kept.
+    Batch size and epochs as the retraining policy adapted them to the data volume."""
+    config = dataset.load()
     teacher = Teacher.load(storage.artifact_dir("teacher_model", context.partition_key))
-    student = fit_student(training_set, teacher, dataset.load())
+    adapted = (read_decision(storage, context.partition_key) or {}).get("student") or {}
+    spec = config.training.student.model_copy(update=adapted)
+    student = fit_student(training_set, teacher, config, spec)
     directory = storage.artifact_dir("student_model", context.partition_key)
     with atomic.atomic_dir(directory) as tmp:
         student.save(tmp)
@@ -50,6 +78,7 @@ def student_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
         "path": dg.MetadataValue.path(str(directory)),
         "parameters": sum(p.numel() for p in student.model.parameters()),
         "best_epoch": best["epoch"], "validation_loss": best["validation_loss"],
+        "batch_size": spec.batch_size, "epochs": spec.epochs,
     })
 
 

@@ -34,5 +34,11 @@ HISTORY_WINDOW = _window(DATASET.partitions.history_days)
 TRAINING_WINDOW = _window(DATASET.partitions.window_days - 1)
 """The newest ``window_days`` partitions up to this one: what a model of this day learns from."""
 
+LABEL_LOOKBACK = _window(DATASET.feedback.concept.lookback_days)
+"""The partition and the days whose readings today's returned labels may refer to."""
+
+POLICY_MEMORY = _window(DATASET.feedback.policy.memory_days)
+"""The drift reports the retraining policy reads to find where a drift event started."""
+
 WINDOW_INPUT = {"allow_missing_partitions": True}
 """Input metadata: days of a window that were never materialized are skipped, not an error."""

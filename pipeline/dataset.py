@@ -120,6 +120,61 @@ class TrainingSpec(_Strict):
     student: StudentSpec = StudentSpec()
 
 
+class DataDriftSpec(_Strict):
+    """Per-feature tests of today's inputs against the production model's reference rows.
+
+    A feature drifts when its corrected p-value is below ``p_value`` *and* its effect size clears
+    the floor: with thousands of rows a day, a test alone calls trivial shifts significant.
+    """
+
+    detector: Literal["alibi", "scipy"] = "alibi"
+    """alibi-detect (BSL 1.1 licence) or scipy's KS / chi-squared (BSD), same tests and output."""
+    p_value: float = Field(0.01, gt=0, lt=1)
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    ks_floor: float = Field(0.1, ge=0, le=1)
+    """Numeric features: the KS statistic (largest gap between the two CDFs) must reach this."""
+    psi_floor: float = Field(0.2, ge=0)
+    """Categorical features and predicted classes: population stability index floor."""
+    reference_days: int = Field(1, ge=1)
+    """The newest days of the production model's training window: the world it was fitted to."""
+    reference_max_rows: int = Field(5000, ge=100)
+
+
+class ConceptDriftSpec(_Strict):
+    """The production model's accuracy on freshly returned labels against its test accuracy."""
+
+    p_value: float = Field(0.01, gt=0, lt=1)
+    min_accuracy_drop: float = Field(0.03, ge=0, le=1)
+    min_labels: int = Field(100, ge=1)
+    lookback_days: int = Field(3, ge=0)
+    """Labels that come back today are matched with the readings of this many days before."""
+
+
+class PolicySpec(_Strict):
+    """When to retrain, how, and with which hyper-parameters."""
+
+    full_retrain_drop: float = Field(0.06, gt=0, le=1)
+    """An accuracy drop on fresh labels this large means the old trees are wrong: retrain in full."""
+    max_wait_days: int = Field(2, ge=0)
+    """After an alarm, wait for the inputs to settle (no drift day over day), at most this long."""
+    cooldown_days: int = Field(2, ge=0)
+    """No drift-triggered retrain within this many days of the previous one."""
+    forget_tolerance: float = Field(0.02, ge=0, le=1)
+    """An incremental teacher may lose at most this much macro-F1 on the older window."""
+    min_new_rows: int = Field(200, ge=1)
+    """Fewer labelled training rows since the production model than this: no incremental update."""
+    memory_days: int = Field(14, ge=1)
+    """How far back the policy looks for the start of a drift event (a streak of alarm days)."""
+    student_steps: int = Field(1500, ge=100)
+    """The student's epochs are chosen to give about this many optimiser steps."""
+
+
+class FeedbackSpec(_Strict):
+    drift: DataDriftSpec = DataDriftSpec()
+    concept: ConceptDriftSpec = ConceptDriftSpec()
+    policy: PolicySpec = PolicySpec()
+
+
 class FirmwareRollout(_Strict):
     date: dt.date
     version: str
@@ -171,6 +226,7 @@ class DatasetConfig(_Strict):
     partitions: PartitionSpec
     quality: QualitySpec = QualitySpec()
     training: TrainingSpec = TrainingSpec()
+    feedback: FeedbackSpec = FeedbackSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     base_dir: Path = Path(".")
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from pipeline import atomic
 
 ENTRY = "entry.json"
+CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
+REFERENCE_FILE = "reference.parquet"
+"""Input rows of the newest days a version was trained on: what drift is measured against."""
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -74,6 +77,16 @@ class Registry:
         self.get(version)  # refuse to point at a version that is not there
         record = {"alias": alias, "version": version, "reason": reason, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
         atomic.write_text(self.root / "aliases" / f"{alias}.json", json.dumps(record, indent=2))
+
+    def promote(self, version: str, reason: str) -> str | None:
+        """Make ``version`` production; the version it replaces becomes ``previous`` (returned)."""
+        replaced = self.resolve(PRODUCTION) if self.has_alias(PRODUCTION) else None
+        if replaced == version:
+            return None
+        if replaced is not None:
+            self.set_alias(PREVIOUS, replaced, reason=f"replaced by {version}: {reason}")
+        self.set_alias(PRODUCTION, version, reason=reason)
+        return replaced
 
     def versions(self) -> list[str]:
         base = self.root / "versions"

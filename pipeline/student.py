@@ -129,13 +129,14 @@ def distill(x: np.ndarray, teacher_scores: np.ndarray, labels: np.ndarray,
     return Student(model, {"input_width": x.shape[1], "hidden": list(spec.hidden), "n_classes": n_classes}, history)
 
 
-def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig) -> Student:
-    """Distil ``teacher`` into a student on the train and unlabelled rows, validated on validation."""
+def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec | None = None) -> Student:
+    """Distil ``teacher`` into a student on the train and unlabelled rows, validated on validation;
+    ``spec`` overrides the configured one (the retraining policy adapts batch size and epochs)."""
     transfer = training_set.filter(pl.col(SPLIT).is_in([TRAIN, UNLABELLED]))
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
     hard = np.where(transfer[SPLIT].to_numpy() == TRAIN, label_codes(transfer, config.classes), NO_LABEL)
     return distill(
         student_matrix(transfer, teacher.preprocessing), teacher.raw_scores(transfer), hard,
         student_matrix(validation, teacher.preprocessing), teacher.raw_scores(validation),
-        label_codes(validation, config.classes), config.training.student, config.training.seed,
+        label_codes(validation, config.classes), spec or config.training.student, config.training.seed,
     )

@@ -53,22 +53,24 @@ def lightgbm_params(spec: TeacherSpec, n_classes: int, seed: int) -> dict:
     }
 
 
-def train_teacher(train: pl.DataFrame, validation: pl.DataFrame, preprocessing: dict,
-                  classes: tuple[str, ...], spec: TeacherSpec, seed: int) -> Teacher:
+def lightgbm_dataset(frame: pl.DataFrame, preprocessing: dict, classes: tuple[str, ...],
+                     reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    """Rows as the teacher reads them: raw numerics, category codes flagged categorical, weights."""
     n_numeric = len(preprocessing["numeric"])
-    categorical = list(range(n_numeric, n_numeric + len(preprocessing["categorical"])))
-    names = preprocessing["feature_order"]
+    return lgb.Dataset(teacher_matrix(frame, preprocessing), label_codes(frame, classes),
+                       weight=frame["weight"].to_numpy(), feature_name=preprocessing["feature_order"],
+                       categorical_feature=list(range(n_numeric, n_numeric + len(preprocessing["categorical"]))),
+                       reference=reference, free_raw_data=False)
 
-    def dataset(frame: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
-        return lgb.Dataset(teacher_matrix(frame, preprocessing), label_codes(frame, classes),
-                           weight=frame["weight"].to_numpy(), feature_name=names,
-                           categorical_feature=categorical, reference=reference, free_raw_data=False)
 
-    train_set = dataset(train)
+def train_teacher(train: pl.DataFrame, validation: pl.DataFrame, preprocessing: dict,
+                  classes: tuple[str, ...], spec: TeacherSpec, seed: int, init_model: lgb.Booster | None = None) -> Teacher:
+    """Boost ``spec.rounds`` trees (on top of ``init_model``'s, when continuing), early-stopped on validation."""
+    train_set = lightgbm_dataset(train, preprocessing, classes)
     booster = lgb.train(
         lightgbm_params(spec, len(classes), seed), train_set, num_boost_round=spec.rounds,
-        valid_sets=[dataset(validation, train_set)],
-        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
+        valid_sets=[lightgbm_dataset(validation, preprocessing, classes, train_set)],
+        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)], init_model=init_model,
     )
     return Teacher(booster, preprocessing, classes)
 

@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 
 import definitions
-from assets import data, deployment, model
+from assets import data, deployment, feedback, model
 from assets.jobs import INGEST_SELECTION
 from pipeline.registry import Registry
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
-ALL_ASSETS = dg.load_assets_from_modules([data, model, deployment])
+ALL_ASSETS = dg.load_assets_from_modules([data, feedback, model, deployment])
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +54,12 @@ def test_rows_reconcile_per_partition(graph_run):
         assert m["quarantined"] == _metadata(result, "quarantine")["rows"] > 0
 
 
-def test_the_newest_day_materializes_every_asset_and_ingest_days_only_the_data_layer(graph_run):
+def test_the_newest_day_materializes_every_asset_and_ingest_days_data_and_feedback(graph_run):
     _, results, instance = graph_run
     everything = {k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
     assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything
     assert {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()} == {
-        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels"}
+        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "drift_report", "retraining_policy"}
     assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAYS)
 
 

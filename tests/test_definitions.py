@@ -17,6 +17,7 @@ def test_assets_are_grouped_by_layer_and_documented():
         "raw_telemetry": "data", "clean_telemetry": "data", "quarantine": "data", "features": "data",
         "gold_labels": "data", "training_set": "data", "teacher_model": "model", "student_model": "model",
         "evaluation": "model", "onnx_student": "deployment", "candidate_model": "deployment", "edge_package": "deployment",
+        "drift_report": "feedback", "retraining_policy": "feedback", "production_model": "deployment",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

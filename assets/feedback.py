@@ -1,0 +1,133 @@
+"""Feedback layer: the daily drift report against the production model, and the retraining policy.
+
+Both are cheap enough to run every day in the ingest job; the drift sensor reads the policy's
+materializations and launches the retrain when it says so.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+
+from assets.partitions import DAILY, LABEL_LOOKBACK, POLICY_MEMORY, WINDOW_INPUT
+from assets.resources import DatasetResource, StorageResource
+from pipeline import atomic, drift, policy
+from pipeline.dataset import DatasetConfig, LABEL, ROW_ID, TIMESTAMP
+from pipeline.encoding import student_matrix
+from pipeline.features import model_feature_names
+from pipeline.registry import REFERENCE_FILE, PRODUCTION, Version
+from pipeline.student import Student
+
+GROUP = "feedback"
+DECISION_FILE = "decision.json"
+
+
+def _day(context: dg.AssetExecutionContext) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
+
+
+def _on(frame: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    return frame.filter(pl.col(TIMESTAMP).dt.date() == day)
+
+
+def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame) -> drift.DriftInputs:
+    """Today's rows, yesterday's, the production model's reference rows, and today's returned labels
+    joined with the readings they label (labels for readings the model trained on are left out)."""
+    trained_through = dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
+    fresh = recent_features.drop(LABEL).join(gold.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
+    student = version.entry["metrics"]["student"]
+    return drift.DriftInputs(
+        day=day, production_version=version.version,
+        reference=pl.read_parquet(version.file(REFERENCE_FILE)),
+        current=_on(recent_features, day),
+        previous=_on(recent_features, day - dt.timedelta(days=1)),
+        fresh=fresh.filter(pl.col(TIMESTAMP).dt.date() > trained_through) if day > trained_through else fresh.clear(),
+        reference_accuracy=student["accuracy"], reference_test_rows=version.entry["lineage"]["training_rows"].get("test", 0),
+    )
+
+
+def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.DriftInputs, detector: str) -> dict:
+    inputs_table = report.filter(pl.col("kind").is_in([drift.NUMERIC, drift.CATEGORICAL])).sort("effect", descending=True)
+    lines = ["| feature | kind | statistic | p (corrected) | effect | floor | drifted |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['test']} | {r['kind']} | {r['statistic']:.4g} | {r['p_adjusted']:.3g} | {r['effect']:.3f} | {r['floor']} | "
+              f"{'**yes**' if r['drifted'] else 'no'} |" for r in inputs_table.iter_rows(named=True)]
+    return {
+        "production_version": inputs.production_version, "detector": detector,
+        "alarm": summary.alarm, "data_drift": summary.data_drift, "prediction_drift": summary.prediction_drift,
+        "concept_drift": summary.concept_drift, "settled": summary.settled,
+        "drifted_features": len(summary.drifted_features),
+        "max_effect_ratio": dg.MetadataValue.float(summary.max_effect_ratio),
+        "fresh_labels": summary.fresh_labels,
+        "fresh_label_accuracy": dg.MetadataValue.float(summary.fresh_accuracy if summary.fresh_accuracy is not None else float("nan")),
+        "reference_accuracy": dg.MetadataValue.float(summary.reference_accuracy),
+        "severity": dg.MetadataValue.float(summary.severity),
+        "rows": inputs.current.height, "reference_rows": inputs.reference.height,
+        "features": dg.MetadataValue.md("\n".join(lines)),
+    }
+
+
+@dg.asset(
+    group_name=GROUP, partitions_def=DAILY,
+    ins={"recent_features": dg.AssetIn("features", partition_mapping=LABEL_LOOKBACK, metadata=WINDOW_INPUT)},
+)
+def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFrame, gold_labels: pl.DataFrame,
+                 dataset: DatasetResource, storage: StorageResource) -> dg.Output[pl.DataFrame]:
+    """Today against the production model's reference rows: a test per input (KS / chi-squared,
+    corrected for many features, with an effect-size floor), inputs against yesterday, the
+    predicted-class distribution, and accuracy on the labels that came back today."""
+    config, day, registry = dataset.load(), _day(context), storage.registry
+    if not registry.has_alias(PRODUCTION):
+        return dg.Output(drift.empty_report(), metadata={"production_version": "none", "alarm": False,
+                                                          "reason": "no production model yet: nothing to compare"})
+    version = registry.get(PRODUCTION)
+    inputs = _drift_inputs(day, version, recent_features, gold_labels)
+    student = Student.load(version.directory)
+    preprocessing = version.entry["preprocessing"]
+    numeric, categorical = model_feature_names(config)
+    detector = drift.make_detector(config.feedback.drift.detector)
+    report = drift.drift_report(
+        inputs, lambda frame: student.predict_proba(student_matrix(frame, preprocessing)),
+        numeric, categorical, config.classes, config.feedback.drift, config.feedback.concept, detector,
+    )
+    summary = drift.summarise(report, len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop)
+    return dg.Output(report, metadata=_metadata(report, summary, inputs, detector.name))
+
+
+@dg.asset(
+    group_name=GROUP, partitions_def=DAILY,
+    ins={"drift_reports": dg.AssetIn("drift_report", partition_mapping=POLICY_MEMORY, metadata=WINDOW_INPUT)},
+)
+def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataFrame, dataset: DatasetResource,
+                      storage: StorageResource) -> dg.MaterializeResult:
+    """none / wait / incremental / full retrain, from today's drift report and the days before it
+    (where the drift event started), with adapted hyper-parameters and the reason. The drift sensor
+    launches the retrain; the teacher and student read the decision."""
+    config, day = dataset.load(), _day(context)
+    decision = decide(day, drift_reports, config)
+    directory = storage.artifact_dir("retraining_policy", context.partition_key)
+    atomic.write_text(directory / DECISION_FILE, json.dumps(decision.to_json(), indent=2))
+    return dg.MaterializeResult(metadata={
+        "action": decision.action, "reason": decision.reason, "retrain": decision.retrain,
+        "event_key": decision.event_key or "", "production_version": decision.production_version or "",
+        "severity": dg.MetadataValue.float(decision.severity),
+        "teacher": dg.MetadataValue.json(decision.teacher), "student": dg.MetadataValue.json(decision.student),
+    })
+
+
+def decide(day: dt.date, drift_reports: pl.DataFrame, config: DatasetConfig) -> policy.Decision:
+    """The policy on the production model that today's report judged (none: bootstrap)."""
+    numeric, categorical = model_feature_names(config)
+    n_features, full_drop = len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop
+    today = drift_reports.filter(pl.col(drift.DAY) == day)
+    summary = drift.summarise(today, n_features, full_drop)
+    judged = today[drift.PRODUCTION_VERSION][0] if today.height else None  # None: there was no model to judge
+    earlier = policy.day_states(drift_reports.filter(pl.col(drift.DAY) < day), n_features, full_drop)
+    window_rows = (int(today["n_current"].max()) if today.height else 0) * config.partitions.window_days
+    return policy.decide(day, summary, judged, earlier, window_rows, config.training, config.feedback.policy)
+
+
+def read_decision(storage: StorageResource, partition_key: str) -> dict | None:
+    """The policy's decision for a day, if it was materialized (the teacher and student follow it)."""
+    path = storage.artifact_dir("retraining_policy", partition_key) / DECISION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

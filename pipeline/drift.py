@@ -1,0 +1,276 @@
+"""Drift detection: has the world moved away from what the production model was fitted to?
+
+Three questions, one table (a row per test):
+- data drift: each model input of today against the production model's reference rows (KS for
+  numeric, chi-squared for categorical, corrected for testing many features at once), and
+  against yesterday, to tell a world still moving from one that has settled;
+- prediction drift: the distribution of the model's predicted classes;
+- concept drift: the model's accuracy on freshly returned labels against its test accuracy, with
+  a one-sided binomial test, which catches a new label rule even when the inputs look the same.
+
+A test only counts when its effect size also clears a floor (KS statistic, population stability
+index, accuracy drop): with thousands of rows a day every trivial shift is significant.
+
+The statistics come from a ``Detector``: alibi-detect by default, scipy by configuration. alibi-detect
+is BSL-licensed and slow to import, so it is imported only when its detector is built.
+"""
+
+import datetime as dt
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from pipeline.dataset import ConceptDriftSpec, DataDriftSpec
+
+NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
+PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
+DAY, PRODUCTION_VERSION = "day", "production_version"
+REPORT_SCHEMA = {
+    DAY: pl.Date, PRODUCTION_VERSION: pl.String, "test": pl.String, "kind": pl.String, "statistic": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
+    "effect": pl.Float64, "floor": pl.Float64, "drifted": pl.Boolean, "n_reference": pl.Int64, "n_current": pl.Int64,
+    "reference_value": pl.Float64, "current_value": pl.Float64,
+}
+_PSI_EPSILON = 1e-4
+
+
+class Detector(Protocol):
+    """Two-sample tests: (statistic, p-value) of reference against current."""
+
+    name: str
+
+    def numeric(self, reference: np.ndarray, current: np.ndarray) -> tuple[float, float]: ...
+
+    def categorical(self, reference: np.ndarray, current: np.ndarray, n_categories: int) -> tuple[float, float]: ...
+
+
+class ScipyDetector:
+    """Kolmogorov-Smirnov and chi-squared from scipy (BSD licence)."""
+
+    name = "scipy"
+
+    def numeric(self, reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+        result = stats.ks_2samp(reference, current)
+        return float(result.statistic), float(result.pvalue)
+
+    def categorical(self, reference: np.ndarray, current: np.ndarray, n_categories: int) -> tuple[float, float]:
+        table = np.stack([np.bincount(reference, minlength=n_categories), np.bincount(current, minlength=n_categories)])
+        statistic, p_value, _, _ = stats.chi2_contingency(table)
+        return float(statistic), float(p_value)
+
+
+class AlibiDetector:
+    """alibi-detect's ``KSDrift`` and ``ChiSquareDrift``, one feature at a time (the correction for
+    many features is applied over all of them together, in ``data_drift``)."""
+
+    name = "alibi"
+
+    def __init__(self):
+        with warnings.catch_warnings():  # its torch backend still uses torch.jit.script
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from alibi_detect.cd import ChiSquareDrift, KSDrift
+        self._ks, self._chi2 = KSDrift, ChiSquareDrift
+
+    def numeric(self, reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+        detector = self._ks(reference.astype(np.float32)[:, None], p_val=0.05)
+        return _alibi_result(detector.predict(current.astype(np.float32)[:, None], return_p_val=True, return_distance=True))
+
+    def categorical(self, reference: np.ndarray, current: np.ndarray, n_categories: int) -> tuple[float, float]:
+        detector = self._chi2(reference[:, None], p_val=0.05, categories_per_feature={0: n_categories})
+        return _alibi_result(detector.predict(current[:, None], return_p_val=True, return_distance=True))
+
+
+def _alibi_result(prediction: dict) -> tuple[float, float]:
+    return float(prediction["data"]["distance"][0]), float(prediction["data"]["p_val"][0])
+
+
+def make_detector(name: str) -> Detector:
+    return AlibiDetector() if name == "alibi" else ScipyDetector()
+
+
+def psi(reference: np.ndarray, current: np.ndarray, n_categories: int) -> float:
+    """Population stability index of two code arrays over ``n_categories``."""
+    r = np.bincount(reference, minlength=n_categories) / max(len(reference), 1) + _PSI_EPSILON
+    c = np.bincount(current, minlength=n_categories) / max(len(current), 1) + _PSI_EPSILON
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _codes(reference: pl.Series, current: pl.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """Both samples coded over the categories present in either (a category absent from both would
+    make chi-squared's expected table zero); missing values are a category of their own."""
+    ref, cur = reference.cast(pl.String).fill_null("<missing>"), current.cast(pl.String).fill_null("<missing>")
+    vocabulary = {v: i for i, v in enumerate(sorted(set(ref.unique()) | set(cur.unique())))}
+    return (ref.replace_strict(vocabulary, return_dtype=pl.Int64).to_numpy(),
+            cur.replace_strict(vocabulary, return_dtype=pl.Int64).to_numpy(), len(vocabulary))
+
+
+def _finite(series: pl.Series) -> np.ndarray:
+    values = series.cast(pl.Float64).to_numpy()
+    return values[np.isfinite(values)]
+
+
+def _numeric_row(name: str, reference: pl.Series, current: pl.Series, spec: DataDriftSpec, detector: Detector) -> dict:
+    ref, cur = _finite(reference), _finite(current)
+    statistic, p_value = detector.numeric(ref, cur) if len(ref) and len(cur) else (0.0, 1.0)
+    return {"test": name, "kind": NUMERIC, "statistic": statistic, "p_value": p_value, "effect": statistic,
+            "floor": spec.ks_floor, "n_reference": len(ref), "n_current": len(cur),
+            "reference_value": float(np.median(ref)) if len(ref) else None,
+            "current_value": float(np.median(cur)) if len(cur) else None}
+
+
+def _categorical_row(name: str, kind: str, reference: pl.Series, current: pl.Series, spec: DataDriftSpec,
+                     detector: Detector) -> dict:
+    ref, cur, n = _codes(reference, current)
+    statistic, p_value = detector.categorical(ref, cur, n) if n > 1 and len(ref) and len(cur) else (0.0, 1.0)
+    return {"test": name, "kind": kind, "statistic": statistic, "p_value": p_value, "effect": psi(ref, cur, n),
+            "floor": spec.psi_floor, "n_reference": len(ref), "n_current": len(cur)}
+
+
+def _adjust(p_values: np.ndarray, correction: str) -> np.ndarray:
+    if len(p_values) == 0:
+        return p_values
+    if correction == "fdr":
+        return stats.false_discovery_control(p_values, method="bh")
+    return np.minimum(p_values * len(p_values), 1.0)
+
+
+def data_drift(reference: pl.DataFrame, current: pl.DataFrame, numeric: list[str], categorical: list[str],
+               spec: DataDriftSpec, detector: Detector) -> pl.DataFrame:
+    """One row per model input; ``drifted`` when the corrected p-value and the effect floor agree."""
+    rows = [_numeric_row(n, reference[n], current[n], spec, detector) for n in numeric]
+    rows += [_categorical_row(n, CATEGORICAL, reference[n], current[n], spec, detector) for n in categorical]
+    table = pl.DataFrame(rows, schema={k: REPORT_SCHEMA[k] for k in rows[0]} if rows else None)
+    adjusted = _adjust(table["p_value"].to_numpy(), spec.correction) if rows else np.array([])
+    return _finish(table.with_columns(pl.Series("p_adjusted", adjusted, dtype=pl.Float64)), spec.p_value)
+
+
+def prediction_drift(reference: np.ndarray, current: np.ndarray, classes: tuple[str, ...], spec: DataDriftSpec,
+                     detector: Detector) -> pl.DataFrame:
+    """The predicted classes (argmax codes) of the reference rows against today's."""
+    names = np.asarray(classes)
+    row = _categorical_row(PREDICTION_TEST, PREDICTION, pl.Series(names[reference]), pl.Series(names[current]), spec, detector)
+    return _finish(pl.DataFrame([{**row, "p_adjusted": row["p_value"]}]), spec.p_value)
+
+
+def concept_drift(correct: np.ndarray, reference_accuracy: float, reference_rows: int, spec: ConceptDriftSpec) -> pl.DataFrame:
+    """Accuracy on fresh labels against the model's test accuracy: a one-sided binomial test of the
+    error count, and an accuracy-drop floor. Fewer than ``min_labels`` fresh labels: not tested."""
+    n = int(len(correct))
+    accuracy = float(np.mean(correct)) if n else None
+    tested = n >= spec.min_labels
+    p_value = float(stats.binomtest(int(n - correct.sum()), n, 1 - reference_accuracy, alternative="greater").pvalue) if tested else 1.0
+    drop = reference_accuracy - accuracy if accuracy is not None else 0.0
+    row = {"test": CONCEPT_TEST, "kind": CONCEPT, "statistic": accuracy, "p_value": p_value, "p_adjusted": p_value,
+           "effect": drop, "floor": spec.min_accuracy_drop, "n_reference": reference_rows, "n_current": n,
+           "reference_value": reference_accuracy, "current_value": accuracy}
+    return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
+
+
+def stability(previous: pl.DataFrame | None, current: pl.DataFrame, numeric: list[str], categorical: list[str],
+              spec: DataDriftSpec, detector: Detector) -> pl.DataFrame:
+    """One row: how many inputs drifted since the previous day (none: the world has settled)."""
+    if previous is None or previous.height == 0:
+        drifted, n_previous = 0, 0
+    else:
+        drifted, n_previous = int(data_drift(previous, current, numeric, categorical, spec, detector)["drifted"].sum()), previous.height
+    row = {"test": STABILITY_TEST, "kind": STABILITY, "statistic": float(drifted), "drifted": drifted > 0,
+           "n_reference": n_previous, "n_current": current.height}
+    return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
+
+
+def _finish(table: pl.DataFrame, p_value: float) -> pl.DataFrame:
+    """Fill the report's columns; ``drifted`` = significant after correction and above the floor."""
+    if "drifted" not in table.columns:
+        table = table.with_columns(((pl.col("p_adjusted") < p_value) & (pl.col("effect") >= pl.col("floor"))).alias("drifted"))
+    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in REPORT_SCHEMA.items() if name not in table.columns]
+    return table.with_columns(missing).select([pl.col(n).cast(t) for n, t in REPORT_SCHEMA.items()])
+
+
+def empty_report() -> pl.DataFrame:
+    """The report of a day with no production model to judge."""
+    return pl.DataFrame(schema=REPORT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """What the retraining policy and the UI need of one day's report."""
+
+    data_drift: bool = False
+    drifted_features: list[str] = field(default_factory=list)
+    max_effect_ratio: float = 0.0
+    """The largest effect size as a multiple of its floor, over the inputs: comparable across KS and PSI."""
+    prediction_drift: bool = False
+    concept_drift: bool = False
+    fresh_labels: int = 0
+    fresh_accuracy: float | None = None
+    reference_accuracy: float | None = None
+    accuracy_drop: float = 0.0
+    settled: bool = True
+    severity: float = 0.0
+
+    @property
+    def alarm(self) -> bool:
+        return self.data_drift or self.prediction_drift or self.concept_drift
+
+
+def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -> DriftSummary:
+    """Flags, numbers and a severity in [0, 1]: data drift counts up to 0.5 (by the share of inputs
+    that drifted), prediction drift 0.3, concept drift up to 1 (the accuracy drop against the drop
+    that calls for a full retrain): only returned labels can say the model is wrong."""
+    inputs = report.filter(pl.col("kind").is_in([NUMERIC, CATEGORICAL]))
+    drifted = inputs.filter(pl.col("drifted"))["test"].to_list()
+    ratios = (inputs["effect"] / inputs["floor"].replace(0.0, None)).drop_nulls()
+    prediction = report.filter(pl.col("kind") == PREDICTION)
+    concept = report.filter(pl.col("kind") == CONCEPT)
+    settled_rows = report.filter(pl.col("kind") == STABILITY)
+    concept_row = concept.row(0, named=True) if concept.height else {}
+    concept_drift = bool(concept_row.get("drifted"))
+    drop = float(concept_row.get("effect") or 0.0)
+    severity = max(
+        0.5 * min(1.0, 4 * len(drifted) / max(n_features, 1)) if drifted else 0.0,
+        0.3 if prediction.height and prediction["drifted"][0] else 0.0,
+        min(1.0, drop / full_retrain_drop) if concept_drift else 0.0,
+    )
+    return DriftSummary(
+        data_drift=bool(drifted), drifted_features=drifted,
+        max_effect_ratio=float(ratios.max()) if len(ratios) else 0.0,
+        prediction_drift=bool(prediction.height and prediction["drifted"][0]),
+        concept_drift=concept_drift, fresh_labels=int(concept_row.get("n_current") or 0),
+        fresh_accuracy=concept_row.get("current_value"), reference_accuracy=concept_row.get("reference_value"),
+        accuracy_drop=drop, settled=not (settled_rows.height and settled_rows["drifted"][0]), severity=round(severity, 4),
+    )
+
+
+@dataclass(frozen=True)
+class DriftInputs:
+    """Everything a day's drift report compares, already loaded."""
+
+    day: dt.date
+    production_version: str
+    reference: pl.DataFrame
+    current: pl.DataFrame
+    previous: pl.DataFrame | None
+    fresh: pl.DataFrame
+    """Rows whose label came back today (joined with their features), not yet seen by the model."""
+    reference_accuracy: float
+    reference_test_rows: int
+
+
+def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np.ndarray], numeric: list[str],
+                 categorical: list[str], classes: tuple[str, ...], drift: DataDriftSpec, concept: ConceptDriftSpec,
+                 detector: Detector) -> pl.DataFrame:
+    """The whole report: inputs, day-over-day stability, predictions, fresh-label accuracy."""
+    parts = [
+        data_drift(inputs.reference, inputs.current, numeric, categorical, drift, detector),
+        stability(inputs.previous, inputs.current, numeric, categorical, drift, detector),
+        prediction_drift(predict_proba(inputs.reference).argmax(axis=1), predict_proba(inputs.current).argmax(axis=1),
+                         classes, drift, detector),
+    ]
+    labels = inputs.fresh["label"].to_numpy()
+    predicted = np.asarray(classes)[predict_proba(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
+    parts.append(concept_drift(predicted == labels, inputs.reference_accuracy, inputs.reference_test_rows, concept))
+    return pl.concat(parts).with_columns(pl.lit(inputs.day).alias(DAY), pl.lit(inputs.production_version).alias(PRODUCTION_VERSION))

@@ -1,0 +1,124 @@
+"""The retraining policy: from a day's drift summary to none / wait / incremental / full retrain.
+
+A drift *event* is a streak of alarm days under one production model; it gets one retrain. The
+policy waits (at most ``max_wait_days``) while the inputs are still moving day over day, since a
+model fitted mid-roll-out is stale again the next day, and it chooses a full retrain when fresh
+labels show a large accuracy drop (the old trees encode a rule that no longer holds), an
+incremental update otherwise. Hyper-parameters adapt to severity and data volume.
+"""
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+from pipeline.dataset import PolicySpec, TrainingSpec
+from pipeline.drift import DAY, PRODUCTION_VERSION, DriftSummary, summarise
+
+NONE, WAIT, INCREMENTAL, FULL = "none", "wait", "incremental", "full"
+RETRAIN = (INCREMENTAL, FULL)
+
+
+@dataclass(frozen=True)
+class DayState:
+    """One earlier day as the policy remembers it: which model it judged and whether it alarmed."""
+
+    day: dt.date
+    production_version: str | None
+    alarm: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    reason: str
+    day: dt.date
+    production_version: str | None
+    event_key: str | None
+    """Identifies the drift event: one retrain run per key."""
+    severity: float
+    teacher: dict
+    student: dict
+
+    @property
+    def retrain(self) -> bool:
+        return self.action in RETRAIN
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "day": self.day.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Decision":
+        return cls(**{**data, "day": dt.date.fromisoformat(data["day"])})
+
+
+def day_states(reports: pl.DataFrame, n_features: int, full_retrain_drop: float) -> list[DayState]:
+    """The alarm state of each day in a window of drift reports."""
+    return [
+        DayState(day, rows[PRODUCTION_VERSION][0], summarise(rows, n_features, full_retrain_drop).alarm)
+        for (day,), rows in reports.partition_by(DAY, as_dict=True, maintain_order=True).items()
+    ]
+
+
+def event_start(day: dt.date, production_version: str | None, earlier: list[DayState]) -> dt.date:
+    """First day of the alarm streak that ends today, under the same production model."""
+    by_day = {s.day: s for s in earlier}
+    start = day
+    while (previous := by_day.get(start - dt.timedelta(days=1))) and previous.alarm \
+            and previous.production_version == production_version:
+        start = previous.day
+    return start
+
+
+def adapted_hyperparameters(severity: float, window_rows: int, training: TrainingSpec, spec: PolicySpec) -> tuple[dict, dict]:
+    """Teacher: a stronger drift learns faster (learning rate up to 2x, more continued rounds, a
+    refit that keeps less of the old leaf values). Student: the batch grows with the transfer set
+    (``window_rows``: about 1% of it, a power of two in 64..1024) and the epochs keep the optimiser steps near
+    ``student_steps`` (5..40)."""
+    teacher = training.teacher
+    rows = max(window_rows, 1)
+    batch = int(min(1024, max(64, 2 ** round(math.log2(max(rows / 100, 1))))))
+    epochs = int(min(40, max(5, math.ceil(spec.student_steps * batch / rows))))
+    return (
+        {"learning_rate": round(teacher.learning_rate * (1 + severity), 5),
+         "rounds": max(20, round(teacher.rounds * (0.2 + 0.4 * severity))),
+         "refit_decay": round(min(0.95, max(0.3, 0.9 - 0.5 * severity)), 3)},
+        {"batch_size": batch, "epochs": epochs},
+    )
+
+
+def decide(day: dt.date, summary: DriftSummary, production_version: str | None, earlier: list[DayState],
+           window_rows: int, training: TrainingSpec, spec: PolicySpec) -> Decision:
+    teacher, student = adapted_hyperparameters(summary.severity, window_rows, training, spec)
+
+    def decision(action: str, reason: str, event_key: str | None = None) -> Decision:
+        return Decision(action, reason, day, production_version, event_key, summary.severity, teacher, student)
+
+    if production_version is None:
+        return decision(FULL, "no production model yet: train the first one", f"bootstrap@{day.isoformat()}")
+    if not summary.alarm:
+        return decision(NONE, "no drift: inputs, predictions and fresh-label accuracy match the reference")
+    start = event_start(day, production_version, earlier)
+    waited = (day - start).days
+    evidence = _evidence(summary)
+    key = f"{production_version}@{start.isoformat()}"
+    if not summary.settled and waited < spec.max_wait_days:
+        return decision(WAIT, f"{evidence} since {start}; inputs still moving day over day, waiting for them "
+                              f"to settle (day {waited} of at most {spec.max_wait_days})", key)
+    if summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop:
+        return decision(FULL, f"{evidence} since {start}: accuracy on fresh labels fell {summary.accuracy_drop:.3f}, "
+                              f"at least {spec.full_retrain_drop}: the old trees encode a rule that no longer holds", key)
+    return decision(INCREMENTAL, f"{evidence} since {start}: update the production teacher on the new rows", key)
+
+
+def _evidence(summary: DriftSummary) -> str:
+    found = []
+    if summary.data_drift:
+        found.append(f"data drift in {', '.join(summary.drifted_features)}")
+    if summary.prediction_drift:
+        found.append("prediction drift")
+    if summary.concept_drift:
+        found.append(f"concept drift (fresh-label accuracy {summary.fresh_accuracy:.3f} "
+                     f"against {summary.reference_accuracy:.3f})")
+    return "; ".join(found)

@@ -1,0 +1,135 @@
+"""Updating the production teacher when the world drifts, without forgetting what still holds.
+
+Three ways, chosen by macro-F1 on the newest validation rows (those observed after the production
+model was trained):
+- ``refit``: keep the production trees, re-estimate their leaf values on the new rows
+  (``Booster.refit`` with a decay rate): the cheapest, and often the best update;
+- ``continue``: boost more trees on the new rows from the production model (``init_model``);
+- ``window``: a full retrain on the sliding window, from scratch.
+An incremental model must beat the production model on the new validation rows and lose at most
+``forget_tolerance`` macro-F1 on the older ones (catastrophic forgetting); otherwise, and whenever
+the policy asks for a full retrain, the window retrain is used. The test split is never looked at.
+"""
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+from sklearn.metrics import f1_score
+
+from pipeline.dataset import DatasetConfig, TIMESTAMP
+from pipeline.encoding import label_codes, teacher_matrix
+from pipeline.policy import FULL
+from pipeline.teacher import Teacher, fit_teacher, train_teacher
+from pipeline.training_set import SPLIT, TRAIN, VALIDATION
+
+REFIT, CONTINUE, WINDOW = "refit", "continue", "window"
+
+
+@dataclass
+class Attempt:
+    method: str
+    seconds: float
+    new_macro_f1: float | None = None
+    older_macro_f1: float | None = None
+
+
+@dataclass
+class TeacherUpdate:
+    teacher: Teacher
+    method: str
+    reason: str
+    production: Attempt | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """What this update cost: every method tried."""
+        return round(sum(a.seconds for a in self.attempts), 3)
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "seconds": self.seconds, "reason": self.reason,
+                "production": vars(self.production) if self.production else None,
+                "attempts": [vars(a) for a in self.attempts]}
+
+
+def macro_f1(teacher: Teacher, frame: pl.DataFrame) -> float:
+    classes = teacher.classes
+    predicted = teacher.predict_proba(frame).argmax(axis=1)
+    return float(f1_score(label_codes(frame, classes), predicted, labels=list(range(len(classes))), average="macro", zero_division=0))
+
+
+def _after(frame: pl.DataFrame, day: dt.date) -> pl.Series:
+    return frame[TIMESTAMP].dt.date() > day
+
+
+def refit(production: Teacher, new: pl.DataFrame, decay: float) -> Teacher:
+    booster = production.booster.refit(teacher_matrix(new, production.preprocessing), label_codes(new, production.classes),
+                                       decay_rate=decay, weight=new["weight"].to_numpy())
+    return Teacher(booster, production.preprocessing, production.classes)
+
+
+def continue_training(production: Teacher, new: pl.DataFrame, validation: pl.DataFrame, config: DatasetConfig,
+                      learning_rate: float, rounds: int) -> Teacher:
+    spec = config.training.teacher.model_copy(update={"learning_rate": learning_rate, "rounds": rounds})
+    return train_teacher(new, validation, production.preprocessing, production.classes, spec, config.training.seed,
+                         init_model=production.booster)
+
+
+def _timed(method: str, build) -> tuple[Teacher, Attempt]:
+    started = time.perf_counter()
+    teacher = build()
+    return teacher, Attempt(method, round(time.perf_counter() - started, 3))
+
+
+def update_teacher(training_set: pl.DataFrame, production: Teacher | None, trained_through: dt.date | None,
+                   decision: dict, config: DatasetConfig) -> TeacherUpdate:
+    """The teacher for this retrain. ``decision`` is the policy's (action, adapted hyper-parameters);
+    ``trained_through`` is the newest day the production model learned from."""
+    if decision["action"] != FULL and production is not None and trained_through is not None:
+        train = training_set.filter(pl.col(SPLIT) == TRAIN)
+        new = train.filter(_after(train, trained_through))
+        if new.height >= config.feedback.policy.min_new_rows:
+            return _incremental(training_set, production, trained_through, new, decision, config)
+        reason = f"only {new.height} new labelled training rows since {trained_through} (< {config.feedback.policy.min_new_rows})"
+    elif production is None:
+        reason = "no production teacher to update"
+    else:
+        reason = f"the policy asked for a full retrain: {decision['reason']}"
+    return _window(training_set, config, reason, [])
+
+
+def _window(training_set: pl.DataFrame, config: DatasetConfig, reason: str, attempts: list[Attempt],
+            production: Attempt | None = None) -> TeacherUpdate:
+    teacher, attempt = _timed(WINDOW, lambda: fit_teacher(training_set, config))
+    return TeacherUpdate(teacher, WINDOW, reason, production, [*attempts, attempt])
+
+
+def _incremental(training_set: pl.DataFrame, production: Teacher, trained_through: dt.date, new: pl.DataFrame,
+                 decision: dict, config: DatasetConfig) -> TeacherUpdate:
+    validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
+    is_new = _after(validation, trained_through)
+    new_val, old_val = validation.filter(is_new), validation.filter(~is_new)
+    if new_val.height < 20:
+        new_val = validation
+    params = decision["teacher"]
+    candidates = [
+        _timed(REFIT, lambda: refit(production, new, params["refit_decay"])),
+        _timed(CONTINUE, lambda: continue_training(production, new, new_val, config, params["learning_rate"], params["rounds"])),
+    ]
+    baseline = Attempt("production", 0.0, macro_f1(production, new_val), macro_f1(production, old_val) if old_val.height else None)
+    for teacher, attempt in candidates:
+        attempt.new_macro_f1 = macro_f1(teacher, new_val)
+        attempt.older_macro_f1 = macro_f1(teacher, old_val) if old_val.height else None
+    teacher, best = max(candidates, key=lambda c: c[1].new_macro_f1)
+    attempts = [a for _, a in candidates]
+    tolerance = config.feedback.policy.forget_tolerance
+    if best.new_macro_f1 <= baseline.new_macro_f1:
+        return _window(training_set, config, f"{best.method} does not beat the production teacher on the new rows "
+                       f"({best.new_macro_f1:.3f} vs {baseline.new_macro_f1:.3f})", attempts, baseline)
+    if best.older_macro_f1 is not None and best.older_macro_f1 < baseline.older_macro_f1 - tolerance:
+        return _window(training_set, config, f"{best.method} forgot the older window: macro-F1 {best.older_macro_f1:.3f} "
+                       f"vs the production teacher's {baseline.older_macro_f1:.3f} (tolerance {tolerance})", attempts, baseline)
+    return TeacherUpdate(teacher, best.method, f"{best.method} is best on the new rows ({best.new_macro_f1:.3f}, production "
+                         f"{baseline.new_macro_f1:.3f}) and keeps the older window", baseline, attempts)

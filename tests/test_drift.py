@@ -1,0 +1,106 @@
+"""Drift detection on real simulated days: quiet when the world is stationary, loud when it moves,
+and a new label rule caught from returned labels alone."""
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline import drift
+from pipeline.features import model_feature_names
+from tests.helpers import days_from, labelled_features
+
+STATIONARY = dt.date(2026, 9, 1)  # weeks before the firmware roll-out (2026-10-15)
+ROLLOUT = dt.date(2026, 10, 15)
+
+
+@pytest.fixture(scope="module")
+def days(config) -> dict[dt.date, pl.DataFrame]:
+    frame = pl.concat([labelled_features(config, days_from(STATIONARY, 8)),
+                       labelled_features(config, days_from(ROLLOUT - dt.timedelta(days=1), 2))])
+    return {d: frame.filter(pl.col("timestamp").dt.date() == d) for d in frame["timestamp"].dt.date().unique()}
+
+
+@pytest.fixture(scope="module", params=["alibi", "scipy"])
+def detector(request) -> drift.Detector:
+    return drift.make_detector(request.param)
+
+
+def test_stationary_days_raise_no_data_drift_alarm(config, days, detector):
+    numeric, categorical = model_feature_names(config)
+    reference = days[STATIONARY]
+    for offset in range(1, 8):  # a week of stationary days against the first: ageing is below the floor
+        report = drift.data_drift(reference, days[STATIONARY + dt.timedelta(days=offset)], numeric, categorical,
+                                  config.feedback.drift, detector)
+        assert report.height == len(numeric) + len(categorical)
+        assert not report["drifted"].any(), report.filter(pl.col("drifted"))
+
+
+def test_a_shifted_feature_raises_an_alarm_naming_it(config, days, detector):
+    numeric, categorical = model_feature_names(config)
+    current = days[STATIONARY + dt.timedelta(days=1)].with_columns(pl.col("latency_ms") * 1.5)
+    report = drift.data_drift(days[STATIONARY], current, numeric, categorical, config.feedback.drift, detector)
+    assert report.filter(pl.col("drifted"))["test"].to_list() == ["latency_ms"]
+    assert report.filter(pl.col("test") == "latency_ms")["effect"][0] > config.feedback.drift.ks_floor
+
+
+def test_the_firmware_rollout_is_data_drift_in_firmware_version(config, days, detector):
+    numeric, categorical = model_feature_names(config)
+    report = drift.data_drift(days[ROLLOUT - dt.timedelta(days=1)], days[ROLLOUT], numeric, categorical,
+                              config.feedback.drift, detector)
+    row = report.filter(pl.col("test") == "firmware_version").row(0, named=True)
+    assert row["drifted"] and row["effect"] > 1.0  # PSI: a new version on a quarter of the fleet
+
+
+def test_both_detectors_give_the_same_tests(config, days):
+    numeric, categorical = model_feature_names(config)
+    reports = [drift.data_drift(days[ROLLOUT - dt.timedelta(days=1)], days[ROLLOUT], numeric, categorical,
+                                config.feedback.drift, drift.make_detector(name)) for name in ("alibi", "scipy")]
+    assert reports[0]["drifted"].to_list() == reports[1]["drifted"].to_list()
+    numeric_rows = [r.filter(pl.col("kind") == drift.NUMERIC)["statistic"].to_numpy() for r in reports]
+    np.testing.assert_allclose(numeric_rows[0], numeric_rows[1], atol=1e-6)
+
+
+def test_an_effect_below_the_floor_is_not_drift_however_significant(config, days):
+    numeric, categorical = model_feature_names(config)
+    big = pl.concat([days[d] for d in days_from(STATIONARY, 4)])
+    current = pl.concat([days[d] for d in days_from(STATIONARY + dt.timedelta(days=4), 4)]).with_columns(pl.col("latency_ms") + 0.4)
+    report = drift.data_drift(big, current, numeric, categorical, config.feedback.drift, drift.make_detector("scipy"))
+    row = report.filter(pl.col("test") == "latency_ms").row(0, named=True)
+    assert row["p_adjusted"] < config.feedback.drift.p_value and row["effect"] < config.feedback.drift.ks_floor
+    assert not row["drifted"]
+
+
+def test_a_pure_concept_change_is_caught_from_returned_labels(config, days):
+    """Same inputs, new label rule: nothing in the data moves, fresh-label accuracy does."""
+    spec = config.feedback.concept
+    rng = np.random.default_rng(0)
+    before = rng.uniform(size=800) < 0.92  # the model's hits under the old rule
+    after = rng.uniform(size=800) < 0.80   # the rule changed for part of the rows
+    quiet = drift.concept_drift(before, 0.92, 1500, spec)
+    loud = drift.concept_drift(after, 0.92, 1500, spec)
+    assert not quiet["drifted"][0]
+    assert loud["drifted"][0] and loud["p_value"][0] < 1e-6 and loud["effect"][0] == pytest.approx(0.92 - after.mean())
+    numeric, categorical = model_feature_names(config)
+    same_inputs = drift.data_drift(days[STATIONARY], days[STATIONARY + dt.timedelta(days=1)], numeric, categorical,
+                                   config.feedback.drift, drift.make_detector("scipy"))
+    summary = drift.summarise(pl.concat([same_inputs, loud]), len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop)
+    assert summary.alarm and summary.concept_drift and not summary.data_drift and summary.severity > 0.5
+
+
+def test_too_few_fresh_labels_are_not_tested(config):
+    report = drift.concept_drift(np.zeros(10, dtype=bool), 0.9, 1000, config.feedback.concept)
+    assert not report["drifted"][0] and report["n_current"][0] == 10
+
+
+def test_prediction_drift_and_psi():
+    classes = ("none", "fiber", "congestion")
+    rng = np.random.default_rng(1)
+    reference = rng.choice(3, size=4000, p=[0.8, 0.1, 0.1])
+    same = rng.choice(3, size=4000, p=[0.8, 0.1, 0.1])
+    moved = rng.choice(3, size=4000, p=[0.55, 0.1, 0.35])
+    spec = drift.DataDriftSpec()
+    assert not drift.prediction_drift(reference, same, classes, spec, drift.ScipyDetector())["drifted"][0]
+    assert drift.prediction_drift(reference, moved, classes, spec, drift.ScipyDetector())["drifted"][0]
+    assert drift.psi(reference, reference, 3) == pytest.approx(0.0)
