@@ -7,6 +7,8 @@ from assets import data, deployment, feedback, model
 from assets.io_manager import PolarsParquetIOManager
 from assets.jobs import ingest_job, main_job, retrain_job
 from assets.resources import DatasetResource, StorageResource, default_data_dir
+from sensors.alerts import run_failure_alert
+from sensors.drift import drift_sensor
 from sensors.landing import landing_sensor
 
 
@@ -31,7 +33,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([data, feedback, model, deployment]),
     asset_checks=dg.load_asset_checks_from_modules([data, feedback, model, deployment]),
     jobs=[ingest_job, retrain_job, main_job],
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, drift_sensor, run_failure_alert],
     resources=build_resources(),
     executor=MULTIPROCESS_EXECUTOR,
 )

@@ -15,7 +15,6 @@ from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, drift, policy
 from pipeline.dataset import DatasetConfig, LABEL, ROW_ID, TIMESTAMP
 from pipeline.encoding import student_matrix
-from pipeline.features import model_feature_names
 from pipeline.registry import REFERENCE_FILE, PRODUCTION, Version
 from pipeline.student import Student
 
@@ -84,7 +83,7 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
     inputs = _drift_inputs(day, version, recent_features, gold_labels)
     student = Student.load(version.directory)
     preprocessing = version.entry["preprocessing"]
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     detector = drift.make_detector(config.feedback.drift.detector)
     report = drift.drift_report(
         inputs, lambda frame: student.predict_proba(student_matrix(frame, preprocessing)),
@@ -117,7 +116,7 @@ def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataF
 
 def decide(day: dt.date, drift_reports: pl.DataFrame, config: DatasetConfig) -> policy.Decision:
     """The policy on the production model that today's report judged (none: bootstrap)."""
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     n_features, full_drop = len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop
     today = drift_reports.filter(pl.col(drift.DAY) == day)
     summary = drift.summarise(today, n_features, full_drop)

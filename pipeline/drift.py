@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from pipeline.dataset import ConceptDriftSpec, DataDriftSpec
+from pipeline.dataset import ConceptDriftSpec, DataDriftSpec, DatasetConfig
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
@@ -86,6 +86,12 @@ class AlibiDetector:
 
 def _alibi_result(prediction: dict) -> tuple[float, float]:
     return float(prediction["data"]["distance"][0]), float(prediction["data"]["p_val"][0])
+
+
+def monitored_features(config: DatasetConfig) -> tuple[list[str], list[str]]:
+    """The dataset's own features (numeric, categorical). Derived ones are not tested: a delta against
+    a device's last days follows its feature with a lag, and would raise a settled drift again."""
+    return [f.name for f in config.numeric_features], [f.name for f in config.categorical_features]
 
 
 def make_detector(name: str) -> Detector:

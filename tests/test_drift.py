@@ -8,7 +8,6 @@ import polars as pl
 import pytest
 
 from pipeline import drift
-from pipeline.features import model_feature_names
 from tests.helpers import days_from, labelled_features
 
 STATIONARY = dt.date(2026, 9, 1)  # weeks before the firmware roll-out (2026-10-15)
@@ -28,7 +27,7 @@ def detector(request) -> drift.Detector:
 
 
 def test_stationary_days_raise_no_data_drift_alarm(config, days, detector):
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     reference = days[STATIONARY]
     for offset in range(1, 8):  # a week of stationary days against the first: ageing is below the floor
         report = drift.data_drift(reference, days[STATIONARY + dt.timedelta(days=offset)], numeric, categorical,
@@ -38,7 +37,7 @@ def test_stationary_days_raise_no_data_drift_alarm(config, days, detector):
 
 
 def test_a_shifted_feature_raises_an_alarm_naming_it(config, days, detector):
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     current = days[STATIONARY + dt.timedelta(days=1)].with_columns(pl.col("latency_ms") * 1.5)
     report = drift.data_drift(days[STATIONARY], current, numeric, categorical, config.feedback.drift, detector)
     assert report.filter(pl.col("drifted"))["test"].to_list() == ["latency_ms"]
@@ -46,7 +45,7 @@ def test_a_shifted_feature_raises_an_alarm_naming_it(config, days, detector):
 
 
 def test_the_firmware_rollout_is_data_drift_in_firmware_version(config, days, detector):
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     report = drift.data_drift(days[ROLLOUT - dt.timedelta(days=1)], days[ROLLOUT], numeric, categorical,
                               config.feedback.drift, detector)
     row = report.filter(pl.col("test") == "firmware_version").row(0, named=True)
@@ -54,7 +53,7 @@ def test_the_firmware_rollout_is_data_drift_in_firmware_version(config, days, de
 
 
 def test_both_detectors_give_the_same_tests(config, days):
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     reports = [drift.data_drift(days[ROLLOUT - dt.timedelta(days=1)], days[ROLLOUT], numeric, categorical,
                                 config.feedback.drift, drift.make_detector(name)) for name in ("alibi", "scipy")]
     assert reports[0]["drifted"].to_list() == reports[1]["drifted"].to_list()
@@ -63,7 +62,7 @@ def test_both_detectors_give_the_same_tests(config, days):
 
 
 def test_an_effect_below_the_floor_is_not_drift_however_significant(config, days):
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     big = pl.concat([days[d] for d in days_from(STATIONARY, 4)])
     current = pl.concat([days[d] for d in days_from(STATIONARY + dt.timedelta(days=4), 4)]).with_columns(pl.col("latency_ms") + 0.4)
     report = drift.data_drift(big, current, numeric, categorical, config.feedback.drift, drift.make_detector("scipy"))
@@ -82,7 +81,7 @@ def test_a_pure_concept_change_is_caught_from_returned_labels(config, days):
     loud = drift.concept_drift(after, 0.92, 1500, spec)
     assert not quiet["drifted"][0]
     assert loud["drifted"][0] and loud["p_value"][0] < 1e-6 and loud["effect"][0] == pytest.approx(0.92 - after.mean())
-    numeric, categorical = model_feature_names(config)
+    numeric, categorical = drift.monitored_features(config)
     same_inputs = drift.data_drift(days[STATIONARY], days[STATIONARY + dt.timedelta(days=1)], numeric, categorical,
                                    config.feedback.drift, drift.make_detector("scipy"))
     summary = drift.summarise(pl.concat([same_inputs, loud]), len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop)
