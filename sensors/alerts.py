@@ -7,12 +7,24 @@ import requests
 from pipeline.alerts import post_alert, webhook_url
 
 
+def step_errors(context: dg.RunFailureSensorContext) -> list[str]:
+    """``step: error`` for each failed step: the run's own failure message only lists their names."""
+    records = context.instance.get_records_for_run(context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    errors = []
+    for record in records:
+        error = record.event_log_entry.dagster_event.step_failure_data.error
+        while error.cause is not None:  # Dagster wraps the user's exception: report the user's
+            error = error.cause
+        errors.append(f"{record.event_log_entry.step_key}: {error.message.strip()}")
+    return errors
+
+
 def failure_payload(context: dg.RunFailureSensorContext) -> dict:
     run = context.dagster_run
     partition = run.tags.get("dagster/partition", "")
-    text = f"Evergreen: run {run.run_id} of {run.job_name}{f' ({partition})' if partition else ''} failed: {context.failure_event.message}"
-    return {"text": text, "run_id": run.run_id, "job": run.job_name, "partition": partition,
-            "error": context.failure_event.message}
+    errors = step_errors(context) or [context.failure_event.message]
+    text = f"Evergreen: run {run.run_id} of {run.job_name}{f' ({partition})' if partition else ''} failed: {'; '.join(errors)}"
+    return {"text": text, "run_id": run.run_id, "job": run.job_name, "partition": partition, "errors": errors}
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=False)

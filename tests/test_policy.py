@@ -1,0 +1,81 @@
+"""The retraining policy: when to retrain, how, with which hyper-parameters, and why."""
+
+import datetime as dt
+
+import pytest
+
+from pipeline import policy
+from pipeline.dataset import PolicySpec, TrainingSpec
+from pipeline.drift import DriftSummary
+
+DAY = dt.date(2026, 10, 17)
+SPEC, TRAINING = PolicySpec(), TrainingSpec()
+DATA_DRIFT = DriftSummary(data_drift=True, drifted_features=["firmware_version"], settled=False, severity=0.12)
+CONCEPT = DriftSummary(data_drift=True, drifted_features=["firmware_version"], concept_drift=True, fresh_accuracy=0.78,
+                       reference_accuracy=0.92, accuracy_drop=0.14, settled=False, severity=1.0)
+
+
+def _days(*alarms: bool, version: str = "v1") -> list[policy.DayState]:
+    """Earlier days, oldest first, ending the day before DAY."""
+    return [policy.DayState(DAY - dt.timedelta(days=len(alarms) - i), version, a) for i, a in enumerate(alarms)]
+
+
+def _decide(summary: DriftSummary, earlier: list[policy.DayState], version: str | None = "v1") -> policy.Decision:
+    return policy.decide(DAY, summary, version, earlier, 27_000, TRAINING, SPEC)
+
+
+def test_no_drift_no_retrain():
+    decision = _decide(DriftSummary(), _days(False, False))
+    assert decision.action == policy.NONE and not decision.retrain and decision.event_key is None
+
+
+def test_no_production_model_bootstraps_a_full_retrain():
+    decision = _decide(DriftSummary(), [], version=None)
+    assert decision.action == policy.FULL and "no production model" in decision.reason
+
+
+def test_waits_while_the_inputs_still_move_then_retrains_at_the_latest_after_max_wait():
+    first = _decide(DATA_DRIFT, _days(False))
+    assert first.action == policy.WAIT and "day 0 of at most 2" in first.reason
+    assert _decide(DATA_DRIFT, _days(False, True)).action == policy.WAIT
+    third = _decide(DATA_DRIFT, _days(False, True, True))
+    assert third.action == policy.INCREMENTAL and "since 2026-10-15" in third.reason
+    assert first.event_key == "v1@2026-10-17" and third.event_key == "v1@2026-10-15"
+
+
+def test_a_settled_drift_retrains_at_once():
+    settled = DriftSummary(data_drift=True, drifted_features=["device_model"], settled=True, severity=0.12)
+    assert _decide(settled, _days(False)).action == policy.INCREMENTAL
+
+
+def test_a_large_drop_on_fresh_labels_calls_for_a_full_retrain():
+    decision = _decide(CONCEPT, _days(False, True, True))
+    assert decision.action == policy.FULL and "accuracy on fresh labels fell 0.140" in decision.reason
+
+
+def test_an_event_is_a_streak_under_one_production_model():
+    earlier = [*_days(True, True, version="v0")[:1], *_days(True, True)[1:]]  # D-2 judged v0, D-1 judged v1
+    assert policy.event_start(DAY, "v1", earlier) == DAY - dt.timedelta(days=1)
+    assert policy.event_start(DAY, "v1", _days(True, False, True)) == DAY - dt.timedelta(days=1)
+    assert policy.event_start(DAY, "v1", []) == DAY
+
+
+@pytest.mark.parametrize(("severity", "rows"), [(0.0, 27_000), (1.0, 27_000), (0.5, 2_000), (0.5, 400_000)])
+def test_hyperparameters_adapt_to_severity_and_volume(severity, rows):
+    teacher, student = policy.adapted_hyperparameters(severity, rows, TRAINING, SPEC)
+    assert teacher["learning_rate"] == pytest.approx(TRAINING.teacher.learning_rate * (1 + severity))
+    assert 20 <= teacher["rounds"] <= TRAINING.teacher.rounds and 0.3 <= teacher["refit_decay"] <= 0.95
+    assert 64 <= student["batch_size"] <= 1024 and 5 <= student["epochs"] <= 40
+    assert student["batch_size"] & (student["batch_size"] - 1) == 0  # a power of two
+
+
+def test_stronger_drift_adapts_more_and_more_data_means_bigger_batches():
+    calm, storm = (policy.adapted_hyperparameters(s, 27_000, TRAINING, SPEC)[0] for s in (0.1, 0.9))
+    assert storm["rounds"] > calm["rounds"] and storm["refit_decay"] < calm["refit_decay"]
+    small, big = (policy.adapted_hyperparameters(0.5, r, TRAINING, SPEC)[1] for r in (5_000, 200_000))
+    assert big["batch_size"] > small["batch_size"] and big["epochs"] <= small["epochs"]
+
+
+def test_decisions_round_trip_through_json():
+    decision = _decide(CONCEPT, _days(True, True))
+    assert policy.Decision.from_json(decision.to_json()) == decision

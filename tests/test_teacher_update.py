@@ -1,0 +1,67 @@
+"""Incremental teacher updates on real simulated windows: the best update is chosen on the newest
+validation rows, and one that forgets the older window is rejected for a full retrain."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from pipeline import teacher_update
+from pipeline.dataset import LABEL, TIMESTAMP
+from pipeline.policy import FULL, INCREMENTAL
+from pipeline.teacher import fit_teacher
+from tests.helpers import days_from, training_frame
+
+PRODUCTION_DAYS = days_from(dt.date(2026, 9, 1), 4)
+WINDOW = days_from(dt.date(2026, 9, 2), 6)  # three days the production model saw, three it did not
+TRAINED_THROUGH = PRODUCTION_DAYS[-1]
+DECISION = {"action": INCREMENTAL, "reason": "data drift", "teacher": {"learning_rate": 0.05, "rounds": 60, "refit_decay": 0.8}}
+
+
+@pytest.fixture(scope="module")
+def small(config):
+    return config.model_copy(update={"simulator": config.simulator.model_copy(update={"devices_per_site": 15})})
+
+
+@pytest.fixture(scope="module")
+def production(small):
+    return fit_teacher(training_frame(small, PRODUCTION_DAYS), small)
+
+
+@pytest.fixture(scope="module")
+def window(small):
+    return training_frame(small, WINDOW)
+
+
+def test_an_incremental_update_tries_refit_and_continue_and_keeps_the_best(small, production, window):
+    update = teacher_update.update_teacher(window, production, TRAINED_THROUGH, DECISION, small)
+    tried = {a.method: a for a in update.attempts}
+    assert {teacher_update.REFIT, teacher_update.CONTINUE} <= set(tried)
+    assert all(a.new_macro_f1 is not None and a.older_macro_f1 is not None for a in tried.values() if a.method != "window")
+    best = max((tried[m] for m in (teacher_update.REFIT, teacher_update.CONTINUE)), key=lambda a: a.new_macro_f1)
+    assert update.method == best.method and best.new_macro_f1 > update.production.new_macro_f1
+    assert best.older_macro_f1 >= update.production.older_macro_f1 - small.feedback.policy.forget_tolerance
+    assert update.teacher.preprocessing == production.preprocessing  # updated, not refitted from scratch
+
+
+def test_an_update_that_forgets_the_older_window_is_rejected_for_a_full_retrain(small, production, window):
+    """After the production model, the label rule turns around (congestion <-> none): refit and
+    continue learn it and lose the older rows; the guard sends the update to a window retrain."""
+    swapped = window.with_columns(
+        pl.when(pl.col(TIMESTAMP).dt.date() > TRAINED_THROUGH)
+        .then(pl.col(LABEL).replace({"none": "congestion", "congestion": "none"}))
+        .otherwise(pl.col(LABEL)).alias(LABEL)
+    )
+    update = teacher_update.update_teacher(swapped, production, TRAINED_THROUGH, DECISION, small)
+    assert update.method == teacher_update.WINDOW
+    assert "forgot the older window" in update.reason
+    assert [a.method for a in update.attempts] == [teacher_update.REFIT, teacher_update.CONTINUE, teacher_update.WINDOW]
+
+
+def test_a_full_retrain_when_the_policy_says_so_or_there_is_nothing_to_update(small, production, window):
+    full = teacher_update.update_teacher(window, production, TRAINED_THROUGH, {**DECISION, "action": FULL}, small)
+    assert full.method == teacher_update.WINDOW and [a.method for a in full.attempts] == [teacher_update.WINDOW]
+    bootstrap = teacher_update.update_teacher(window, None, None, DECISION, small)
+    assert bootstrap.method == teacher_update.WINDOW and "no production teacher" in bootstrap.reason
+    nothing_new = teacher_update.update_teacher(window, production, WINDOW[-1], DECISION, small)
+    assert nothing_new.method == teacher_update.WINDOW and "new labelled training rows" in nothing_new.reason
