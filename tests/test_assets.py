@@ -91,6 +91,36 @@ def test_registry_and_package_carry_the_lineage_and_metrics(graph_run):
     assert derived == set(manifest["derived_features"]) == {"hour", "rx_power_dbm_delta", "temperature_c_delta", "latency_ms_delta"}
 
 
+def test_the_first_model_is_bootstrapped_promoted_and_carries_its_reference(graph_run):
+    data_dir, results, _ = graph_run
+    policy = _metadata(results[-1], "retraining_policy")
+    assert policy["action"] == "full" and "no production model" in policy["reason"]
+    teacher = _metadata(results[-1], "teacher_model")
+    assert teacher["method"] == "window" and teacher["policy"] == "full"
+    registry = Registry(data_dir / "registry")
+    production = registry.get("production")
+    assert production.version == _metadata(results[-1], "production_model")["production"]
+    assert production.entry["reference"]["days"] == [DAYS[-1]]
+    assert production.file("reference.parquet").is_file()
+
+
+def test_the_next_day_is_judged_against_the_production_model(graph_run):
+    """With a production model, the day's ingest reports drift against it and the policy decides."""
+    data_dir, results, instance = graph_run
+    resources = definitions.build_resources(str(data_dir), str(data_dir.parent / "small.yaml"))
+    result = dg.materialize(ALL_ASSETS, selection=INGEST_SELECTION, partition_key="2026-10-21", resources=resources, instance=instance)
+    report = _metadata(result, "drift_report")
+    production = Registry(data_dir / "registry").resolve("production")
+    assert report["production_version"] == production and report["detector"] == "alibi"
+    assert report["fresh_labels"] > 0 and 0.5 < report["fresh_label_accuracy"] <= 1
+    assert report["features"].startswith("| feature | kind |") and len(report["features"].splitlines()) == 2 + 13
+    frame = result.output_for_node("drift_report")
+    assert set(frame["kind"]) == {"numeric", "categorical", "stability", "prediction", "concept"}
+    policy = _metadata(result, "retraining_policy")
+    assert policy["production_version"] == production and policy["action"] in {"none", "wait", "incremental", "full"}
+    assert (data_dir / "artifacts" / "retraining_policy" / "2026-10-21" / "decision.json").is_file()
+
+
 def test_raw_device_ids_stop_at_raw_telemetry(graph_run):
     data_dir, _, _ = graph_run
     leaked = [p for p in (data_dir / "assets").rglob("*.parquet")
