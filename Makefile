@@ -1,4 +1,5 @@
-# Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test`.
+# Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test`,
+# `make demo` (60 simulated days with a firmware roll-out, through the real sensors).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ export EVERGREEN_DATA_DIR := $(DATA_DIR)
 export DAGSTER_HOME := $(DATA_DIR)/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup run ui test bench clean
+.PHONY: setup run ui test bench demo clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +27,10 @@ ui: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+demo: setup
+	rm -rf $(DATA_DIR)/replay
+	$(BIN)/python -m deploy.replay --days 60 --rollout-day 30 --out $(DATA_DIR)/replay
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --record

@@ -5,6 +5,7 @@
 2. Teacher and student accuracy / macro-F1 on the newest test day, from that run's registry entry.
 3. Inference on that run's held-out test rows, one thread: the student through ONNX Runtime (single
    row: median of 10,000 calls; batch: rows per second) against LightGBM's own predict.
+4. The feedback loop: the 60-day replay, teacher updates, drift test cost (``benchmarks/feedback.py``).
 """
 
 import argparse
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from benchmarks import feedback
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_ROW_CALLS = 10_000
@@ -105,12 +108,20 @@ def _us(m: tuple[float, float, float]) -> str:
     return f"{m[0]:.1f} µs (round medians {m[1]:.1f}–{m[2]:.1f})"
 
 
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, {platform.platform()}"
+
+
+def record(text: str) -> None:
+    with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
+        fh.write("\n" + text)
+
+
 def report(run: dict, inf: dict) -> str:
     m = inf["metrics"]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, {platform.platform()}"
     lines = [
         f"## {dt.date.today().isoformat()}: embedded default (`make bench`)",
-        f"Machine: {machine}. Command: `make bench` (= `python -m benchmarks.run_all`), fresh data dir.",
+        f"Machine: {machine()}. Command: `make bench` (= `python -m benchmarks.run_all`), fresh data dir.",
         "",
         "| figure | value |", "|---|---|",
         f"| `make run` main work (14 days, after set-up): wall time | {run['wall_s']:.1f} s |",
@@ -141,9 +152,9 @@ def main() -> int:
     run = run_main(data_dir)
     text = report(run, inference(data_dir))
     print(text)
+    text += "\n" + feedback.run(data_dir / "replay")
     if args.record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+        record(text)
     return 0
 
 
