@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import requests
 
+import definitions
 from assets.partitions import DAILY
 from tests import ui_client
 from tests.conftest import BYOD_YAML, write_small_dataset
@@ -19,8 +20,7 @@ from tests.e2e import BIN, free_port, make_env, start, stop
 
 pytestmark = pytest.mark.slow
 NEWEST_DAYS = DAILY.get_partition_keys()[-3:]
-ALL_ASSETS = ["raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "training_set",
-              "teacher_model", "student_model", "evaluation", "onnx_student", "candidate_model", "edge_package"]
+ALL_ASSETS = sorted(k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys())
 
 
 def _materialized(home: Path, asset: str) -> set[str]:
