@@ -1,22 +1,18 @@
 """Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, labelled, windowed."""
 
-import datetime as dt
 import warnings
 
 import dagster as dg
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
-from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT
+from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import cleaning, features as feature_lib, labels, sources, training_set as training_lib, validation
 from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
 
 GROUP = "data"
 
-
-def _day(context: dg.AssetExecutionContext) -> dt.date:
-    return dt.date.fromisoformat(context.partition_key)
 
 
 def _require_own_partition(context: dg.AssetExecutionContext, upstream: dg.AssetKey) -> None:
@@ -71,7 +67,7 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
     file and row each reading came from. Great Expectations checks derived from the dataset config
     (schema, null rates, value ranges, uniqueness, label values) run on it as asset checks."""
     config = dataset.load()
-    raw = sources.read_raw_day(config, _day(context))
+    raw = sources.read_raw_day(config, partition_day(context))
     frame = validation.expectation_frame(raw, config)
     type_check = dg.check_dagster_type(expectation_frame_type(config), frame)
     if not type_check.success:
@@ -102,7 +98,7 @@ def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFra
     """Cleaning with quarantine: nothing is dropped silently. Exact duplicates are counted, conflicting
     duplicates and rows outside their valid ranges or partition are quarantined with a reason, a few
     missing readings are imputed with the day's median, and device ids are replaced by a keyed hash."""
-    result = cleaning.clean_day(raw_telemetry, dataset.load(), _day(context), storage.hash_key())
+    result = cleaning.clean_day(raw_telemetry, dataset.load(), partition_day(context), storage.hash_key())
     reasons = result.quarantine.group_by(cleaning.REASON).len().sort("len", descending=True).head(10)
     yield dg.Output(result.clean, output_name="clean_telemetry", metadata={
         "rows": result.clean.height, "duplicates": result.duplicates,
@@ -129,7 +125,7 @@ def features(context: dg.AssetExecutionContext, clean_window: pl.DataFrame, data
     """Model features of the day: readings, hour of day, and each tracked reading's delta against the
     device's mean over the previous days (read through a time-window partition mapping)."""
     _require_own_partition(context, dg.AssetKey("clean_telemetry"))
-    day = _day(context)
+    day = partition_day(context)
     on_day = clean_window[TIMESTAMP].dt.date() == day
     frame = feature_lib.build_features(clean_window.filter(on_day), clean_window.filter(~on_day), dataset.load())
     with_history = sum(frame[c].is_not_null().sum() for c in frame.columns if c.endswith("_delta"))
@@ -144,7 +140,7 @@ def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame
                 dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
     """True labels that arrived on this day: from the data's own label column and, in demo mode,
     from the simulator's oracle, which returns a fraction of past readings' labels after a lag."""
-    frame = labels.gold_labels(clean_telemetry, dataset.load(), _day(context), storage.hash_key())
+    frame = labels.gold_labels(clean_telemetry, dataset.load(), partition_day(context), storage.hash_key())
     per_class = frame.group_by(LABEL).len().sort(LABEL)
     return dg.MaterializeResult(value=frame, metadata={
         "rows": frame.height,

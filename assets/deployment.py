@@ -120,10 +120,9 @@ def production_model(context: dg.AssetExecutionContext, storage: StorageResource
     backfill) is registered but not promoted. The drift report judges the production model."""
     registry = storage.registry
     version = registry.get(_registered_version(context))
-    current = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
-    if current is not None and current.entry["lineage"]["partition"] > version.entry["lineage"]["partition"]:
-        return dg.MaterializeResult(metadata={"promoted": False, "production": current.version, "reason":
-                                              f"production {current.version} is of a newer day than {version.version}"})
+    if (newer := _newer_day_holds(registry, PRODUCTION, version)) is not None:
+        return dg.MaterializeResult(metadata={"promoted": False, "production": newer.version, "reason":
+                                              f"production {newer.version} is of a newer day than {version.version}"})
     replaced = registry.promote(version.version, reason=f"promoted by run {context.run.run_id}")
     return dg.MaterializeResult(metadata={"promoted": True, "production": version.version, "previous": replaced or ""})
 
@@ -144,12 +143,19 @@ def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) ->
     })
 
 
+def _newer_day_holds(registry: Registry, alias: str, version: Version) -> Version | None:
+    """The version ``alias`` points at, if it is of a newer day than ``version``: a backfill of older
+    days registers their versions but must not turn an alias's clock back."""
+    if not registry.has_alias(alias):
+        return None
+    held = registry.get(alias)
+    return held if held.entry["lineage"]["partition"] > version.entry["lineage"]["partition"] else None
+
+
 def _newest_partition_wins(registry: Registry, version: Version, reason: str) -> bool:
-    """Point ``candidate`` at ``version`` unless it already holds a newer day's model: a backfill of
-    older days registers their versions but must not turn the clock back."""
-    if registry.has_alias(CANDIDATE):
-        if registry.get(CANDIDATE).entry["lineage"]["partition"] > version.entry["lineage"]["partition"]:
-            return False
+    """Point ``candidate`` at ``version`` unless it already holds a newer day's model."""
+    if _newer_day_holds(registry, CANDIDATE, version) is not None:
+        return False
     registry.set_alias(CANDIDATE, version.version, reason=reason)
     return True
 

@@ -10,10 +10,9 @@ import json
 import dagster as dg
 import polars as pl
 
-from assets.partitions import DAILY, LABEL_LOOKBACK, POLICY_MEMORY, WINDOW_INPUT
+from assets.partitions import DAILY, LABEL_LOOKBACK, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, drift, policy
-from pipeline.dataset import DatasetConfig, LABEL, ROW_ID, TIMESTAMP
 from pipeline.encoding import student_matrix
 from pipeline.registry import REFERENCE_FILE, PRODUCTION, Version
 from pipeline.student import Student
@@ -22,27 +21,13 @@ GROUP = "feedback"
 DECISION_FILE = "decision.json"
 
 
-def _day(context: dg.AssetExecutionContext) -> dt.date:
-    return dt.date.fromisoformat(context.partition_key)
-
-
-def _on(frame: pl.DataFrame, day: dt.date) -> pl.DataFrame:
-    return frame.filter(pl.col(TIMESTAMP).dt.date() == day)
-
 
 def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame) -> drift.DriftInputs:
-    """Today's rows, yesterday's, the production model's reference rows, and today's returned labels
-    joined with the readings they label (labels for readings the model trained on are left out)."""
-    trained_through = dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
-    fresh = recent_features.drop(LABEL).join(gold.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
-    student = version.entry["metrics"]["student"]
-    return drift.DriftInputs(
-        day=day, production_version=version.version,
-        reference=pl.read_parquet(version.file(REFERENCE_FILE)),
-        current=_on(recent_features, day),
-        previous=_on(recent_features, day - dt.timedelta(days=1)),
-        fresh=fresh.filter(pl.col(TIMESTAMP).dt.date() > trained_through) if day > trained_through else fresh.clear(),
-        reference_accuracy=student["accuracy"], reference_test_rows=version.entry["lineage"]["training_rows"].get("test", 0),
+    lineage, student = version.entry["lineage"], version.entry["metrics"]["student"]
+    return drift.drift_inputs(
+        day, version.version, pl.read_parquet(version.file(REFERENCE_FILE)), recent_features, gold,
+        trained_through=dt.date.fromisoformat(lineage["trained_through"]),
+        reference_accuracy=student["accuracy"], reference_test_rows=lineage["training_rows"].get("test", 0),
     )
 
 
@@ -75,7 +60,7 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
     """Today against the production model's reference rows: a test per input (KS / chi-squared,
     corrected for many features, with an effect-size floor), inputs against yesterday, the
     predicted-class distribution, and accuracy on the labels that came back today."""
-    config, day, registry = dataset.load(), _day(context), storage.registry
+    config, day, registry = dataset.load(), partition_day(context), storage.registry
     if not registry.has_alias(PRODUCTION):
         return dg.Output(drift.empty_report(), metadata={"production_version": "none", "alarm": False,
                                                           "reason": "no production model yet: nothing to compare"})
@@ -102,8 +87,8 @@ def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataF
     """none / wait / incremental / full retrain, from today's drift report and the days before it
     (where the drift event started), with adapted hyper-parameters and the reason. The drift sensor
     launches the retrain; the teacher and student read the decision."""
-    config, day = dataset.load(), _day(context)
-    decision = decide(day, drift_reports, config)
+    config, day = dataset.load(), partition_day(context)
+    decision = policy.decide_from_reports(day, drift_reports, config)
     directory = storage.artifact_dir("retraining_policy", context.partition_key)
     atomic.write_text(directory / DECISION_FILE, json.dumps(decision.to_json(), indent=2))
     return dg.MaterializeResult(metadata={
@@ -112,18 +97,6 @@ def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataF
         "severity": dg.MetadataValue.float(decision.severity),
         "teacher": dg.MetadataValue.json(decision.teacher), "student": dg.MetadataValue.json(decision.student),
     })
-
-
-def decide(day: dt.date, drift_reports: pl.DataFrame, config: DatasetConfig) -> policy.Decision:
-    """The policy on the production model that today's report judged (none: bootstrap)."""
-    numeric, categorical = drift.monitored_features(config)
-    n_features, full_drop = len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop
-    today = drift_reports.filter(pl.col(drift.DAY) == day)
-    summary = drift.summarise(today, n_features, full_drop)
-    judged = today[drift.PRODUCTION_VERSION][0] if today.height else None  # None: there was no model to judge
-    earlier = policy.day_states(drift_reports.filter(pl.col(drift.DAY) < day), n_features, full_drop)
-    window_rows = (int(today["n_current"].max()) if today.height else 0) * config.partitions.window_days
-    return policy.decide(day, summary, judged, earlier, window_rows, config.training, config.feedback.policy)
 
 
 def read_decision(storage: StorageResource, partition_key: str) -> dict | None:

@@ -4,6 +4,7 @@ Partitions must be known when the definitions load, so the dataset YAML is read 
 named by ``EVERGREEN_DATASET``, or the embedded simulator default.
 """
 
+import datetime as dt
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +19,10 @@ DATASET_PATH = Path(os.environ.get(DATASET_ENV, PROJECT_ROOT / "config" / "broad
 DATASET = load_dataset_config(DATASET_PATH)
 
 DAILY = dg.DailyPartitionsDefinition(start_date=DATASET.partitions.start_date.isoformat())
+
+
+def partition_day(context: dg.AssetExecutionContext) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
 
 
 def _window(days_back: int) -> dg.TimeWindowPartitionMapping:

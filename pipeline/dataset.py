@@ -163,6 +163,8 @@ class PolicySpec(_Strict):
     """An incremental teacher may lose at most this much macro-F1 on the older window."""
     min_new_rows: int = Field(200, ge=1)
     """Fewer labelled training rows since the production model than this: no incremental update."""
+    min_validation_rows: int = Field(50, ge=1)
+    """Fewer new validation rows than this cannot judge an incremental update: retrain the window."""
     memory_days: int = Field(14, ge=1)
     """How far back the policy looks for the start of a drift event (a streak of alarm days)."""
     student_steps: int = Field(1500, ge=100)
@@ -182,6 +184,8 @@ class FirmwareRollout(_Strict):
     share: float = Field(0.8, ge=0, le=1)
     fault_rate: float = Field(0.2, ge=0, le=1)
     """Share of upgraded devices' hours with the new firmware fault signature."""
+    min_severity: float = Field(0.4, ge=0, le=1)
+    """A firmware bug is never mild: the new faults' severity starts here, so they can be learned."""
 
 
 class NewDeviceModel(_Strict):

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from pipeline.dataset import ConceptDriftSpec, DataDriftSpec, DatasetConfig
+from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP, ConceptDriftSpec, DataDriftSpec, DatasetConfig
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
@@ -75,6 +75,8 @@ class AlibiDetector:
             from alibi_detect.cd import ChiSquareDrift, KSDrift
         self._ks, self._chi2 = KSDrift, ChiSquareDrift
 
+    # alibi's own p_val threshold is unused: only its statistic and p-value are read, and the
+    # threshold is applied after the correction over all features.
     def numeric(self, reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
         detector = self._ks(reference.astype(np.float32)[:, None], p_val=0.05)
         return _alibi_result(detector.predict(current.astype(np.float32)[:, None], return_p_val=True, return_distance=True))
@@ -266,6 +268,21 @@ class DriftInputs:
     reference_test_rows: int
 
 
+def drift_inputs(day: dt.date, production_version: str, reference: pl.DataFrame, recent_features: pl.DataFrame,
+                 gold: pl.DataFrame, trained_through: dt.date, reference_accuracy: float,
+                 reference_test_rows: int) -> DriftInputs:
+    """Today's rows, yesterday's (from ``recent_features``, the last days of features) and the labels
+    that arrived today joined with the readings they label. A model trained through day T learned
+    from the labels that arrived by T, so every label arriving after T is fresh to it, whatever
+    the age of its reading; on T or before, none is."""
+    def on(offset: int) -> pl.DataFrame:
+        return recent_features.filter(pl.col(TIMESTAMP).dt.date() == day - dt.timedelta(days=offset))
+
+    fresh = recent_features.drop(LABEL).join(gold.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
+    return DriftInputs(day, production_version, reference, on(0), on(1), fresh if day > trained_through else fresh.clear(),
+                       reference_accuracy, reference_test_rows)
+
+
 def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np.ndarray], numeric: list[str],
                  categorical: list[str], classes: tuple[str, ...], drift: DataDriftSpec, concept: ConceptDriftSpec,
                  detector: Detector) -> pl.DataFrame:
@@ -276,7 +293,7 @@ def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np
         prediction_drift(predict_proba(inputs.reference).argmax(axis=1), predict_proba(inputs.current).argmax(axis=1),
                          classes, drift, detector),
     ]
-    labels = inputs.fresh["label"].to_numpy()
+    labels = inputs.fresh[LABEL].to_numpy()
     predicted = np.asarray(classes)[predict_proba(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
     parts.append(concept_drift(predicted == labels, inputs.reference_accuracy, inputs.reference_test_rows, concept))
     return pl.concat(parts).with_columns(pl.lit(inputs.day).alias(DAY), pl.lit(inputs.production_version).alias(PRODUCTION_VERSION))

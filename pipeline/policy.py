@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from pipeline.dataset import PolicySpec, TrainingSpec
-from pipeline.drift import DAY, PRODUCTION_VERSION, DriftSummary, summarise
+from pipeline.dataset import DatasetConfig, PolicySpec, TrainingSpec
+from pipeline.drift import DAY, PRODUCTION_VERSION, DriftSummary, monitored_features, summarise
 
 NONE, WAIT, INCREMENTAL, FULL = "none", "wait", "incremental", "full"
 RETRAIN = (INCREMENTAL, FULL)
@@ -47,10 +47,6 @@ class Decision:
 
     def to_json(self) -> dict:
         return {**asdict(self), "day": self.day.isoformat()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Decision":
-        return cls(**{**data, "day": dt.date.fromisoformat(data["day"])})
 
 
 def day_states(reports: pl.DataFrame, n_features: int, full_retrain_drop: float) -> list[DayState]:
@@ -89,13 +85,18 @@ def adapted_hyperparameters(severity: float, window_rows: int, training: Trainin
 
 
 def decide(day: dt.date, summary: DriftSummary, production_version: str | None, earlier: list[DayState],
-           window_rows: int, training: TrainingSpec, spec: PolicySpec) -> Decision:
-    teacher, student = adapted_hyperparameters(summary.severity, window_rows, training, spec)
+           window_rows: int, days_of_data: int, config: DatasetConfig) -> Decision:
+    """``window_rows``: rows a training window holds (for the student's batch and epochs);
+    ``days_of_data``: partitions up to today (a first model waits for a full window)."""
+    spec, window_days = config.feedback.policy, config.partitions.window_days
+    teacher, student = adapted_hyperparameters(summary.severity, window_rows, config.training, spec)
 
     def decision(action: str, reason: str, event_key: str | None = None) -> Decision:
         return Decision(action, reason, day, production_version, event_key, summary.severity, teacher, student)
 
     if production_version is None:
+        if days_of_data < window_days:
+            return decision(WAIT, f"no production model yet: waiting for a full training window ({days_of_data} of {window_days} days)")
         return decision(FULL, "no production model yet: train the first one", f"bootstrap@{day.isoformat()}")
     if not summary.alarm:
         return decision(NONE, "no drift: inputs, predictions and fresh-label accuracy match the reference")
@@ -110,6 +111,19 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
         return decision(FULL, f"{evidence} since {start}: accuracy on fresh labels fell {summary.accuracy_drop:.3f}, "
                               f"at least {spec.full_retrain_drop}: the old trees encode a rule that no longer holds", key)
     return decision(INCREMENTAL, f"{evidence} since {start}: update the production teacher on the new rows", key)
+
+
+def decide_from_reports(day: dt.date, reports: pl.DataFrame, config: DatasetConfig) -> Decision:
+    """The decision for ``day`` from the drift reports of the last days (``reports``), about the
+    production model that today's report judged (none: no model yet, bootstrap)."""
+    numeric, categorical = monitored_features(config)
+    n_features, full_drop = len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop
+    today = reports.filter(pl.col(DAY) == day)
+    judged = today[PRODUCTION_VERSION][0] if today.height else None
+    earlier = day_states(reports.filter(pl.col(DAY) < day), n_features, full_drop)
+    window_rows = (int(today["n_current"].max()) if today.height else 0) * config.partitions.window_days
+    days_of_data = (day - config.partitions.start_date).days + 1
+    return decide(day, summarise(today, n_features, full_drop), judged, earlier, window_rows, days_of_data, config)
 
 
 def _evidence(summary: DriftSummary) -> str:

@@ -27,7 +27,6 @@ RAW_COLUMNS = (
     "line_length_m", "device_model", "firmware_version",
 )
 TRUTH = "fault"
-NEW_FIRMWARE_MIN_SEVERITY = 0.4
 DUPLICATE_FRACTION, GLITCH_FRACTION, GAP_FRACTION = 0.004, 0.002, 0.004
 
 
@@ -104,7 +103,7 @@ def _fault_probabilities(fleet: _Fleet, r: _Rows, drift: DriftTimeline, rollout_
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _telemetry(fleet: _Fleet, r: _Rows, fault: np.ndarray, rng: np.random.Generator) -> dict:
+def _telemetry(fleet: _Fleet, r: _Rows, fault: np.ndarray, rng: np.random.Generator, new_fault_floor: float) -> dict:
     """Sensor readings given each row's fault; ``sev`` (severity) makes mild faults hard to tell apart."""
     dev, hour, evening, rows = r.dev, r.hour, r.evening, len(r)
     sev = rng.uniform(0.0, 1.0, size=rows) ** 2
@@ -112,7 +111,7 @@ def _telemetry(fleet: _Fleet, r: _Rows, fault: np.ndarray, rng: np.random.Genera
     is_ = {name: fault == i for i, name in enumerate(FAULTS)}
     new_fw_fault = is_["firmware"] & fleet.new_firmware[dev]
     old_fw_fault = is_["firmware"] & ~fleet.new_firmware[dev]
-    sev = np.where(new_fw_fault, NEW_FIRMWARE_MIN_SEVERITY + (1 - NEW_FIRMWARE_MIN_SEVERITY) * sev, sev)
+    sev = np.where(new_fw_fault, new_fault_floor + (1 - new_fault_floor) * sev, sev)
 
     rx = fleet.base_rx_dbm[dev] + rng.normal(0, 0.6, rows) - is_["fiber"] * sev * rng.uniform(3, 8, rows)
     tx = 2.2 + rng.normal(0, 0.3, rows) - 0.6 * new_model - is_["power"] * sev * 0.9
@@ -151,7 +150,7 @@ def simulate_site_day(spec: SimulatorSpec, site: str, day: dt.date, dirty: bool 
     rows = _Rows.of(len(fleet.device_id), hours, spec.drift)
     probs = _fault_probabilities(fleet, rows, spec.drift, ro.fault_rate if ro else 0.0)
     fault = (probs.cumsum(axis=1) > rng.uniform(size=(len(probs), 1))).argmax(axis=1)
-    readings = _telemetry(fleet, rows, fault, rng)
+    readings = _telemetry(fleet, rows, fault, rng, ro.min_severity if ro else 0.0)
     minute = rng.integers(0, 60, size=len(rows))
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
     ts = [start + dt.timedelta(hours=int(h), minutes=int(m)) for h, m in zip(rows.hour, minute)]

@@ -1,7 +1,7 @@
 """Updating the production teacher when the world drifts, without forgetting what still holds.
 
 Three ways, chosen by macro-F1 on the newest validation rows (those observed after the production
-model was trained):
+model was trained; half of their devices, the other half stops continued boosting early):
 - ``refit``: keep the production trees, re-estimate their leaf values on the new rows
   (``Booster.refit`` with a decay rate): the cheapest, and often the best update;
 - ``continue``: boost more trees on the new rows from the production model (``init_model``);
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from sklearn.metrics import f1_score
 
-from pipeline.dataset import DatasetConfig, TIMESTAMP
+from pipeline.dataset import DEVICE_ID, TIMESTAMP, DatasetConfig
 from pipeline.encoding import label_codes, teacher_matrix
 from pipeline.policy import FULL
 from pipeline.teacher import Teacher, fit_teacher, train_teacher
@@ -85,8 +85,10 @@ def _timed(method: str, build) -> tuple[Teacher, Attempt]:
 
 def update_teacher(training_set: pl.DataFrame, production: Teacher | None, trained_through: dt.date | None,
                    decision: dict, config: DatasetConfig) -> TeacherUpdate:
-    """The teacher for this retrain. ``decision`` is the policy's (action, adapted hyper-parameters);
-    ``trained_through`` is the newest day the production model learned from."""
+    """The teacher for this retrain. ``decision`` is the policy's (action, adapted hyper-parameters):
+    a full retrain goes straight to the window; anything else (incremental, or a materialization a
+    user asked for on a quiet day) tries the incremental updates first. ``trained_through`` is the
+    newest day the production model learned from."""
     if decision["action"] != FULL and production is not None and trained_through is not None:
         train = training_set.filter(pl.col(SPLIT) == TRAIN)
         new = train.filter(_after(train, trained_through))
@@ -100,6 +102,13 @@ def update_teacher(training_set: pl.DataFrame, production: Teacher | None, train
     return _window(training_set, config, reason, [])
 
 
+def _halves(validation: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Two halves of the new validation rows, by device: continued boosting stops early on the
+    first, and every method is judged on the second (judging on the stopping rows favours it)."""
+    first = pl.col(DEVICE_ID).str.slice(-1).str.to_integer(base=16) % 2 == 0
+    return validation.filter(first), validation.filter(~first)
+
+
 def _window(training_set: pl.DataFrame, config: DatasetConfig, reason: str, attempts: list[Attempt],
             production: Attempt | None = None) -> TeacherUpdate:
     teacher, attempt = _timed(WINDOW, lambda: fit_teacher(training_set, config))
@@ -110,13 +119,15 @@ def _incremental(training_set: pl.DataFrame, production: Teacher, trained_throug
                  decision: dict, config: DatasetConfig) -> TeacherUpdate:
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
     is_new = _after(validation, trained_through)
-    new_val, old_val = validation.filter(is_new), validation.filter(~is_new)
-    if new_val.height < 20:
-        new_val = validation
+    old_val = validation.filter(~is_new)
+    stopping, new_val = _halves(validation.filter(is_new))
+    minimum = config.feedback.policy.min_validation_rows
+    if new_val.height < minimum:
+        return _window(training_set, config, f"only {new_val.height} new validation rows to judge an update on (< {minimum})", [])
     params = decision["teacher"]
     candidates = [
         _timed(REFIT, lambda: refit(production, new, params["refit_decay"])),
-        _timed(CONTINUE, lambda: continue_training(production, new, new_val, config, params["learning_rate"], params["rounds"])),
+        _timed(CONTINUE, lambda: continue_training(production, new, stopping, config, params["learning_rate"], params["rounds"])),
     ]
     baseline = Attempt("production", 0.0, macro_f1(production, new_val), macro_f1(production, old_val) if old_val.height else None)
     for teacher, attempt in candidates:

@@ -3,8 +3,8 @@
 It stays cheap: it reads the policy's materializations and their metadata, the registry's
 production alias and the run history, never data. The heavy work (drift tests, training) happens
 in assets. A decision is acted on only if it is the newest day's, still about the current
-production model (not stale), its drift event has no run yet, and the previous drift-triggered
-run is at least ``cooldown_days`` older.
+production model and newer than the day it learned from (not stale), its drift event has no live
+or successful run yet, and the previous drift-triggered run is at least ``cooldown_days`` older.
 """
 
 import datetime as dt
@@ -25,27 +25,55 @@ def _decision(record: dg.EventLogRecord) -> dict:
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
-def _why_not(context: dg.SensorEvaluationContext, day: str, decision: dict, storage: StorageResource,
-             dataset: DatasetResource) -> str | None:
-    """Why this decision launches nothing, or None when it should launch the retrain."""
+FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def _stale(day: str, decision: dict, storage: StorageResource) -> str | None:
+    registry = storage.registry
+    production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
+    if decision["production_version"] != (production.version if production else ""):
+        return (f"policy for {day} judged production {decision['production_version'] or 'none'}, but production is now "
+                f"{production.version if production else 'none'}: stale, the next day's report judges the new model")
+    if production is not None and day <= production.entry["lineage"]["partition"]:
+        return f"policy for {day}: production {production.version} already learned from {production.entry['lineage']['partition']}"
+    return None
+
+
+def _event_runs(context: dg.SensorEvaluationContext, event: str) -> tuple[dg.RunRecord | None, int]:
+    """A live (queued, running or successful) run of the event, and how many of its runs failed."""
+    records = context.instance.get_run_records(dg.RunsFilter(tags={EVENT_TAG: event}))
+    live = next((r for r in records if r.dagster_run.status not in FAILED), None)
+    return live, sum(r.dagster_run.status in FAILED for r in records)
+
+
+def _cooling_down(context: dg.SensorEvaluationContext, day: str, cooldown: int) -> str | None:
+    previous = context.instance.get_run_records(dg.RunsFilter(job_name=retrain_job.name, tags={TRIGGER_TAG: "drift"}), limit=10)
+    done = [r for r in previous if r.dagster_run.status not in FAILED and PARTITION_TAG in r.dagster_run.tags]
+    if not done:
+        return None
+    last = done[0].dagster_run.tags[PARTITION_TAG]
+    since = (dt.date.fromisoformat(day) - dt.date.fromisoformat(last)).days
+    if since < cooldown:
+        return f"cooldown: the last drift retrain was for {last}, {since} day(s) from {day} (cooldown {cooldown} days)"
+    return None
+
+
+def _request(context: dg.SensorEvaluationContext, day: str, decision: dict, storage: StorageResource,
+             dataset: DatasetResource) -> dg.RunRequest | str:
+    """The retrain to launch for this decision, or why there is none. A failed retrain does not
+    close its event: the next decision of the event retries it, under a new run key."""
     if decision["action"] not in RETRAIN:
         return f"policy for {day}: {decision['action']}: {decision['reason']}"
-    registry = storage.registry
-    production = registry.resolve(PRODUCTION) if registry.has_alias(PRODUCTION) else ""
-    if decision["production_version"] != production:
-        return (f"policy for {day} judged production {decision['production_version'] or 'none'}, "
-                f"but production is now {production or 'none'}: stale, the next day's report will judge the new model")
+    if reason := _stale(day, decision, storage):
+        return reason
     event = decision["event_key"]
-    launched = context.instance.get_run_records(dg.RunsFilter(tags={EVENT_TAG: event}), limit=1)
-    if launched:
-        return f"drift event {event} already launched run {launched[0].dagster_run.run_id}"
-    previous = context.instance.get_run_records(dg.RunsFilter(job_name=retrain_job.name, tags={TRIGGER_TAG: "drift"}), limit=1)
-    cooldown = dataset.load().feedback.policy.cooldown_days
-    if previous and (last := previous[0].dagster_run.tags.get(PARTITION_TAG)):
-        since = (dt.date.fromisoformat(day) - dt.date.fromisoformat(last)).days
-        if 0 <= since < cooldown:
-            return f"cooldown: the last drift retrain was for {last}, {since} day(s) before {day} (cooldown {cooldown})"
-    return None
+    live, failed = _event_runs(context, event)
+    if live is not None:
+        return f"drift event {event} already launched run {live.dagster_run.run_id} ({live.dagster_run.status.value})"
+    if reason := _cooling_down(context, day, dataset.load().feedback.policy.cooldown_days):
+        return reason
+    tags = {EVENT_TAG: event, TRIGGER_TAG: "drift", "evergreen/policy_action": decision["action"]}
+    return dg.RunRequest(run_key=f"drift:{event}#{failed + 1}", partition_key=day, tags=tags)
 
 
 @dg.sensor(job=retrain_job, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
@@ -60,10 +88,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, 
         return dg.SensorResult(skip_reason="no new retraining_policy decision")
     cursor = str(max(r.storage_id for r in records))
     newest = max(records, key=lambda r: (r.partition_key or "", r.storage_id))  # a backfill's older days are history
-    day, decision = newest.partition_key, _decision(newest)
-    reason = _why_not(context, day, decision, storage, dataset)
-    if reason:
-        return dg.SensorResult(skip_reason=reason, cursor=cursor)
-    tags = {EVENT_TAG: decision["event_key"], TRIGGER_TAG: "drift", "evergreen/policy_action": decision["action"]}
-    request = dg.RunRequest(run_key=f"drift:{decision['event_key']}", partition_key=day, tags=tags)
+    request = _request(context, newest.partition_key, _decision(newest), storage, dataset)
+    if isinstance(request, str):
+        return dg.SensorResult(skip_reason=request, cursor=cursor)
     return dg.SensorResult(run_requests=[request], cursor=cursor)

@@ -102,4 +102,17 @@ def test_prediction_drift_and_psi():
     spec = drift.DataDriftSpec()
     assert not drift.prediction_drift(reference, same, classes, spec, drift.ScipyDetector())["drifted"][0]
     assert drift.prediction_drift(reference, moved, classes, spec, drift.ScipyDetector())["drifted"][0]
-    assert drift.psi(reference, reference, 3) == pytest.approx(0.0)
+
+
+def test_labels_arriving_after_the_model_was_trained_are_fresh_whatever_the_age_of_their_reading():
+    day, trained_through = dt.date(2026, 10, 20), dt.date(2026, 10, 18)
+    readings = pl.DataFrame({
+        "timestamp": [dt.datetime(2026, 10, d, 12, tzinfo=dt.timezone.utc) for d in (17, 18, 19, 20)],
+        "row_id": ["a", "b", "c", "d"], "label": [None] * 4, "latency_ms": [10.0, 11.0, 12.0, 13.0],
+    }, schema_overrides={"label": pl.String})
+    gold = pl.DataFrame({"row_id": ["a", "c", "zz"], "label": ["fiber", "none", "power"]})
+    inputs = drift.drift_inputs(day, "v1", readings, readings, gold, trained_through, 0.9, 1000)
+    assert sorted(inputs.fresh["row_id"]) == ["a", "c"]  # a's reading predates training, its label does not
+    assert inputs.current["row_id"].to_list() == ["d"] and inputs.previous["row_id"].to_list() == ["c"]
+    on_training_day = drift.drift_inputs(trained_through, "v1", readings, readings, gold, trained_through, 0.9, 1000)
+    assert on_training_day.fresh.height == 0

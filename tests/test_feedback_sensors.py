@@ -46,11 +46,11 @@ class Harness:
         self.cursor = result.cursor or self.cursor
         return result
 
-    def launch(self, request: dg.RunRequest) -> None:
+    def launch(self, request: dg.RunRequest) -> str:
         """What the daemon does with a request: a run of the job with the request's tags."""
         job = definitions.defs.resolve_job_def("retrain_job")
         tags = {**request.tags, "dagster/partition": request.partition_key, "dagster/run_key": request.run_key}
-        self.instance.create_run_for_job(job_def=job, tags=tags, run_config={})
+        return self.instance.create_run_for_job(job_def=job, tags=tags, run_config={}).run_id
 
 
 @pytest.fixture
@@ -74,16 +74,29 @@ def test_one_drift_event_over_several_ticks_and_days_launches_exactly_one_run(ha
     assert len(launched) == 1
     [request] = launched
     assert request.partition_key == "2026-10-17" and request.tags[EVENT_TAG] == "v1@2026-10-15"
-    assert request.run_key == "drift:v1@2026-10-15" and request.job_name in (None, "retrain_job")
+    assert request.run_key == "drift:v1@2026-10-15#1" and request.job_name in (None, "retrain_job")
     harness.decide("2026-10-18", _decision("full", "v1@2026-10-15"))  # the run has not promoted yet
+    assert "already launched run" in harness.tick().skip_message
+    harness.cursor = None  # a sensor reset re-reads every decision: still one run
     assert "already launched run" in harness.tick().skip_message
     assert len(harness.instance.get_run_records(dg.RunsFilter(tags={EVENT_TAG: "v1@2026-10-15"}))) == 1
 
 
-def test_a_decision_about_a_replaced_production_model_is_stale(harness):
+def test_a_failed_retrain_is_retried_by_the_next_decision_of_its_event(harness):
+    harness.decide("2026-10-17", _decision("full", "v1@2026-10-15"))
+    [request] = harness.tick().run_requests
+    harness.instance.report_run_failed(harness.instance.get_run_by_id(harness.launch(request)))
+    harness.decide("2026-10-18", _decision("full", "v1@2026-10-15"))
+    [retry] = harness.tick().run_requests
+    assert retry.run_key == "drift:v1@2026-10-15#2" and retry.partition_key == "2026-10-18"
+
+
+def test_a_decision_about_a_replaced_production_model_or_an_older_day_is_stale(harness):
     harness.production("v2")
     harness.decide("2026-10-17", _decision("incremental", "v1@2026-10-17"))
     assert "stale" in harness.tick().skip_message
+    harness.decide("2026-09-20", _decision("incremental", "v2@2026-09-20", version="v2"))  # a backfill, ticked alone
+    assert "already learned from 2026-10-01" in harness.tick().skip_message
 
 
 def test_a_new_event_within_the_cooldown_waits(harness):

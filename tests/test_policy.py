@@ -4,12 +4,16 @@ import datetime as dt
 
 import pytest
 
-from pipeline import policy
-from pipeline.dataset import PolicySpec, TrainingSpec
+import polars as pl
+
+from pipeline import drift, policy
+from pipeline.dataset import load_dataset_config
 from pipeline.drift import DriftSummary
+from tests.conftest import DEFAULT_YAML
 
 DAY = dt.date(2026, 10, 17)
-SPEC, TRAINING = PolicySpec(), TrainingSpec()
+CONFIG = load_dataset_config(DEFAULT_YAML)
+SPEC, TRAINING = CONFIG.feedback.policy, CONFIG.training
 DATA_DRIFT = DriftSummary(data_drift=True, drifted_features=["firmware_version"], settled=False, severity=0.12)
 CONCEPT = DriftSummary(data_drift=True, drifted_features=["firmware_version"], concept_drift=True, fresh_accuracy=0.78,
                        reference_accuracy=0.92, accuracy_drop=0.14, settled=False, severity=1.0)
@@ -20,8 +24,8 @@ def _days(*alarms: bool, version: str = "v1") -> list[policy.DayState]:
     return [policy.DayState(DAY - dt.timedelta(days=len(alarms) - i), version, a) for i, a in enumerate(alarms)]
 
 
-def _decide(summary: DriftSummary, earlier: list[policy.DayState], version: str | None = "v1") -> policy.Decision:
-    return policy.decide(DAY, summary, version, earlier, 27_000, TRAINING, SPEC)
+def _decide(summary: DriftSummary, earlier: list[policy.DayState], version: str | None = "v1", days_of_data: int = 60) -> policy.Decision:
+    return policy.decide(DAY, summary, version, earlier, 27_000, days_of_data, CONFIG)
 
 
 def test_no_drift_no_retrain():
@@ -29,8 +33,10 @@ def test_no_drift_no_retrain():
     assert decision.action == policy.NONE and not decision.retrain and decision.event_key is None
 
 
-def test_no_production_model_bootstraps_a_full_retrain():
-    decision = _decide(DriftSummary(), [], version=None)
+def test_no_production_model_bootstraps_a_full_retrain_once_a_window_of_data_exists():
+    early = _decide(DriftSummary(), [], version=None, days_of_data=3)
+    assert early.action == policy.WAIT and "(3 of 7 days)" in early.reason
+    decision = _decide(DriftSummary(), [], version=None, days_of_data=7)
     assert decision.action == policy.FULL and "no production model" in decision.reason
 
 
@@ -76,6 +82,19 @@ def test_stronger_drift_adapts_more_and_more_data_means_bigger_batches():
     assert big["batch_size"] > small["batch_size"] and big["epochs"] <= small["epochs"]
 
 
-def test_decisions_round_trip_through_json():
-    decision = _decide(CONCEPT, _days(True, True))
-    assert policy.Decision.from_json(decision.to_json()) == decision
+def _report(day: dt.date, version: str, drifted: bool) -> pl.DataFrame:
+    row = {"test": "latency_ms", "kind": drift.NUMERIC, "statistic": 0.3 if drifted else 0.01, "p_value": 0.0,
+           "p_adjusted": 0.0 if drifted else 0.9, "effect": 0.3 if drifted else 0.01, "floor": 0.1, "n_current": 3840}
+    return drift._finish(pl.DataFrame([row]), 0.01).with_columns(pl.lit(day).alias(drift.DAY), pl.lit(version).alias(drift.PRODUCTION_VERSION))
+
+
+def test_decisions_from_a_window_of_reports_find_the_event_start():
+    reports = pl.concat([_report(DAY - dt.timedelta(days=k), "v1", k < 3) for k in range(5, -1, -1)])
+    decision = policy.decide_from_reports(DAY, reports, CONFIG)
+    assert decision.production_version == "v1" and decision.event_key == "v1@2026-10-15"
+    assert decision.action == policy.INCREMENTAL and "data drift in latency_ms since 2026-10-15" in decision.reason
+    assert decision.student["batch_size"] == 256  # 3840 rows a day x 7 days
+    quiet = policy.decide_from_reports(DAY, _report(DAY, "v1", False), CONFIG)
+    assert quiet.action == policy.NONE
+    first = policy.decide_from_reports(DAY, drift.empty_report(), CONFIG)
+    assert first.action == policy.FULL and first.production_version is None
