@@ -15,7 +15,9 @@ def _key(path: str) -> bytes:
 def test_processes_racing_on_a_fresh_machine_share_one_key(tmp_path: Path):
     for trial in range(10):
         path = tmp_path / str(trial) / "hash_key"
-        with mp.get_context("fork").Pool(4) as pool:
+        # forkserver, not fork: forking this test process, which by now has threads (Dagster,
+        # torch, alibi-detect), can copy a held lock into a child and hang it
+        with mp.get_context("forkserver").Pool(4) as pool:
             keys = set(pool.map(_key, [str(path)] * 8))
         assert len(keys) == 1
         assert [p.name for p in path.parent.iterdir()] == ["hash_key"]
