@@ -14,12 +14,11 @@ from assets.partitions import DAILY, LABEL_LOOKBACK, POLICY_MEMORY, WINDOW_INPUT
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, drift, policy
 from pipeline.encoding import student_matrix
-from pipeline.registry import REFERENCE_FILE, PRODUCTION, Version
+from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
 from pipeline.student import Student
 
 GROUP = "feedback"
 DECISION_FILE = "decision.json"
-
 
 
 def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame) -> drift.DriftInputs:
