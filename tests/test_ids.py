@@ -8,20 +8,16 @@ import polars as pl
 from pipeline import ids
 
 
-def _key(path: str) -> bytes:
-    return ids.load_or_create_key("EVERGREEN_TEST_UNSET_KEY", Path(path))
-
-
 def test_processes_racing_on_a_fresh_machine_share_one_key(tmp_path: Path):
-    for trial in range(10):
-        path = tmp_path / str(trial) / "hash_key"
-        # forkserver, not fork: forking this test process, which by now has threads (Dagster,
-        # torch, alibi-detect), can copy a held lock into a child and hang it
-        with mp.get_context("forkserver").Pool(4) as pool:
-            keys = set(pool.map(_key, [str(path)] * 8))
-        assert len(keys) == 1
-        assert [p.name for p in path.parent.iterdir()] == ["hash_key"]
-        assert path.stat().st_mode & 0o777 == 0o600
+    # spawn, not fork: this test process has threads by now (Dagster, torch, polars), and a
+    # forked child can inherit a lock another thread held, and hang
+    with mp.get_context("spawn").Pool(4) as pool:
+        for trial in range(10):
+            path = tmp_path / str(trial) / "hash_key"
+            keys = set(pool.starmap(ids.load_or_create_key, [("EVERGREEN_TEST_UNSET_KEY", path)] * 8))
+            assert len(keys) == 1
+            assert [p.name for p in path.parent.iterdir()] == ["hash_key"]
+            assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_environment_variable_wins(tmp_path: Path, monkeypatch):
