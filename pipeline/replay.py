@@ -3,6 +3,7 @@ alarms and the retrain runs, summarised against the issue's targets and drawn as
 
 import datetime as dt
 import io
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -33,7 +34,7 @@ class ReplayDay:
         return self.data_drift or self.prediction_drift or self.concept_drift
 
 
-def true_accuracy(config: DatasetConfig, day: dt.date, features: pl.DataFrame, predict: callable, hash_key: bytes) -> float:
+def true_accuracy(config: DatasetConfig, day: dt.date, features: pl.DataFrame, predict: Callable[[pl.DataFrame], list[str]], hash_key: bytes) -> float:
     """Accuracy on every row of the day: the truth only the simulator knows, joined by row id."""
     truth = simulate_day(config.simulator, day).select(
         ids.row_id(pl.col("device_id"), pl.col("ts"), hash_key).alias(ROW_ID), pl.col(TRUTH)
