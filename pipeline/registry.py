@@ -1,26 +1,38 @@
-"""A local file registry of model versions: every version with its lineage, metrics and files.
+"""A local file registry of model versions: every version with its lineage, metrics and files, the
+aliases that say which version serves, and a ledger of every move.
 
-Layout: ``<root>/versions/<version>/`` holds the version's files and ``entry.json``;
-``<root>/aliases/<alias>.json`` points an alias (``candidate``, later ``production``, ``previous``)
-at a version. A version directory appears whole or not at all (written aside, then renamed), and an
-alias file is replaced atomically, so a crash never leaves a half-registered model visible.
+Layout: ``<root>/versions/<version>/`` holds a version's files and ``entry.json``; it appears whole
+or not at all (written aside, then renamed) and never changes afterwards. ``<root>/state.json``
+holds the mutable part: the aliases (``candidate``, ``production``, ``previous``), the gray
+release in progress (``canary``), the sha256 of the package first built for each version, and the
+history ledger (which version became production when, why and by whom). All of it lives in one
+file, replaced atomically under a file lock: a move of ``production`` and ``previous`` together
+with its ledger line is one rename, so a process killed half-way leaves the state before or after
+the move, never between, and two writers at once cannot lose each other's update.
 """
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline import atomic
 
-ENTRY = "entry.json"
+ENTRY, STATE_FILE, LOCK_FILE = "entry.json", "state.json", "registry.lock"
 CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
 REFERENCE_FILE = "reference.parquet"
 """Input rows of the newest days a version was trained on: what drift is measured against."""
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+PROMOTION, ROLLBACK = "promotion", "rollback"
+CANARY_STARTED, CANARY_ROLLED_OUT, CANARY_ROLLED_BACK = "canary_started", "canary_rolled_out", "canary_rolled_back"
+CANARY_SUPERSEDED = "canary_superseded"
 
 
 class RegistryError(LookupError):
@@ -36,6 +48,30 @@ class Version:
     def file(self, name: str) -> Path:
         return self.directory / name
 
+    @property
+    def partition(self) -> str:
+        """The day whose run trained this version."""
+        return self.entry["lineage"]["partition"]
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A gray release: ``version`` serves ``sites`` from the day after ``started`` for
+    ``window_days`` days, while every other site keeps production."""
+
+    version: str
+    sites: tuple[str, ...]
+    started: str
+    window_days: int
+
+    @property
+    def first_day(self) -> dt.date:
+        return dt.date.fromisoformat(self.started) + dt.timedelta(days=1)
+
+    @property
+    def last_day(self) -> dt.date:
+        return self.first_day + dt.timedelta(days=self.window_days - 1)
+
 
 class Registry:
     def __init__(self, root: Path):
@@ -46,10 +82,12 @@ class Registry:
             raise RegistryError(f"invalid version id {version!r}")
         return self.root / "versions" / version
 
+    # Versions: written once, read many times.
+
     def register(self, version: str, files: dict[str, Path], entry: dict) -> Version:
         """Copy ``files`` (name -> source path) into a new version, with ``entry`` as its record."""
         target = self._version_dir(version)
-        record = {**entry, "version": version, "registered_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        record = {**entry, "version": version, "registered_at": _now(),
                   "files": {name: _sha256(path) for name, path in sorted(files.items())}}
         with atomic.atomic_dir(target) as tmp:
             for name, source in files.items():
@@ -64,33 +102,140 @@ class Registry:
             raise RegistryError(f"{directory}: no such version in the registry")
         return Version(version, directory, json.loads((directory / ENTRY).read_text(encoding="utf-8")))
 
-    def resolve(self, version_or_alias: str) -> str:
-        alias_file = self.root / "aliases" / f"{version_or_alias}.json"
-        if alias_file.is_file():
-            return json.loads(alias_file.read_text(encoding="utf-8"))["version"]
-        return version_or_alias
-
-    def has_alias(self, alias: str) -> bool:
-        return (self.root / "aliases" / f"{alias}.json").is_file()
-
-    def set_alias(self, alias: str, version: str, reason: str) -> None:
-        self.get(version)  # refuse to point at a version that is not there
-        record = {"alias": alias, "version": version, "reason": reason, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        atomic.write_text(self.root / "aliases" / f"{alias}.json", json.dumps(record, indent=2))
-
-    def promote(self, version: str, reason: str) -> str | None:
-        """Make ``version`` production; the version it replaces becomes ``previous`` (returned)."""
-        replaced = self.resolve(PRODUCTION) if self.has_alias(PRODUCTION) else None
-        if replaced == version:
-            return None
-        if replaced is not None:
-            self.set_alias(PREVIOUS, replaced, reason=f"replaced by {version}: {reason}")
-        self.set_alias(PRODUCTION, version, reason=reason)
-        return replaced
-
     def versions(self) -> list[str]:
         base = self.root / "versions"
         return sorted(p.name for p in base.iterdir() if (p / ENTRY).is_file()) if base.is_dir() else []
+
+    # The state: aliases, canary, packages, ledger. Read without the lock (the file is replaced
+    # atomically); changed only inside ``_transaction``.
+
+    def state(self) -> dict:
+        path = self.root / STATE_FILE
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return {"aliases": {}, "canary": None, "packages": {}, "history": [], **state}
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[dict]:
+        """The state, to change in place; written back atomically when the block succeeds, while an
+        exclusive lock keeps every other writer (process or thread) waiting."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self.state()
+            yield state
+            atomic.write_text(self.root / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
+
+    def resolve(self, version_or_alias: str) -> str:
+        alias = self.state()["aliases"].get(version_or_alias)
+        return alias["version"] if alias else version_or_alias
+
+    def has_alias(self, alias: str) -> bool:
+        return alias in self.state()["aliases"]
+
+    def set_alias(self, alias: str, version: str, reason: str, by: str) -> None:
+        self.get(version)  # refuse to point at a version that is not there
+        with self._transaction() as state:
+            _point(state, alias, version, reason, by)
+
+    def promote(self, version: str, reason: str, by: str) -> str | None:
+        """Make ``version`` production for every site; the version it replaces becomes ``previous``
+        (returned). A gray release in progress is over: its outcome is this promotion."""
+        self.get(version)
+        with self._transaction() as state:
+            replaced = _move_production(state, version, PROMOTION, reason, by)
+            if state["canary"] is not None and state["canary"]["version"] != version:
+                _log(state, CANARY_SUPERSEDED, state["canary"]["version"], reason, by)
+            state["canary"] = None
+            return replaced
+
+    def rollback(self, target: str, reason: str, by: str) -> tuple[str, str | None]:
+        """Point production back at ``target`` (a version or an alias, usually ``previous``) and end
+        any gray release; returns (new production, the version it replaced)."""
+        version = self.get(target).version
+        with self._transaction() as state:
+            if state["canary"] is not None:
+                _log(state, CANARY_ROLLED_BACK, state["canary"]["version"], reason, by)
+                state["canary"] = None
+            return version, _move_production(state, version, ROLLBACK, reason, by)
+
+    # Gray release.
+
+    def canary(self) -> Canary | None:
+        canary = self.state()["canary"]
+        return Canary(**{**canary, "sites": tuple(canary["sites"])}) if canary else None
+
+    def start_canary(self, canary: Canary, reason: str, by: str) -> None:
+        """Serve ``canary.version`` to its sites only; a gray release already running is replaced."""
+        self.get(canary.version)
+        with self._transaction() as state:
+            if state["canary"] is not None:
+                _log(state, CANARY_SUPERSEDED, state["canary"]["version"], f"replaced by {canary.version}", by)
+            state["canary"] = {**asdict(canary), "sites": list(canary.sites)}
+            _log(state, CANARY_STARTED, canary.version, reason, by, sites=list(canary.sites))
+
+    def conclude_canary(self, version: str, roll_out: bool, reason: str, by: str) -> bool:
+        """Roll the gray release of ``version`` out to every site, or back (every site keeps
+        production). False when ``version`` is no longer the gray release (already concluded, or
+        replaced): a repeated request changes nothing."""
+        with self._transaction() as state:
+            if state["canary"] is None or state["canary"]["version"] != version:
+                return False
+            state["canary"] = None
+            if roll_out:
+                _move_production(state, version, CANARY_ROLLED_OUT, reason, by)
+            else:
+                _log(state, CANARY_ROLLED_BACK, version, reason, by)
+            return True
+
+    def serving(self, site: str) -> str | None:
+        """The version a site runs: the gray release's for its sites, production for the rest."""
+        state = self.state()
+        canary = state["canary"]
+        if canary is not None and site in canary["sites"]:
+            return canary["version"]
+        production = state["aliases"].get(PRODUCTION)
+        return production["version"] if production else None
+
+    # Packages and the ledger.
+
+    def record_package(self, version: str, sha256: str) -> str:
+        """Remember the sha256 of the first package built for ``version`` and return it; a later
+        build must reproduce it byte for byte (the caller compares)."""
+        with self._transaction() as state:
+            return state["packages"].setdefault(version, sha256)
+
+    def package_sha256(self, version: str) -> str | None:
+        return self.state()["packages"].get(version)
+
+    def history(self) -> list[dict]:
+        """Every production move and gray-release step, oldest first: when, what, why, by whom."""
+        return self.state()["history"]
+
+
+def _point(state: dict, alias: str, version: str, reason: str, by: str) -> None:
+    state["aliases"][alias] = {"version": version, "reason": reason, "by": by, "at": _now()}
+
+
+def _move_production(state: dict, version: str, event: str, reason: str, by: str) -> str | None:
+    current = state["aliases"].get(PRODUCTION)
+    replaced = current["version"] if current else None
+    if replaced == version:
+        return None
+    if replaced is not None:
+        _point(state, PREVIOUS, replaced, f"replaced by {version}: {reason}", by)
+    _point(state, PRODUCTION, version, reason, by)
+    _log(state, event, version, reason, by, replaced=replaced)
+    return replaced
+
+
+def _log(state: dict, event: str, version: str, reason: str, by: str, **details) -> None:
+    production = state["aliases"].get(PRODUCTION)
+    state["history"].append({"at": _now(), "event": event, "version": version, "reason": reason, "by": by,
+                             "production": production["version"] if production else None, **details})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 def _sha256(path: Path) -> str:

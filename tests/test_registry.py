@@ -1,0 +1,152 @@
+"""The registry's state: aliases, the history ledger, gray releases, and moves that survive a kill
+or a concurrent writer."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.registry import (
+    CANARY_ROLLED_BACK, CANARY_ROLLED_OUT, CANARY_STARTED, PREVIOUS, PRODUCTION, PROMOTION, ROLLBACK, STATE_FILE,
+    Canary, Registry, RegistryError,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _registry(tmp_path: Path, versions: int = 3) -> Registry:
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    registry = Registry(tmp_path / "registry")
+    for i in range(1, versions + 1):
+        registry.register(f"v{i}", {"model.onnx": tmp_path / "model.onnx"}, {"lineage": {"partition": f"2026-10-0{i}"}})
+    return registry
+
+
+def test_promotion_moves_production_and_previous_and_writes_the_ledger(tmp_path: Path):
+    registry = _registry(tmp_path)
+    assert registry.promote("v1", reason="first", by="user") is None
+    assert registry.promote("v2", reason="better", by="sensor:drift_sensor") == "v1"
+    assert (registry.resolve(PRODUCTION), registry.resolve(PREVIOUS)) == ("v2", "v1")
+    assert [(e["event"], e["version"], e["production"], e["by"]) for e in registry.history()] == [
+        (PROMOTION, "v1", "v1", "user"), (PROMOTION, "v2", "v2", "sensor:drift_sensor")]
+    assert registry.history()[1]["replaced"] == "v1"
+    with pytest.raises(RegistryError):
+        registry.promote("v404", reason="no such version", by="user")
+    assert registry.resolve(PRODUCTION) == "v2"
+
+
+def test_rollback_to_previous_and_back(tmp_path: Path):
+    registry = _registry(tmp_path)
+    registry.promote("v1", reason="a", by="user")
+    registry.promote("v2", reason="b", by="user")
+    assert registry.rollback(PREVIOUS, reason="v2 misbehaves", by="cli:ops") == ("v1", "v2")
+    assert (registry.resolve(PRODUCTION), registry.resolve(PREVIOUS)) == ("v1", "v2")
+    assert registry.rollback(PREVIOUS, reason="false alarm", by="user") == ("v2", "v1")
+    assert [e["production"] for e in registry.history()] == ["v1", "v2", "v1", "v2"]
+    assert [e["event"] for e in registry.history()][2:] == [ROLLBACK, ROLLBACK]
+
+
+def test_a_gray_release_serves_its_sites_until_it_is_rolled_out_or_back(tmp_path: Path):
+    registry = _registry(tmp_path)
+    registry.promote("v1", reason="a", by="user")
+    registry.start_canary(Canary("v2", ("east",), "2026-10-02", 2), reason="gates passed", by="user")
+    assert registry.canary().last_day.isoformat() == "2026-10-04"
+    assert (registry.serving("east"), registry.serving("west"), registry.resolve(PRODUCTION)) == ("v2", "v1", "v1")
+    assert registry.conclude_canary("v2", roll_out=False, reason="worse", by="sensor:canary_sensor")
+    assert registry.canary() is None and registry.serving("east") == "v1"
+    assert not registry.conclude_canary("v2", roll_out=True, reason="a stale verdict", by="sensor:canary_sensor")
+    assert registry.resolve(PRODUCTION) == "v1"
+
+    registry.start_canary(Canary("v3", ("west",), "2026-10-03", 2), reason="gates passed", by="user")
+    assert registry.conclude_canary("v3", roll_out=True, reason="as good", by="sensor:canary_sensor")
+    assert (registry.resolve(PRODUCTION), registry.resolve(PREVIOUS), registry.serving("east")) == ("v3", "v1", "v3")
+    assert [e["event"] for e in registry.history()] == [
+        PROMOTION, CANARY_STARTED, CANARY_ROLLED_BACK, CANARY_STARTED, CANARY_ROLLED_OUT]
+
+
+def test_a_rollback_ends_the_gray_release(tmp_path: Path):
+    registry = _registry(tmp_path)
+    registry.promote("v1", reason="a", by="user")
+    registry.promote("v2", reason="b", by="user")
+    registry.start_canary(Canary("v3", ("east",), "2026-10-03", 2), reason="gates passed", by="user")
+    registry.rollback(PREVIOUS, reason="incident", by="user")
+    assert registry.canary() is None
+    assert {registry.serving(site) for site in ("east", "west")} == {"v1"}
+
+
+def test_the_first_package_sha_is_kept(tmp_path: Path):
+    registry = _registry(tmp_path)
+    assert registry.record_package("v1", "aaa") == "aaa"
+    assert registry.record_package("v1", "bbb") == "aaa"
+    assert registry.package_sha256("v1") == "aaa"
+
+
+def _promote_many(root: str, worker: int, count: int) -> None:
+    """Alternates between this worker's own two versions, so every call really moves production."""
+    registry = Registry(Path(root))
+    for i in range(count):
+        registry.promote(f"v{2 * worker + 1 + i % 2}", reason=f"worker {worker} #{i}", by=f"w{worker}")
+
+
+def test_concurrent_writers_lose_no_update(tmp_path: Path):
+    """Without the lock, two read-modify-write cycles interleave and ledger lines vanish."""
+    registry = _registry(tmp_path, versions=4)
+    context = multiprocessing.get_context("spawn")  # forking the threaded test process can hang
+    workers = [context.Process(target=_promote_many, args=(str(registry.root), w, 40)) for w in range(2)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=120)
+    assert [p.exitcode for p in workers] == [0, 0]
+    moves = registry.history()
+    assert len(moves) == 80
+    assert sorted(e["reason"] for e in moves) == sorted(f"worker {w} #{i}" for w in range(2) for i in range(40))
+    assert registry.resolve(PRODUCTION) == moves[-1]["version"]
+    assert registry.resolve(PREVIOUS) == moves[-2]["version"]
+
+
+KILLED_PROMOTION = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from pipeline import atomic
+    from pipeline.registry import Registry
+
+    real_replace = os.replace
+    def slow_replace(src, dst):
+        if str(dst).endswith("state.json"):
+            print("renaming", flush=True)
+            time.sleep(60)  # killed here: the new state is written aside, not yet renamed in
+        real_replace(src, dst)
+    os.replace = slow_replace
+    Registry(Path(sys.argv[1])).promote("v3", reason="killed half-way", by="test")
+""")
+
+
+def test_a_promotion_killed_half_way_leaves_production_on_a_complete_version(tmp_path: Path):
+    registry = _registry(tmp_path)
+    registry.promote("v1", reason="a", by="user")
+    registry.promote("v2", reason="b", by="user")
+    before = (registry.root / STATE_FILE).read_bytes()
+    child = subprocess.Popen([sys.executable, "-c", KILLED_PROMOTION, str(registry.root)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "renaming"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert (registry.root / STATE_FILE).read_bytes() == before
+    production, previous = registry.get(PRODUCTION), registry.get(PREVIOUS)
+    assert (production.version, previous.version) == ("v2", "v1")
+    assert json.loads((production.directory / "entry.json").read_text())["files"]["model.onnx"]
+    # the lock died with the process: the next move goes through
+    start = time.monotonic()
+    registry.promote("v3", reason="after the crash", by="user")
+    assert registry.resolve(PRODUCTION) == "v3" and time.monotonic() - start < 10
