@@ -1,13 +1,15 @@
-"""Resources: where Evergreen keeps its files, which dataset it runs, and the id-hashing secret."""
+"""Resources: where Evergreen keeps its files, which dataset it runs, and its secrets (the id-hashing
+key, the package-signing key)."""
 
 import functools
 import os
 from pathlib import Path
 
 import dagster as dg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from assets.partitions import DATASET_PATH, PROJECT_ROOT
-from pipeline import ids
+from pipeline import ids, signing
 from pipeline.dataset import DatasetConfig, load_dataset_config
 from pipeline.registry import Registry
 
@@ -40,6 +42,16 @@ class StorageResource(dg.ConfigurableResource):
     def hash_key(self) -> bytes:
         """From ``EVERGREEN_HASH_KEY``; in the embedded mode, generated once under ``secrets/``."""
         return ids.load_or_create_key(ids.HASH_KEY_ENV, self.root / "secrets" / "hash_key")
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The key edge packages are signed with: from ``EVERGREEN_SIGNING_KEY``; in the embedded
+        mode, generated once under ``secrets/``. Its public half is kept at ``public_key_path``."""
+        return signing.load_or_create_signing_key(self.root / "secrets")
+
+    @property
+    def public_key_path(self) -> Path:
+        """The public key devices verify packages with (written by ``signing_key()``)."""
+        return signing.public_key_path(self.root / "secrets")
 
 
 class DatasetResource(dg.ConfigurableResource):

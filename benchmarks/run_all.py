@@ -63,8 +63,8 @@ def _median_us(fn, calls: int, rounds: int = 5) -> tuple[float, float, float]:
 
 def inference(data_dir: Path) -> dict:
     sys.path.insert(0, str(ROOT))
+    from deploy.edge.evergreen_edge import EdgeModel
     from pipeline.edge_package import unpack
-    from pipeline.edge_runtime import EdgeModel
     from pipeline.encoding import student_matrix, teacher_matrix
     from pipeline.registry import Registry
     from pipeline.teacher import Teacher

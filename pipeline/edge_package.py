@@ -1,27 +1,38 @@
-"""The edge package: one archive a low-power device can verify and run with numpy and onnxruntime.
+"""The edge package: one signed archive a low-power device can verify and run with numpy and onnxruntime.
 
-Contents: the student's ONNX model, ``evergreen_edge.py`` (the runtime, this repo's
-``pipeline/edge_runtime.py`` verbatim) and ``manifest.json`` (version, feature order, preprocessing
-constants, classes, metrics, opset, and the sha256 of every other file). The zip is deterministic
-(sorted entries, fixed timestamps), so the same version always gives the same bytes, and it is
-written aside and renamed into place.
+Contents: the student's ONNX model at each shipped precision, ``evergreen_edge.py`` (the runtime,
+this repo's ``deploy/edge/evergreen_edge.py`` verbatim), ``manifest.json`` (version, feature order,
+preprocessing constants, classes, metrics, the models with their opsets, the signing key's id, and
+the sha256 of every other file) and ``manifest.sig`` (the Ed25519 signature of the manifest's exact
+bytes). The zip is deterministic (sorted entries, fixed timestamps, deterministic signatures), so
+the same version signed with the same key always gives the same bytes; it is written aside and
+renamed into place.
 """
 
+import base64
+import hashlib
 import json
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import atomic, edge_runtime
+import onnx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from deploy.edge import evergreen_edge as runtime
+from pipeline import atomic, signing
 from pipeline.registry import Version
 
 RUNTIME_FILE = "evergreen_edge.py"
+PRECISIONS = ("int8", "fp32")
+"""The precisions a package may ship, in order of preference for the default."""
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
-def build_manifest(version: Version, model_file: str, files: dict[str, Path]) -> dict:
+def build_manifest(version: Version, models: Mapping[str, str], files: Mapping[str, bytes], key_id: str) -> dict:
     entry = version.entry
     return {
-        "format": "evergreen-edge/1",
+        "format": runtime.FORMAT,
         "version": version.version,
         "registered_at": entry["registered_at"],
         "dataset": entry["lineage"]["dataset"],
@@ -29,22 +40,44 @@ def build_manifest(version: Version, model_file: str, files: dict[str, Path]) ->
         "feature_order": entry["preprocessing"]["feature_order"],
         "derived_features": entry["derived_features"],
         "preprocessing": entry["preprocessing"],
-        "model": {"file": model_file, "format": "onnx", "opset": entry["onnx"]["opset"], "input": entry["onnx"]["input"]},
+        "models": {
+            "default": next(p for p in PRECISIONS if p in models),
+            "precisions": {precision: _describe_model(name, files[name]) for precision, name in models.items()},
+        },
         "metrics": entry["metrics"]["student"],
-        "runtime": {"file": RUNTIME_FILE, "requires": ["numpy", "onnxruntime"]},
-        "files": {name: edge_runtime.sha256_file(path) for name, path in sorted(files.items())},
+        "runtime": {"file": RUNTIME_FILE, "requires": ["numpy", "onnxruntime"], "optional": ["cryptography", "pyarrow"]},
+        "signing": {"algorithm": runtime.ALGORITHM, "key_id": key_id},
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
 
 
-def build_package(version: Version, model_name: str, target: Path) -> dict:
-    """Write the package zip for a registered version to ``target``; returns its manifest."""
-    files = {model_name: version.file(model_name), RUNTIME_FILE: Path(edge_runtime.__file__)}
-    manifest = build_manifest(version, model_name, files)
+def _describe_model(name: str, data: bytes) -> dict:
+    """The file with the opset and input it really has: an int8 model need not share the fp32 one's."""
+    model = onnx.load_from_string(data)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {"file": name, "format": "onnx", "opset": opset, "input": model.graph.input[0].name}
+
+
+def build_package(version: Version, models: Mapping[str, str], target: Path, signing_key: Ed25519PrivateKey) -> dict:
+    """Write the signed package zip of a registered version to ``target``; returns its manifest.
+
+    ``models`` maps each precision to ship to its file in the version, e.g. ``{"int8":
+    "student.int8.onnx", "fp32": "student.onnx"}``; the default is the first of ``PRECISIONS``.
+    """
+    if not models or set(models) - set(PRECISIONS):
+        raise ValueError(f"precisions {sorted(models)}: expected some of {list(PRECISIONS)}")
+    files = {name: version.file(name).read_bytes() for name in models.values()}
+    files[RUNTIME_FILE] = Path(runtime.__file__).read_bytes()
+    manifest = build_manifest(version, models, files, signing.key_id(signing_key))
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    signature = {"algorithm": runtime.ALGORITHM, "key_id": manifest["signing"]["key_id"],
+                 "signature_b64": base64.b64encode(signing.sign(signing_key, manifest_bytes)).decode("ascii")}
     with atomic.atomic_path(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, path in sorted(files.items()):
-                _add(archive, name, path.read_bytes())
-            _add(archive, edge_runtime.MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+            for name, data in sorted(files.items()):
+                _add(archive, name, data)
+            _add(archive, runtime.MANIFEST, manifest_bytes)
+            _add(archive, runtime.SIGNATURE, json.dumps(signature, indent=2, sort_keys=True).encode("utf-8"))
     return manifest
 
 
@@ -61,6 +94,6 @@ def unpack(package: Path, destination: Path) -> Path:
     with zipfile.ZipFile(package) as archive:
         for name in archive.namelist():
             if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise edge_runtime.PackageError(f"{package}: unsafe path {name!r} in archive")
+                raise runtime.PackageError(f"{package}: unsafe path {name!r} in archive")
         archive.extractall(destination)
     return destination
