@@ -1,5 +1,6 @@
 # Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test`,
-# `make demo` (60 simulated days with a firmware roll-out, through the real sensors).
+# `make demo` (60 simulated days with a firmware roll-out, through the real sensors),
+# `make rollback [VERSION=v...]` (serve the previous or a named version again).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ export EVERGREEN_DATA_DIR := $(DATA_DIR)
 export DAGSTER_HOME := $(DATA_DIR)/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup run ui test bench demo clean
+.PHONY: setup run ui test bench demo rollback clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ test: setup
 demo: setup
 	rm -rf $(DATA_DIR)/replay
 	$(BIN)/python -m deploy.replay --days 60 --rollout-day 30 --out $(DATA_DIR)/replay
+
+rollback: setup
+	$(BIN)/python -m deploy.rollback $(if $(VERSION),--version $(VERSION))
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --record

@@ -3,11 +3,13 @@
 import dagster as dg
 from upath import UPath
 
-from assets import data, deployment, feedback, model
+from assets import data, deployment, feedback, model, release
 from assets.io_manager import PolarsParquetIOManager
 from assets.jobs import ingest_job, main_job, retrain_job
+from assets.release import conclude_canary_job, rollback_job
 from assets.resources import DatasetResource, StorageResource, default_data_dir
 from sensors.alerts import run_failure_alert
+from sensors.canary import canary_sensor
 from sensors.drift import drift_sensor
 from sensors.landing import landing_sensor
 
@@ -18,6 +20,7 @@ def build_resources(data_dir: str | None = None, dataset_path: str | None = None
     dataset = DatasetResource(config_path=dataset_path) if dataset_path else DatasetResource()
     return {
         "io_manager": PolarsParquetIOManager(base_path=UPath(data_dir) / "assets"),
+        "memory_io_manager": dg.InMemoryIOManager(),
         "storage": StorageResource(data_dir=data_dir),
         "dataset": dataset,
     }
@@ -30,10 +33,10 @@ MULTIPROCESS_EXECUTOR = dg.multiprocess_executor.configured(
 under a second instead of re-importing torch, LightGBM and Great Expectations (spawn)."""
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, feedback, model, deployment]),
-    asset_checks=dg.load_asset_checks_from_modules([data, feedback, model, deployment]),
-    jobs=[ingest_job, retrain_job, main_job],
-    sensors=[landing_sensor, drift_sensor, run_failure_alert],
+    assets=dg.load_assets_from_modules([data, feedback, model, deployment, release]),
+    asset_checks=dg.load_asset_checks_from_modules([data, feedback, model, deployment, release]),
+    jobs=[ingest_job, retrain_job, main_job, rollback_job, conclude_canary_job],
+    sensors=[landing_sensor, drift_sensor, canary_sensor, run_failure_alert],
     resources=build_resources(),
     executor=MULTIPROCESS_EXECUTOR,
 )

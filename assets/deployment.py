@@ -1,9 +1,9 @@
-"""Deployment layer: ONNX export with a parity gate, registration as a candidate, promotion to
-production, the edge package."""
+"""Deployment layer: ONNX export (fp32 and int8) with parity gates, registration as a candidate with
+its release gates, release to a canary fraction of the sites or to all, the signed edge package."""
 
-import datetime as dt
 import hashlib
 import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -11,36 +11,66 @@ import polars as pl
 from assets.model import EVALUATION_FILE, UPDATE_FILE, evaluation, student_model, teacher_model
 from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic, edge_package as package_lib, export, features as feature_lib, training_set as training_lib
-from pipeline.dataset import TIMESTAMP, DatasetConfig
-from pipeline.encoding import student_matrix
-from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Registry, Version
+from deploy.edge import evergreen_edge
+from pipeline import (
+    atomic, edge_package as package_lib, export, features as feature_lib, quantize, release, training_set as training_lib,
+)
+from pipeline.dataset import LABEL, SITE, TIMESTAMP, DatasetConfig
+from pipeline.encoding import label_codes, student_matrix
+from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Registry, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
-from pipeline.training_set import SPLIT, VALIDATION
+from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
 
 GROUP = "deployment"
+BY_TAG = "evergreen/by"
+"""Who asked for a run started outside the UI and the sensors (the rollback command sets it)."""
+
+
+EXPORT_CHECKS = {
+    "torch_parity": "ONNX Runtime reproduces torch's probabilities on held-out rows",
+    "int8_accuracy": "the int8 model loses at most the configured macro-F1 against fp32 on held-out rows",
+}
+CALIBRATION_ROWS = 5000
 
 
 @dg.asset(
     group_name=GROUP, partitions_def=DAILY, deps=[student_model],
-    check_specs=[dg.AssetCheckSpec("torch_parity", asset="onnx_student", blocking=True,
-                                   description="ONNX Runtime reproduces torch's probabilities on held-out rows")],
+    check_specs=[dg.AssetCheckSpec(name, asset="onnx_student", blocking=True, description=text) for name, text in EXPORT_CHECKS.items()],
 )
-def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, storage: StorageResource):
-    """The student exported to fp32 ONNX (dynamic batch), checked against torch on the held-out
-    validation rows; a parity failure blocks everything downstream."""
-    key = context.partition_key
+def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, dataset: DatasetResource,
+                 storage: StorageResource):
+    """The student exported to fp32 ONNX (dynamic batch) and quantized to static int8 (QDQ, scales
+    calibrated on training rows), both checked on the held-out validation rows: fp32 against
+    torch, int8 against fp32. A failure blocks everything downstream."""
+    key, config = context.partition_key, dataset.load()
     student = Student.load(storage.artifact_dir("student_model", key))
     preprocessing = Teacher.load(storage.artifact_dir("teacher_model", key)).preprocessing
-    path = storage.artifact_dir("onnx_student", key) / export.ONNX_FILE
-    export.export_onnx(student, path)
+    directory = storage.artifact_dir("onnx_student", key)
+    fp32, int8 = directory / export.ONNX_FILE, directory / quantize.INT8_FILE
+    export.export_onnx(student, fp32)
+    train = training_set.filter(pl.col(SPLIT) == TRAIN)
+    calibration = train.sample(min(train.height, CALIBRATION_ROWS), seed=config.training.seed)
+    quantize.quantize_int8(fp32, int8, student_matrix(calibration, preprocessing))
     held_out = training_set.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
-    parity = export.check_parity(student, path, student_matrix(held_out, preprocessing))
-    yield dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size, "opset": export.OPSET})
+    matrix = student_matrix(held_out, preprocessing)
+    parity = export.check_parity(student, fp32, matrix)
+    int8_vs_fp32 = quantize.compare(fp32, int8, matrix, label_codes(held_out, config.classes))
+    yield dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(fp32)), "int8_path": dg.MetadataValue.path(str(int8)),
+        "fp32_bytes": int8_vs_fp32.fp32_bytes, "int8_bytes": int8_vs_fp32.int8_bytes, "opset": export.OPSET,
+        "calibration_rows": calibration.height,
+    })
     yield dg.AssetCheckResult(check_name="torch_parity", passed=parity.ok(), metadata={
         "rows": parity.rows, "max_abs_diff": dg.MetadataValue.float(parity.max_abs_diff),
         "argmax_agreement": dg.MetadataValue.float(parity.argmax_agreement),
+    })
+    drop = int8_vs_fp32.fp32_macro_f1 - int8_vs_fp32.int8_macro_f1
+    yield dg.AssetCheckResult(check_name="int8_accuracy", passed=drop <= config.deployment.gates.max_int8_drop, metadata={
+        "rows": int8_vs_fp32.rows, "fp32_macro_f1": dg.MetadataValue.float(int8_vs_fp32.fp32_macro_f1),
+        "int8_macro_f1": dg.MetadataValue.float(int8_vs_fp32.int8_macro_f1), "macro_f1_drop": dg.MetadataValue.float(drop),
+        "argmax_agreement": dg.MetadataValue.float(int8_vs_fp32.argmax_agreement),
+        "max_drop": dg.MetadataValue.float(config.deployment.gates.max_int8_drop),
     })
 
 
@@ -48,99 +78,199 @@ def code_version() -> str:
     """Hash of the pipeline and asset sources: which code produced a model, with or without git
     (the configuration is recorded beside it, in the lineage's params)."""
     digest = hashlib.sha256()
-    for path in sorted([*(PROJECT_ROOT / "pipeline").glob("*.py"), *(PROJECT_ROOT / "assets").glob("*.py")]):
+    for path in sorted(p for folder in ("pipeline", "assets", "deploy/edge") for p in (PROJECT_ROOT / folder).glob("*.py")):
         digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-@dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[onnx_student, evaluation, teacher_model])
+GATES = {
+    "quality_floor": "the shipped student's macro-F1 on the test split reaches the configured floor",
+    "no_regression": "no worse than production, beyond a tolerance, on the newest labelled test rows",
+    "package_budget": "the signed package fits the size budget and predicts a row within the latency budget",
+}
+
+
+@dg.asset(
+    group_name=GROUP, partitions_def=DAILY, deps=[onnx_student, evaluation, teacher_model],
+    check_specs=[dg.AssetCheckSpec(name, asset="candidate_model", blocking=True, description=text) for name, text in GATES.items()],
+)
 def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
-                    dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
-    """Registers this run's teacher, student, ONNX file and evaluation as a new registry version with
-    its lineage (the days and rows it learned from, parameters, seed, code version, run), aliased
-    ``candidate``."""
+                    dataset: DatasetResource, storage: StorageResource):
+    """Registers this run's teacher, students (fp32 and int8 ONNX) and evaluation as a new registry
+    version with its lineage (the days, sites and rows it learned from, parameters, seed, code
+    version, run), aliased ``candidate``, and builds its signed package. The gates are blocking
+    checks: a candidate that fails one is registered but never released."""
     key, config = context.partition_key, dataset.load()
+    registry = storage.registry
+    files = _version_files(storage, key, _reference_rows(training_set, config))
+    version = registry.register(f"v{key.replace('-', '')}-{context.run.run_id[:8]}", files,
+                                _entry(context, training_set, files, storage, config))
+    moved = _newest_partition_wins(registry, version, reason=f"registered by run {context.run.run_id}", by=actor(context))
+    package, sha256 = released_package(storage, version)
+    yield dg.MaterializeResult(metadata={
+        "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
+        "candidate_alias": version.version if moved else registry.resolve(CANDIDATE),
+        "student_macro_f1": dg.MetadataValue.float(version.entry["metrics"]["student"]["macro_f1"]),
+        "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
+    })
+    for gate in _gates(version, training_set, package, storage, config):
+        yield dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.description,
+                                  metadata={k: dg.MetadataValue.float(v) if isinstance(v, float) else v
+                                            for k, v in gate.metadata.items()})
+
+
+def _version_files(storage: StorageResource, key: str, reference_rows: pl.DataFrame) -> dict[str, Path]:
+    """What a version is made of: the run's artifacts, and its drift reference rows written beside."""
     reference = storage.artifact_dir("candidate_model", key) / REFERENCE_FILE
-    training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
-    reference_rows = _reference_rows(training_set, training_days, config)
     with atomic.atomic_path(reference) as tmp:
         reference_rows.write_parquet(tmp)
-    files = {
+    return {
         MODEL_FILE: storage.artifact_dir("teacher_model", key) / MODEL_FILE,
         PREPROCESSING_FILE: storage.artifact_dir("teacher_model", key) / PREPROCESSING_FILE,
+        UPDATE_FILE: storage.artifact_dir("teacher_model", key) / UPDATE_FILE,
         WEIGHTS_FILE: storage.artifact_dir("student_model", key) / WEIGHTS_FILE,
         ARCHITECTURE_FILE: storage.artifact_dir("student_model", key) / ARCHITECTURE_FILE,
         export.ONNX_FILE: storage.artifact_dir("onnx_student", key) / export.ONNX_FILE,
+        quantize.INT8_FILE: storage.artifact_dir("onnx_student", key) / quantize.INT8_FILE,
         EVALUATION_FILE: storage.artifact_dir("evaluation", key) / EVALUATION_FILE,
         REFERENCE_FILE: reference,
     }
+
+
+def _entry(context: dg.AssetExecutionContext, training_set: pl.DataFrame, files: dict[str, Path],
+           storage: StorageResource, config: DatasetConfig) -> dict:
+    """The version's record: what the package and the drift report need, and its lineage."""
     report = json.loads(files[EVALUATION_FILE].read_text(encoding="utf-8"))
-    update = json.loads((storage.artifact_dir("teacher_model", key) / UPDATE_FILE).read_text(encoding="utf-8"))
-    version_id = f"v{key.replace('-', '')}-{context.run.run_id[:8]}"
-    entry = {
+    update = json.loads(files[UPDATE_FILE].read_text(encoding="utf-8"))
+    reference_rows = pl.read_parquet(files[REFERENCE_FILE])
+    training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
+    return {
         "classes": list(config.classes),
         "preprocessing": json.loads(files[PREPROCESSING_FILE].read_text(encoding="utf-8"))["preprocessing"],
-        "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME},
+        "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME,
+                 "models": {"int8": quantize.INT8_FILE, "fp32": export.ONNX_FILE}},
         "derived_features": feature_lib.derived_feature_notes(config),
         "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
         "reference": {"days": sorted({str(d) for d in reference_rows[TIMESTAMP].dt.date()}), "rows": reference_rows.height},
         "lineage": {
-            "dataset": config.name, "partition": key,
+            "dataset": config.name, "partition": context.partition_key,
             "training_days": [str(d) for d in training_days], "trained_through": str(training_days[-1]),
             "training_rows": training_lib.split_counts(training_set),
+            "sites": sorted(training_set[SITE].unique().to_list()),
             "teacher_update": {"method": update["method"], "reason": update["reason"]},
             "params": config.training.model_dump(mode="json"), "seed": config.training.seed,
             "code_version": code_version(), "run_id": context.run.run_id,
         },
     }
-    registry = storage.registry
-    version = registry.register(version_id, files, entry)
-    moved = _newest_partition_wins(registry, version, reason=f"registered by run {context.run.run_id}")
-    return dg.MaterializeResult(metadata={
-        "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
-        "candidate_alias": version.version if moved else registry.resolve(CANDIDATE),
-        "student_macro_f1": dg.MetadataValue.float(report["student"]["macro_f1"]),
-    })
 
 
-def _reference_rows(training_set: pl.DataFrame, training_days: list[dt.date], config: DatasetConfig) -> pl.DataFrame:
+def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage: StorageResource,
+           config: DatasetConfig) -> list[release.Gate]:
+    """The shipped model (int8) judged alone, against production, and as a device receives it."""
+    spec, registry = config.deployment.gates, storage.registry
+    shipped = release.predictor(version, model_file(version))
+    test = training_set.filter(pl.col(SPLIT) == TEST)
+    quality = release.macro_f1(test[LABEL].to_numpy(), shipped(test), config.classes)
+    production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
+    champion = release.predictor(production, model_file(production)) if production else None
+    rows = release.newest_test_rows(training_set, spec.regression_days)
+    latency = release.single_row_latency_us(package, storage.public_key_path, test.head(200))
+    return [
+        release.quality_gate(quality, spec),
+        release.regression_gate(rows, shipped, champion, config.classes, spec),
+        release.package_gate(package.stat().st_size, latency, spec),
+    ]
+
+
+def model_file(version: Version) -> str:
+    """The model file the devices run: int8 where the version has it (older versions: fp32)."""
+    return quantize.INT8_FILE if quantize.INT8_FILE in version.entry["files"] else export.ONNX_FILE
+
+
+def released_package(storage: StorageResource, version: Version) -> tuple[Path, str]:
+    """The version's signed package and its sha256: built the first time, byte for byte the same
+    ever after. A package that differs from the first one built (a changed key, file or builder)
+    is refused rather than served."""
+    path = storage.package_path(version.version)
+    if not path.is_file():
+        package_lib.build_package(version, version.entry["onnx"]["models"], path, storage.signing_key())
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    first = storage.registry.record_package(version.version, sha256)
+    if first != sha256:
+        raise dg.Failure(f"{path}: sha256 {sha256} differs from the package first built for {version.version} ({first})")
+    return path, sha256
+
+
+def verified_manifest(storage: StorageResource, package: Path) -> dict:
+    """The package's manifest, once the edge runtime has checked its signature and every hash."""
+    return evergreen_edge.verify_package(package, evergreen_edge.trusted_public_key(storage.public_key_path)).manifest
+
+
+def _reference_rows(training_set: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
     """The model inputs of the newest ``reference_days`` of the window (a seeded sample of at most
     ``reference_max_rows``): the world this model was fitted to, for the drift report."""
     spec = config.feedback.drift
     numeric, categorical = feature_lib.model_feature_names(config)
+    training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
     newest = training_set.filter(pl.col(TIMESTAMP).dt.date().is_in(training_days[-spec.reference_days:]))
     rows = newest.select(TIMESTAMP, *numeric, *categorical)
     return rows.sample(spec.reference_max_rows, seed=config.training.seed) if rows.height > spec.reference_max_rows else rows
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[candidate_model])
-def production_model(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """Promotes this run's candidate to ``production`` (the version it replaces becomes ``previous``)
-    once the blocking checks upstream have passed; a candidate of an older day than production (a
-    backfill) is registered but not promoted. The drift report judges the production model."""
-    registry = storage.registry
+def production_model(context: dg.AssetExecutionContext, dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
+    """Releases this run's candidate once its blocking checks have passed: the first model becomes
+    production at once; later ones start a gray release on a fraction of the sites (the canary
+    sensor rolls it out or back when the window ends), or, with ``canary.fraction: 0``, become
+    production directly (the replaced version is ``previous``). An older day's candidate than the
+    one serving (a backfill) is registered but not released."""
+    registry, by = storage.registry, actor(context)
     version = registry.get(_registered_version(context))
-    if (newer := _newer_day_holds(registry, PRODUCTION, version)) is not None:
-        return dg.MaterializeResult(metadata={"promoted": False, "production": newer.version, "reason":
-                                              f"production {newer.version} is of a newer day than {version.version}"})
-    replaced = registry.promote(version.version, reason=f"promoted by run {context.run.run_id}")
-    return dg.MaterializeResult(metadata={"promoted": True, "production": version.version, "previous": replaced or ""})
+    if (newer := _newer_day_serves(registry, version)) is not None:
+        return dg.MaterializeResult(metadata={"released_to": "none", "production": registry.resolve(PRODUCTION), "reason":
+                                              f"{newer.version} serves and is of a newer day than {version.version}"})
+    spec = dataset.load().deployment.canary
+    sites = release.canary_sites(version.entry["lineage"]["sites"], spec.fraction, version.version) if spec.fraction else ()
+    if registry.has_alias(PRODUCTION) and sites:
+        canary = Canary(version.version, sites, context.partition_key, spec.window_days)
+        registry.start_canary(canary, reason=f"released by run {context.run.run_id}", by=by)
+        return dg.MaterializeResult(metadata={
+            "released_to": "canary", "canary_sites": ", ".join(sites), "production": registry.resolve(PRODUCTION),
+            "canary_window": f"{canary.first_day} .. {canary.last_day}",
+        })
+    replaced = registry.promote(version.version, reason=f"promoted by run {context.run.run_id}", by=by)
+    return dg.MaterializeResult(metadata={"released_to": "all sites", "production": version.version, "previous": replaced or ""})
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[production_model])
 def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """The final asset: a deterministic zip with the fp32 ONNX student, a manifest
-    (version, feature order, preprocessing constants, classes, metrics, sha256 of every file) and a
-    runtime that needs only numpy and onnxruntime."""
-    version_id = _registered_version(context)
-    version = storage.registry.get(version_id)
-    path = storage.package_path(version.version)
-    manifest = package_lib.build_package(version, export.ONNX_FILE, path)
+    """The final asset: the signed package of this run's version, as the sites that run it receive
+    it. It holds the int8 and fp32 ONNX students, a manifest (version, feature order, preprocessing
+    constants, classes, metrics, sha256 of every file) signed with Ed25519, and a runtime that needs
+    only numpy and onnxruntime; it is verified here exactly as a device verifies it."""
+    registry = storage.registry
+    version = registry.get(_registered_version(context))
+    path, sha256 = released_package(storage, version)
+    manifest = verified_manifest(storage, path)
+    canary = registry.canary()
+    served_by = ("all sites" if registry.resolve(PRODUCTION) == version.version
+                 else ", ".join(canary.sites) if canary and canary.version == version.version else "no site")
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)), "version": version.version, "bytes": path.stat().st_size,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256, "served_to": served_by,
         "student_macro_f1": dg.MetadataValue.float(manifest["metrics"]["macro_f1"]),
     })
+
+
+def actor(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> str:
+    """Who moved an alias, for the registry's ledger: the sensor that launched the run, a backfill,
+    the user named by the command line, or a user in the UI."""
+    tags = context.run.tags
+    if sensor := tags.get("dagster/sensor_name"):
+        return f"sensor:{sensor}"
+    if backfill := tags.get("dagster/backfill"):
+        return f"backfill:{backfill}"
+    return tags.get(BY_TAG, "user")
 
 
 def _newer_day_holds(registry: Registry, alias: str, version: Version) -> Version | None:
@@ -149,14 +279,22 @@ def _newer_day_holds(registry: Registry, alias: str, version: Version) -> Versio
     if not registry.has_alias(alias):
         return None
     held = registry.get(alias)
-    return held if held.entry["lineage"]["partition"] > version.entry["lineage"]["partition"] else None
+    return held if held.partition > version.partition else None
 
 
-def _newest_partition_wins(registry: Registry, version: Version, reason: str) -> bool:
+def _newer_day_serves(registry: Registry, version: Version) -> Version | None:
+    """Production or the gray release in progress, if of a newer day than ``version``."""
+    canary = registry.canary()
+    serving = [registry.get(PRODUCTION)] if registry.has_alias(PRODUCTION) else []
+    serving += [registry.get(canary.version)] if canary else []
+    return next((v for v in serving if v.partition > version.partition), None)
+
+
+def _newest_partition_wins(registry: Registry, version: Version, reason: str, by: str) -> bool:
     """Point ``candidate`` at ``version`` unless it already holds a newer day's model."""
     if _newer_day_holds(registry, CANDIDATE, version) is not None:
         return False
-    registry.set_alias(CANDIDATE, version.version, reason=reason)
+    registry.set_alias(CANDIDATE, version.version, reason=reason, by=by)
     return True
 
 

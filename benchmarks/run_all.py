@@ -3,8 +3,9 @@
 1. ``make run``'s main work (``python -m deploy.run_main --days 14``) in a fresh DAGSTER_HOME and
    data directory: wall time and peak resident memory (the launcher process and its children).
 2. Teacher and student accuracy / macro-F1 on the newest test day, from that run's registry entry.
-3. Inference on that run's held-out test rows, one thread: the student through ONNX Runtime (single
-   row: median of 10,000 calls; batch: rows per second) against LightGBM's own predict.
+3. Inference on that run's held-out test rows, one thread: each precision (fp32, int8) of the signed
+   package through the edge runtime (single raw row: median of 10,000 calls; batch: rows per
+   second; macro-F1) against LightGBM's own predict on the same rows.
 4. The feedback loop: the 60-day replay, teacher updates, drift test cost (``benchmarks/feedback.py``).
 """
 
@@ -62,45 +63,61 @@ def _median_us(fn, calls: int, rounds: int = 5) -> tuple[float, float, float]:
 
 
 def inference(data_dir: Path) -> dict:
+    """Each precision of the production package through the edge runtime, and LightGBM, on the
+    run's test rows, one thread."""
     sys.path.insert(0, str(ROOT))
     from deploy.edge.evergreen_edge import EdgeModel
-    from pipeline.edge_package import unpack
-    from pipeline.encoding import student_matrix, teacher_matrix
+    from pipeline.encoding import teacher_matrix
     from pipeline.registry import Registry
+    from pipeline.release import macro_f1
     from pipeline.teacher import Teacher
 
-    version = Registry(data_dir / "registry").get("candidate")
+    version = Registry(data_dir / "registry").get("production")
     package = data_dir / "packages" / f"evergreen-{version.version}.zip"
-    model = EdgeModel(unpack(package, Path(tempfile.mkdtemp()) / "pkg"), threads=1)
+    public_key = data_dir / "secrets" / "signing_key.pub.pem"
     teacher = Teacher.load(version.directory)
     training_set = pl.read_parquet(data_dir / "assets" / "training_set" / f"{version.entry['lineage']['partition']}.parquet")
     test = training_set.filter(pl.col("split") == "test")
-    x_student = student_matrix(test, teacher.preprocessing)
+    labels, classes = test["label"].to_numpy(), tuple(version.entry["classes"])
     x_teacher = teacher_matrix(test, teacher.preprocessing)
     booster = teacher.booster  # one thread per predict call (reset_parameter crashes on a loaded model)
-    agree = float((model.predict_proba_encoded(x_student).argmax(1) == booster.predict(x_teacher, num_threads=1).argmax(1)).mean())
-
-    one_s, one_t = x_student[:1], x_teacher[:1]
-    for _ in range(200):  # warm-up
-        model.predict_proba_encoded(one_s)
-        booster.predict(one_t, num_threads=1)
-    onnx_single = _median_us(lambda: model.predict_proba_encoded(one_s), SINGLE_ROW_CALLS)
-    lgb_single = _median_us(lambda: booster.predict(one_t, num_threads=1), SINGLE_ROW_CALLS)
-    columns = {name: test[name].to_numpy() for name in model.feature_order}
-    row = {k: v[:1] for k, v in columns.items()}
-    edge_single = _median_us(lambda: model.predict_proba(row), SINGLE_ROW_CALLS)
-
-    reps = -(-BATCH_ROWS // len(x_student))
-    big_s, big_t = np.tile(x_student, (reps, 1))[:BATCH_ROWS], np.tile(x_teacher, (reps, 1))[:BATCH_ROWS]
-    t = time.perf_counter(); model.predict_proba_encoded(big_s); onnx_batch = BATCH_ROWS / (time.perf_counter() - t)
-    t = time.perf_counter(); booster.predict(big_t, num_threads=1); lgb_batch = BATCH_ROWS / (time.perf_counter() - t)
-    return {
-        "test_rows": test.height, "student_teacher_agreement": agree, "onnx_bytes": (version.directory / "student.onnx").stat().st_size,
-        "package_bytes": package.stat().st_size,
-        "single_row_us": {"student_onnx": onnx_single, "student_onnx_with_encoding": edge_single, "teacher_lightgbm": lgb_single},
-        "batch_rows_per_s": {"student_onnx": onnx_batch, "teacher_lightgbm": lgb_batch},
-        "metrics": version.entry["metrics"], "version": version.version,
+    figures = {"test_rows": test.height, "package_bytes": package.stat().st_size, "version": version.version,
+               "metrics": version.entry["metrics"], "precisions": {}}
+    for precision in ("fp32", "int8"):
+        model = EdgeModel(package, public_key, precision=precision, threads=1)
+        figures["precisions"][precision] = _edge_figures(model, test, labels, classes, version.file(
+            model.manifest["models"]["precisions"][precision]["file"]).stat().st_size)
+    one = x_teacher[:1]
+    for _ in range(200):
+        booster.predict(one, num_threads=1)
+    reps = -(-BATCH_ROWS // len(x_teacher))
+    big = np.tile(x_teacher, (reps, 1))[:BATCH_ROWS]
+    t = time.perf_counter(); booster.predict(big, num_threads=1); lgb_batch = BATCH_ROWS / (time.perf_counter() - t)
+    figures["lightgbm"] = {
+        "single_row_us": _median_us(lambda: booster.predict(one, num_threads=1), SINGLE_ROW_CALLS),
+        "batch_rows_per_s": lgb_batch,
+        "macro_f1": macro_f1(labels, np.asarray(classes)[booster.predict(x_teacher, num_threads=1).argmax(1)], classes),
     }
+    return figures
+
+
+def _edge_figures(model, test: pl.DataFrame, labels: np.ndarray, classes: tuple[str, ...], model_bytes: int) -> dict:
+    from pipeline.release import macro_f1
+
+    columns = {name: test[name].to_numpy() for name in model.feature_order}
+    records = test.select(model.feature_order).to_dicts()
+    encoded = model.encoder(columns)
+    for record in records[:200]:  # warm-up
+        model.predict_row(record)
+    calls = iter(range(10**9))
+    single = _median_us(lambda: model.predict_row(records[next(calls) % len(records)]), SINGLE_ROW_CALLS)
+    one = encoded[:1]
+    model_only = _median_us(lambda: model.predict_proba_encoded(one), SINGLE_ROW_CALLS)
+    reps = -(-BATCH_ROWS // len(encoded))
+    big = np.tile(encoded, (reps, 1))[:BATCH_ROWS]
+    t = time.perf_counter(); model.predict_proba_encoded(big); batch = BATCH_ROWS / (time.perf_counter() - t)
+    return {"model_bytes": model_bytes, "single_row_us": single, "model_only_single_row_us": model_only,
+            "batch_rows_per_s": batch, "macro_f1": macro_f1(labels, np.asarray(model.predict(columns)), classes)}
 
 
 def _us(m: tuple[float, float, float]) -> str:
@@ -130,15 +147,19 @@ def report(run: dict, inf: dict) -> str:
         nd = m[name]["newest_day"]
         lines.append(f"| {name}: newest test day accuracy / macro-F1 | {nd['accuracy']:.3f} / {nd['macro_f1']:.3f} ({nd['rows']} rows) |")
         lines.append(f"| {name}: whole test split accuracy / macro-F1 | {m[name]['accuracy']:.3f} / {m[name]['macro_f1']:.3f} |")
-    s, b = inf["single_row_us"], inf["batch_rows_per_s"]
+    lines.append(f"| edge package size (fp32 + int8 + runtime + signed manifest) | {inf['package_bytes']:,} bytes |")
+    for precision, f in inf["precisions"].items():
+        lines += [
+            f"| student {precision}: file size / macro-F1 on the test rows ({inf['test_rows']}) | {f['model_bytes']:,} bytes / {f['macro_f1']:.4f} |",
+            f"| student {precision}: single raw row through the edge runtime (`predict_row`), 1 thread, median of {SINGLE_ROW_CALLS:,} in 5 rounds | {_us(f['single_row_us'])} |",
+            f"| student {precision}: single encoded row, ONNX Runtime call only | {_us(f['model_only_single_row_us'])} |",
+            f"| student {precision}: batch throughput, 1 thread ({BATCH_ROWS:,} encoded rows) | {f['batch_rows_per_s']:,.0f} rows/s |",
+        ]
+    lgb = inf["lightgbm"]
     lines += [
-        f"| student ONNX fp32, single row, 1 thread (median of {SINGLE_ROW_CALLS:,} calls in 5 rounds) | {_us(s['student_onnx'])} |",
-        f"| same, through the edge runtime incl. encoding of raw features | {_us(s['student_onnx_with_encoding'])} |",
-        f"| teacher LightGBM predict, single row, 1 thread | {_us(s['teacher_lightgbm'])} |",
-        f"| student ONNX batch throughput, 1 thread ({BATCH_ROWS:,} rows) | {b['student_onnx']:,.0f} rows/s |",
-        f"| teacher LightGBM batch throughput, 1 thread | {b['teacher_lightgbm']:,.0f} rows/s |",
-        f"| student/teacher agreement on the test rows | {inf['student_teacher_agreement']:.3f} ({inf['test_rows']} rows) |",
-        f"| student.onnx / edge package size | {inf['onnx_bytes']:,} / {inf['package_bytes']:,} bytes |",
+        f"| teacher LightGBM: macro-F1 on the same rows | {lgb['macro_f1']:.4f} |",
+        f"| teacher LightGBM predict, single row, 1 thread | {_us(lgb['single_row_us'])} |",
+        f"| teacher LightGBM batch throughput, 1 thread | {lgb['batch_rows_per_s']:,.0f} rows/s |",
     ]
     return "\n".join(lines) + "\n"
 
@@ -146,12 +167,14 @@ def report(run: dict, inf: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    parser.add_argument("--skip-feedback", action="store_true", help="skip the 60-day replay (about half an hour)")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="evergreen-bench-"))
     run = run_main(data_dir)
     text = report(run, inference(data_dir))
     print(text)
-    text += "\n" + feedback.run(data_dir / "replay")
+    if not args.skip_feedback:
+        text += "\n" + feedback.run(data_dir / "replay")
     if args.record:
         record(text)
     return 0

@@ -8,8 +8,10 @@ trains the first production model, as ``make run`` does. Then, for each replayed
    data layer, the drift report against the production model and the retraining policy;
 2. the model that was in production when the day began is scored on all of the day's rows against
    the simulator's truth (the one number no deployed system has: what the replay is for);
-3. the real ``drift_sensor`` is ticked, as the daemon would, and a run it requests is executed
-   with the request's run key and tags, so its idempotence is the sensor's own.
+3. the real ``canary_sensor`` and ``drift_sensor`` are ticked, as the daemon would, and a run they
+   request is executed with the request's run key, tags and config, so their idempotence is their
+   own. A retrain's model first serves a fraction of the sites (the gray release); the canary
+   sensor rolls it out to all of them, or back, when its window ends.
 
 Output in ``--out``: ``timeline.csv``, ``summary.json`` and ``accuracy.png`` (alarms and retrains
 marked). Everything runs on a fresh Dagster instance in ``--out``, which the UI can open afterwards.
@@ -29,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def write_dataset(out: Path, rollout_day: int, warmup: int, devices_per_site: int | None) -> tuple[Path, dt.date]:
+def write_dataset(out: Path, rollout_day: int, warmup: int, devices_per_site: int | None,
+                  canary_min_labels: int | None) -> tuple[Path, dt.date]:
     """The default dataset YAML with its partitions starting ``warmup + rollout_day`` days before the roll-out."""
     raw = yaml.safe_load((ROOT / "config" / "broadband.yaml").read_text())
     rollout = dt.date.fromisoformat(str(raw["simulator"]["drift"]["firmware_rollout"]["date"]))
@@ -37,6 +40,8 @@ def write_dataset(out: Path, rollout_day: int, warmup: int, devices_per_site: in
     raw["partitions"]["start_date"] = first.isoformat()
     if devices_per_site:
         raw["simulator"]["devices_per_site"] = devices_per_site
+    if canary_min_labels:
+        raw["deployment"]["canary"]["min_labels"] = canary_min_labels
     path = out / "replay.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, first
@@ -48,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout-day", type=int, default=30, help="the replay day (0-based) of the firmware roll-out")
     parser.add_argument("--warmup", type=int, default=7)
     parser.add_argument("--devices-per-site", type=int, help="a smaller fleet for a quick replay")
+    parser.add_argument("--canary-min-labels", type=int, help="labels each arm of a gray release needs (a smaller "
+                        "fleet returns fewer); default: the dataset's")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "replay")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out} is not empty: the replay starts from nothing (remove it or pass another --out)")
     out.mkdir(parents=True, exist_ok=True)
-    dataset_path, first = write_dataset(out, args.rollout_day, args.warmup, args.devices_per_site)
+    dataset_path, first = write_dataset(out, args.rollout_day, args.warmup, args.devices_per_site, args.canary_min_labels)
     os.environ.update({"EVERGREEN_DATASET": str(dataset_path), "EVERGREEN_DATA_DIR": str(out / "data"),
                        "DAGSTER_HOME": str(out / "dagster_home")})
     summary = run(out, first, args.warmup, args.days, args.rollout_day)
@@ -74,30 +81,39 @@ def run(out: Path, first: dt.date, warmup: int, days: int, rollout_day: int) -> 
     from pipeline import replay
 
     instance = dg.DagsterInstance.get()
-    ingest, retrain, main_job = (defs.resolve_job_def(n) for n in ("ingest_job", "retrain_job", "main_job"))
+    ingest, retrain, main_job, conclude = (defs.resolve_job_def(n) for n in
+                                           ("ingest_job", "retrain_job", "main_job", "conclude_canary_job"))
     warm = [first + dt.timedelta(days=i) for i in range(warmup)]
     for i, day in enumerate(warm):
         _execute(main_job if i == len(warm) - 1 else ingest, day, instance, f"warm-up {i + 1}/{warmup}")
-    timeline, cursor = [], None
+    timeline, cursors = [], {}
     for i in range(days):
         day = first + dt.timedelta(days=warmup + i)
         serving = _Serving(defs)
         result = _execute(ingest, day, instance, f"day {i + 1}/{days}")
         accuracy = replay.true_accuracy(serving.config, day, _features(day), serving.predict, serving.hash_key)
         report, decision = _metadata(result, "drift_report"), _metadata(result, "retraining_policy")
-        sensor_result, cursor = _tick(defs, instance, cursor)
         record = replay.ReplayDay(
             day, serving.version, accuracy, bool(report.get("data_drift")), bool(report.get("prediction_drift")),
             bool(report.get("concept_drift")), float(decision["severity"]), decision["action"], decision["reason"],
-            sensor=sensor_result.skip_message or "",
         )
-        for request in sensor_result.run_requests or []:
+        canary_tick = _tick(defs, instance, "canary_sensor", cursors)
+        record.release = canary_tick.skip_message or ""
+        for request in canary_tick.run_requests or []:
+            outcome = _execute_request(conclude, request, instance).output_for_node("conclude_canary")
+            record.release = f"rolled {'out' if outcome['roll_out'] else 'back'} {outcome['version']}"
+        drift_tick = _tick(defs, instance, "drift_sensor", cursors)
+        record.sensor = drift_tick.skip_message or ""
+        for request in drift_tick.run_requests or []:
             run_result = _execute(retrain, day, instance, f"retrain ({decision['action']})",
                                   tags={**request.tags, "dagster/run_key": request.run_key})
             record.retrain_run = run_result.run_id
+            released = _metadata(run_result, "production_model")
+            if released["released_to"] == "canary":
+                record.release = f"started canary on {released['canary_sites']}"
         timeline.append(record)
         print(f"  {day}  serving {serving.version}  accuracy {accuracy:.3f}  alarm {record.alarm}  {decision['action']}"
-              f"{'  -> RETRAIN ' + record.retrain_run[:8] if record.retrain_run else ''}", flush=True)
+              f"{'  -> RETRAIN ' + record.retrain_run[:8] if record.retrain_run else ''}  {record.release}", flush=True)
     return _write_outputs(out, timeline, first + dt.timedelta(days=warmup + rollout_day))
 
 
@@ -116,14 +132,24 @@ def _metadata(result, asset: str) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def _tick(defs, instance, cursor: str | None):
-    """One evaluation of the real drift sensor, with its cursor carried over as the daemon does."""
+def _execute_request(job, request, instance):
+    """A sensor's request for an unpartitioned job, with its config, run key and tags."""
+    run_config = {**request.run_config, **QUIET}
+    result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False,
+                                    tags={**request.tags, "dagster/run_key": request.run_key})
+    if not result.success:
+        raise SystemExit(f"{job.name} failed (run {result.run_id}): open the instance in {os.environ['DAGSTER_HOME']}")
+    return result
+
+
+def _tick(defs, instance, name: str, cursors: dict[str, str | None]):
+    """One evaluation of a real sensor, with its cursor carried over as the daemon does."""
     import dagster as dg
 
-    sensor = defs.resolve_sensor_def("drift_sensor")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    result = sensor.evaluate_tick(context)
-    return result, result.cursor or cursor
+    context = dg.build_sensor_context(instance=instance, cursor=cursors.get(name), definitions=defs, resources=defs.resources)
+    result = defs.resolve_sensor_def(name).evaluate_tick(context)
+    cursors[name] = result.cursor or cursors.get(name)
+    return result
 
 
 def _features(day: dt.date):
@@ -133,19 +159,33 @@ def _features(day: dt.date):
 
 
 class _Serving:
-    """The production student as the devices run it (the registry's files), for scoring a day."""
+    """The students as the devices run them when the day begins: production, and on the sites of a
+    gray release the new version (the registry's files), for scoring the day."""
 
     def __init__(self, defs):
-        from pipeline.encoding import student_matrix
         from pipeline.registry import PRODUCTION
-        from pipeline.student import Student
+        from pipeline.release import predictor
+        from assets.deployment import model_file
 
         storage, dataset = defs.resources["storage"], defs.resources["dataset"]
-        version = storage.registry.get(PRODUCTION)
-        student, preprocessing = Student.load(version.directory), version.entry["preprocessing"]
-        classes = version.entry["classes"]
-        self.version, self.config, self.hash_key = version.version, dataset.load(), storage.hash_key()
-        self.predict = lambda rows: [classes[i] for i in student.predict_proba(student_matrix(rows, preprocessing)).argmax(axis=1)]
+        registry = storage.registry
+        production, canary = registry.get(PRODUCTION), registry.canary()
+        self.version = production.version + (f" + {canary.version} on {', '.join(canary.sites)}" if canary else "")
+        self.config, self.hash_key = dataset.load(), storage.hash_key()
+        self._production = predictor(production, model_file(production))
+        self._canary = (canary.sites, predictor(registry.get(canary.version), model_file(registry.get(canary.version)))) if canary else None
+
+    def predict(self, rows):
+        import numpy as np
+
+        from pipeline.dataset import SITE
+
+        predicted = self._production(rows)
+        if self._canary is not None:
+            sites, model = self._canary
+            on_canary = rows[SITE].is_in(list(sites)).to_numpy()
+            predicted = np.where(on_canary, model(rows), predicted) if on_canary.any() else predicted
+        return list(predicted)
 
 
 def _write_outputs(out: Path, timeline: list, rollout: dt.date) -> dict:

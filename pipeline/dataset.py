@@ -177,6 +177,42 @@ class FeedbackSpec(_Strict):
     policy: PolicySpec = PolicySpec()
 
 
+class GateSpec(_Strict):
+    """What a candidate must pass before it may replace production (blocking checks)."""
+
+    min_macro_f1: float = Field(0.5, ge=0, le=1)
+    """The student's macro-F1 on the test split must reach this, whatever production does."""
+    max_regression: float = Field(0.02, ge=0, le=1)
+    """Macro-F1 the candidate may lose against production on the newest labelled test rows."""
+    regression_confidence: float = Field(0.95, gt=0.5, lt=1)
+    """A regression fails the gate only when it exceeds the tolerance with this confidence."""
+    regression_days: int = Field(3, ge=1)
+    """How many of the newest days of the test split the candidate and production are compared on."""
+    max_int8_drop: float = Field(0.01, ge=0, le=1)
+    """Macro-F1 the int8 model may lose against fp32 on the validation rows."""
+    max_package_bytes: int = Field(100_000, ge=1)
+    max_latency_us: float = Field(1000.0, gt=0)
+    """Single-row median latency through the edge runtime: a budget that catches a model grown far
+    too big; the benchmark, not this gate, measures the 20 µs target."""
+
+
+class CanarySpec(_Strict):
+    """Gray release: a promoted candidate serves a fraction of sites first."""
+
+    fraction: float = Field(0.25, ge=0, lt=1)
+    """Share of sites (at least one) that get the new version first; 0 promotes to all at once."""
+    window_days: int = Field(2, ge=1)
+    min_labels: int = Field(100, ge=1)
+    """Returned labels each arm needs before the canary can be judged; until then it waits."""
+    tolerance: float = Field(0.02, ge=0, le=1)
+    """Canary sites may be at most this much less accurate than control sites and still roll out."""
+
+
+class DeploymentSpec(_Strict):
+    gates: GateSpec = GateSpec()
+    canary: CanarySpec = CanarySpec()
+
+
 class FirmwareRollout(_Strict):
     date: dt.date
     version: str
@@ -231,6 +267,7 @@ class DatasetConfig(_Strict):
     quality: QualitySpec = QualitySpec()
     training: TrainingSpec = TrainingSpec()
     feedback: FeedbackSpec = FeedbackSpec()
+    deployment: DeploymentSpec = DeploymentSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     base_dir: Path = Path(".")
 
@@ -245,6 +282,10 @@ class DatasetConfig(_Strict):
             raise ValueError(f"features: {sorted(reserved)} are reserved role names")
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ValueError("classes: need at least two distinct class names")
+        if self.deployment.canary.window_days > self.feedback.concept.lookback_days + 1:
+            raise ValueError(f"deployment.canary.window_days: at most feedback.concept.lookback_days + 1 "
+                             f"({self.feedback.concept.lookback_days + 1}): the canary is judged on the readings "
+                             "that returned labels can still be matched with")
         return self
 
     @property

@@ -46,7 +46,18 @@ def export_onnx(student: Student, path: Path) -> None:
         )
     with atomic.atomic_path(path) as tmp:
         program.save(str(tmp), external_data=False)
+        model = onnx.load(str(tmp))
+        _strip_node_metadata(model)
+        onnx.save(model, str(tmp))
         onnx.checker.check_model(str(tmp))
+
+
+def _strip_node_metadata(model: onnx.ModelProto) -> None:
+    """The exporter annotates every node with the Python stack that made it, paths of this
+    machine included: a quarter of the file, and nothing a device should be shipped."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
 
 
 def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:

@@ -28,6 +28,8 @@ class ReplayDay:
     reason: str
     retrain_run: str | None = None
     sensor: str = ""
+    release: str = ""
+    """What the canary sensor did: why it waited, or the gray release it rolled out or back."""
 
     @property
     def alarm(self) -> bool:
@@ -67,6 +69,7 @@ def summarise(days: list[ReplayDay], rollout: dt.date, recovery_points: float = 
         "false_alarms_before_rollout": sum(d.alarm for d in before),
         "stationary_days": len(before),
         "retrain_runs": [{"day": d.day.isoformat(), "action": d.action, "run": d.retrain_run} for d in days if d.retrain_run],
+        "releases": [{"day": d.day.isoformat(), "release": d.release} for d in days if d.release.startswith(("rolled", "started"))],
     }
 
 

@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 
 import definitions
-from assets import data, deployment, feedback, model
+from assets import data, deployment, feedback, model, release
 from assets.jobs import INGEST_SELECTION
 from pipeline.registry import Registry
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
-ALL_ASSETS = dg.load_assets_from_modules([data, feedback, model, deployment])
+ALL_ASSETS = dg.load_assets_from_modules([data, feedback, model, deployment, release])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_every_run_succeeds_and_every_check_passes(graph_run):
         failed = [(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations() if not c.passed]
         assert failed == []
     assert {c.check_name for c in results[-1].get_asset_check_evaluations()} == {
-        "schema", "null_rates", "value_ranges", "uniqueness", "label_values", "rows_reconcile", "torch_parity"}
+        "schema", "null_rates", "value_ranges", "uniqueness", "label_values", "rows_reconcile", "torch_parity",
+        "int8_accuracy", "quality_floor", "no_regression", "package_budget"}
 
 
 def test_rows_reconcile_per_partition(graph_run):
@@ -59,7 +60,8 @@ def test_the_newest_day_materializes_every_asset_and_ingest_days_data_and_feedba
     everything = {k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
     assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything
     assert {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()} == {
-        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "drift_report", "retraining_policy"}
+        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "drift_report", "retraining_policy",
+        "canary_report"}
     assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAYS)
 
 
@@ -151,6 +153,6 @@ def test_a_backfilled_older_day_does_not_move_the_candidate_back(tmp_path):
     (tmp_path / "f").write_text("x")
     newer = registry.register("v-new", {"f": tmp_path / "f"}, {"lineage": {"partition": "2026-10-20"}})
     older = registry.register("v-old", {"f": tmp_path / "f"}, {"lineage": {"partition": "2026-10-01"}})
-    assert _newest_partition_wins(registry, newer, reason="t")
-    assert not _newest_partition_wins(registry, older, reason="backfill")
+    assert _newest_partition_wins(registry, newer, reason="t", by="user")
+    assert not _newest_partition_wins(registry, older, reason="backfill", by="user")
     assert registry.resolve("candidate") == "v-new"

@@ -18,6 +18,7 @@ def test_assets_are_grouped_by_layer_and_documented():
         "gold_labels": "data", "training_set": "data", "teacher_model": "model", "student_model": "model",
         "evaluation": "model", "onnx_student": "deployment", "candidate_model": "deployment", "edge_package": "deployment",
         "drift_report": "feedback", "retraining_policy": "feedback", "production_model": "deployment",
+        "canary_report": "release",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -28,14 +29,23 @@ def test_assets_are_grouped_by_layer_and_documented():
 def test_edge_package_is_the_final_asset():
     graph = definitions.defs.resolve_asset_graph()
     sinks = [k.to_user_string() for k in graph.get_all_asset_keys()
-             if not graph.get(k).child_keys and k.to_user_string() != "quarantine"]
+             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report")]
     assert sinks == ["edge_package"]
 
 
 def test_sensors_run_by_default_and_jobs_exist():
-    sensor = definitions.defs.resolve_sensor_def("landing_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert {j.name for j in definitions.defs.resolve_all_job_defs()} >= {"ingest_job", "main_job"}
+    for name in ("landing_sensor", "drift_sensor", "canary_sensor", "run_failure_alert"):
+        assert definitions.defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING, name
+    assert {j.name for j in definitions.defs.resolve_all_job_defs()} >= {
+        "ingest_job", "retrain_job", "main_job", "rollback_job", "conclude_canary_job"}
+
+
+def test_the_rollback_job_defaults_to_previous_in_the_launchpad():
+    from assets.release import RollbackConfig
+
+    job = definitions.defs.resolve_job_def("rollback_job")
+    assert job.run_config_schema.config_type.fields["ops"].config_type.fields  # config editable in the UI
+    assert RollbackConfig().version == "previous"
 
 
 def test_raw_data_checks_are_the_great_expectations_groups():

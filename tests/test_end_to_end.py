@@ -29,8 +29,11 @@ def _materialized(home: Path, asset: str) -> set[str]:
 
 
 def _single_day_env(tmp_path: Path):
-    """One day alone has only same-day label returns: the default fleet gives enough of them."""
-    return make_env(tmp_path, dataset=write_small_dataset(tmp_path, devices_per_site=40))
+    """One day alone has only same-day label returns: the default fleet gives enough of them to run
+    the graph, not for a model the quality gate would release (macro-F1 0.47 on 48 test rows):
+    the floor is lowered here, where the subject is the graph."""
+    return make_env(tmp_path, dataset=write_small_dataset(tmp_path, devices_per_site=40,
+                                                          deployment={"gates": {"min_macro_f1": 0.3}}))
 
 
 def test_the_cli_runs_the_whole_graph_through_the_multiprocess_executor(tmp_path: Path):

@@ -33,7 +33,7 @@ class Harness:
 
     def production(self, version: str) -> None:
         self.registry.register(version, {}, {"lineage": {"partition": "2026-10-01"}})
-        self.registry.set_alias(PRODUCTION, version, reason="test")
+        self.registry.set_alias(PRODUCTION, version, reason="test", by="test")
 
     def decide(self, day: str, decision: dict) -> None:
         metadata = {k: v for k, v in decision.items()}

@@ -32,6 +32,15 @@ def test_the_int8_file_is_written_alone_valid_and_smaller(quantized):
     assert int8.stat().st_size < 0.8 * fp32.stat().st_size
 
 
+def test_neither_file_carries_the_exporters_stack_traces(quantized):
+    """The exporter annotates nodes with the Python stack (this machine's paths): never shipped."""
+    from tests.conftest import ROOT
+
+    for path in quantized[:2]:
+        assert str(ROOT).encode() not in path.read_bytes()
+        assert all(not node.metadata_props for node in onnx.load(str(path)).graph.node)
+
+
 def test_it_is_qdq_with_int8_weights_and_ort_fuses_it_into_int8_kernels(quantized, tmp_path):
     _, int8, *_ = quantized
     model = onnx.load(str(int8))

@@ -1,0 +1,195 @@
+"""Safe releases: the gates a candidate must pass, the gray release to a few sites first, and the
+verdict that rolls it out to all or back.
+
+Every model here is scored as the devices run it: the registry version's ONNX file (int8 when
+the version has one) through ONNX Runtime, with the version's own preprocessing.
+"""
+
+import datetime as dt
+import hashlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from deploy.edge.evergreen_edge import EdgeModel, trusted_public_key
+from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
+from pipeline.encoding import student_matrix
+from pipeline.export import onnx_session
+from pipeline.registry import Canary, Version
+from pipeline.training_set import SPLIT, TEST
+
+Predictor = Callable[[pl.DataFrame], np.ndarray]
+"""Rows -> predicted class names."""
+
+ROLL_OUT, ROLL_BACK, PENDING = "roll_out", "roll_back", "pending"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One blocking check's outcome, with the numbers it was decided on."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def predictor(version: Version, model_file: str) -> Predictor:
+    """The version's model as a device runs it: its ONNX file on one thread, its preprocessing."""
+    session = onnx_session(version.file(model_file))
+    preprocessing, classes = version.entry["preprocessing"], np.asarray(version.entry["classes"])
+    input_name = session.get_inputs()[0].name
+
+    def predict(frame: pl.DataFrame) -> np.ndarray:
+        if frame.is_empty():
+            return np.array([], dtype=classes.dtype)
+        return classes[session.run(None, {input_name: student_matrix(frame, preprocessing)})[0].argmax(axis=1)]
+
+    return predict
+
+
+def newest_test_rows(training_set: pl.DataFrame, days: int) -> pl.DataFrame:
+    """The test split's rows of its newest ``days`` days: devices no version trained on (the split is
+    by device), on the data closest to what the devices see now."""
+    test = training_set.filter(pl.col(SPLIT) == TEST)
+    newest = sorted(test[TIMESTAMP].dt.date().unique())[-days:]
+    return test.filter(pl.col(TIMESTAMP).dt.date().is_in(newest))
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> float:
+    """Macro-F1 over ``classes``; a class neither present nor predicted scores 0 (as sklearn's
+    with ``zero_division=0``)."""
+    return _macro_f1_codes(_codes(labels, classes), _codes(predicted, classes), len(classes))
+
+
+def _codes(values: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index.get(v, -1) for v in values], dtype=np.int64)
+
+
+def _macro_f1_codes(truth: np.ndarray, guess: np.ndarray, k: int) -> float:
+    """From counts, fast enough to bootstrap hundreds of times."""
+    if not len(truth):
+        return 0.0
+    hits = np.bincount(truth[(truth == guess) & (truth >= 0)], minlength=k)
+    support = np.bincount(truth[truth >= 0], minlength=k) + np.bincount(guess[guess >= 0], minlength=k)
+    return float(np.mean(np.where(support > 0, 2 * hits / np.maximum(support, 1), 0.0)))
+
+
+def bootstrap_difference(truth: np.ndarray, first: np.ndarray, second: np.ndarray, k: int, quantile: float,
+                         rounds: int = 400) -> float:
+    """The ``quantile`` of macro-F1(first) - macro-F1(second) over paired bootstrap resamples of the rows."""
+    rng = np.random.default_rng(0)
+    differences = []
+    for _ in range(rounds):
+        i = rng.integers(0, len(truth), len(truth))
+        differences.append(_macro_f1_codes(truth[i], first[i], k) - _macro_f1_codes(truth[i], second[i], k))
+    return float(np.quantile(differences, quantile))
+
+
+def quality_gate(student_macro_f1: float, spec: GateSpec) -> Gate:
+    return Gate("quality_floor", student_macro_f1 >= spec.min_macro_f1,
+                f"student macro-F1 on the test split {student_macro_f1:.3f} (floor {spec.min_macro_f1})",
+                {"macro_f1": student_macro_f1, "floor": spec.min_macro_f1})
+
+
+def regression_gate(rows: pl.DataFrame, candidate: Predictor, production: Predictor | None,
+                    classes: tuple[str, ...], spec: GateSpec) -> Gate:
+    """The candidate against production on the same newest labelled rows. It fails only when the
+    candidate is worse beyond the tolerance with the configured confidence (a paired bootstrap of
+    the macro-F1 difference): the newest days carry few labels, as they come back late, and
+    macro-F1 on a few hundred rows moves by points between two equally good models."""
+    truth, challenger = _codes(rows[LABEL].to_numpy(), classes), _codes(candidate(rows), classes)
+    metadata = {"rows": rows.height, "candidate_macro_f1": _macro_f1_codes(truth, challenger, len(classes))}
+    if production is None or not rows.height:
+        return Gate("no_regression", True, "no production model or no labelled rows to compare on", metadata)
+    champion = _codes(production(rows), classes)
+    metadata["production_macro_f1"] = _macro_f1_codes(truth, champion, len(classes))
+    upper = bootstrap_difference(truth, challenger, champion, len(classes), spec.regression_confidence)
+    return Gate("no_regression", upper >= -spec.max_regression,
+                f"candidate {metadata['candidate_macro_f1']:.3f} vs production {metadata['production_macro_f1']:.3f} "
+                f"macro-F1 on {rows.height} newest test rows; the difference is at most {upper:+.3f} with "
+                f"{spec.regression_confidence:.0%} confidence (fails below -{spec.max_regression})",
+                {**metadata, "difference_upper_bound": upper, "tolerance": spec.max_regression})
+
+
+def single_row_latency_us(package: Path, public_key: Path, rows: pl.DataFrame, calls: int = 2000) -> float:
+    """Median time to predict one raw row with the package's default model through the edge
+    runtime, after verifying it as a device does (one thread)."""
+    model = EdgeModel(package, trusted_public_key(public_key))
+    records = rows.select(model.feature_order).to_dicts()
+    for record in records[:50]:  # warm-up: first calls allocate
+        model.predict_row(record)
+    timings = []
+    for i in range(calls):
+        started = time.perf_counter_ns()
+        model.predict_row(records[i % len(records)])
+        timings.append(time.perf_counter_ns() - started)
+    return statistics.median(timings) / 1000
+
+
+def package_gate(package_bytes: int, latency_us: float, spec: GateSpec) -> Gate:
+    passed = package_bytes <= spec.max_package_bytes and latency_us <= spec.max_latency_us
+    return Gate("package_budget", passed,
+                f"package {package_bytes} bytes (budget {spec.max_package_bytes}), single-row median "
+                f"{latency_us:.1f} µs (budget {spec.max_latency_us:g})",
+                {"bytes": package_bytes, "latency_us": latency_us, "max_bytes": spec.max_package_bytes,
+                 "max_latency_us": spec.max_latency_us})
+
+
+def canary_sites(sites: list[str], fraction: float, version: str) -> tuple[str, ...]:
+    """A ``fraction`` of the sites (at least one, never all), chosen by a hash of the version: the
+    same version always picks the same sites, and successive versions do not always test on one."""
+    count = min(len(sites) - 1, max(1, round(fraction * len(sites))))
+    ranked = sorted(sites, key=lambda site: hashlib.sha256(f"{version}/{site}".encode()).hexdigest())
+    return tuple(sorted(ranked[:count]))
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    version: str
+    day: dt.date
+    days_observed: int
+    canary_rows: int
+    canary_accuracy: float
+    control_rows: int
+    control_accuracy: float
+    verdict: str
+    reason: str
+
+
+def judge_canary(day: dt.date, canary: Canary, labelled: pl.DataFrame, canary_model: Predictor,
+                 control_model: Predictor, spec: CanarySpec) -> CanaryVerdict:
+    """Canary sites (on the new version) against control sites (on production), on the labels that
+    came back for readings since the gray release began. Pending until the window is over and each
+    arm has ``min_labels``; then roll out unless the canary is worse by more than the tolerance."""
+    served = labelled.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.first_day, day))
+    on_canary = pl.col(SITE).is_in(list(canary.sites))
+    arms = {name: served.filter(mask) for name, mask in (("canary", on_canary), ("control", ~on_canary))}
+    accuracy = {name: _accuracy(rows, model) for (name, rows), model in zip(arms.items(), (canary_model, control_model))}
+    observed = max(0, (day - canary.first_day).days + 1)
+    n = {name: rows.height for name, rows in arms.items()}
+    verdict, reason = _verdict(day, canary, n, accuracy, spec)
+    return CanaryVerdict(canary.version, day, observed, n["canary"], accuracy["canary"], n["control"],
+                         accuracy["control"], verdict, reason)
+
+
+def _accuracy(rows: pl.DataFrame, model: Predictor) -> float:
+    return float((model(rows) == rows[LABEL].to_numpy()).mean()) if rows.height else 0.0
+
+
+def _verdict(day: dt.date, canary: Canary, n: dict[str, int], accuracy: dict[str, float], spec: CanarySpec) -> tuple[str, str]:
+    if day < canary.last_day:
+        return PENDING, f"canary window runs to {canary.last_day}"
+    if min(n.values()) < spec.min_labels:
+        return PENDING, f"too few returned labels to judge ({n['canary']} canary, {n['control']} control; need {spec.min_labels} each)"
+    gap = accuracy["control"] - accuracy["canary"]
+    summary = f"canary {accuracy['canary']:.3f} on {n['canary']} labels vs control {accuracy['control']:.3f} on {n['control']}"
+    if gap > spec.tolerance:
+        return ROLL_BACK, f"{summary}: worse by {gap:.3f} (tolerance {spec.tolerance})"
+    return ROLL_OUT, f"{summary}: within tolerance {spec.tolerance}"

@@ -1,0 +1,92 @@
+"""Release decisions in pipeline/release.py: gates, canary sites and the canary verdict."""
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import f1_score
+
+from pipeline import release
+from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
+from pipeline.registry import Canary
+from pipeline.training_set import SPLIT, TEST, TRAIN
+
+CLASSES = ("none", "fiber")
+
+
+def test_canary_sites_are_a_stable_fraction_never_all():
+    sites = ["north", "south", "east", "west"]
+    chosen = release.canary_sites(sites, 0.25, "v1")
+    assert len(chosen) == 1 and chosen == release.canary_sites(list(reversed(sites)), 0.25, "v1")
+    assert len(release.canary_sites(sites, 0.5, "v1")) == 2
+    assert len(release.canary_sites(sites, 0.99, "v1")) == 3
+    assert release.canary_sites(["only"], 0.5, "v1") == ()
+    assert len({release.canary_sites(sites, 0.25, f"v{i}") for i in range(20)}) > 1
+
+
+def test_gates_pass_and_fail_on_their_thresholds():
+    spec = GateSpec(min_macro_f1=0.6, max_regression=0.02, max_package_bytes=1000, max_latency_us=50)
+    assert release.quality_gate(0.61, spec).passed and not release.quality_gate(0.59, spec).passed
+    assert release.package_gate(1000, 49.0, spec).passed
+    assert not release.package_gate(1001, 10.0, spec).passed and not release.package_gate(10, 51.0, spec).passed
+
+    rows = pl.DataFrame({LABEL: ["none"] * 50 + ["fiber"] * 50})
+    truth = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
+    always_none = lambda frame: np.array(["none"] * frame.height)  # noqa: E731
+    gate = release.regression_gate(rows, always_none, truth, CLASSES, spec)
+    assert not gate.passed and gate.metadata["production_macro_f1"] == 1.0
+    assert release.regression_gate(rows, truth, always_none, CLASSES, spec).passed
+    assert release.regression_gate(rows, always_none, None, CLASSES, spec).passed  # nothing to regress from
+
+
+def test_the_regression_gate_tolerates_noise_between_equally_good_models():
+    """On 120 rows, two models with 10% errors each differ by points of macro-F1 by chance alone."""
+    spec = GateSpec(max_regression=0.02)
+    rows = pl.DataFrame({LABEL: ["none", "fiber"] * 60})
+    truth = rows[LABEL].to_numpy()
+
+    def with_errors(seed: int):
+        flip = np.random.default_rng(seed).random(len(truth)) < 0.1
+        return lambda frame: np.where(flip, np.where(truth == "none", "fiber", "none"), truth)
+
+    noisy = with_errors(0)(rows)
+    assert release.macro_f1(truth, noisy, CLASSES) == pytest.approx(f1_score(truth, noisy, average="macro"))
+    assert release.macro_f1(truth, noisy, ("none", "fiber", "power")) == pytest.approx(
+        f1_score(truth, noisy, labels=["none", "fiber", "power"], average="macro", zero_division=0))
+    gates = [release.regression_gate(rows, with_errors(seed), with_errors(seed + 100), CLASSES, spec) for seed in range(5)]
+    assert all(g.passed for g in gates)
+    assert max(abs(g.metadata["candidate_macro_f1"] - g.metadata["production_macro_f1"]) for g in gates) > spec.max_regression
+
+
+def test_newest_test_rows_are_test_split_rows_of_the_newest_days():
+    days = [dt.datetime(2026, 10, d) for d in (1, 2, 3, 4)]
+    frame = pl.DataFrame({TIMESTAMP: days * 2, SPLIT: [TEST] * 4 + [TRAIN] * 4})
+    rows = release.newest_test_rows(frame, 2)
+    assert rows[SPLIT].unique().to_list() == [TEST]
+    assert sorted(rows[TIMESTAMP].dt.day().to_list()) == [3, 4]
+
+
+def _labelled(days: list[dt.date], rows_per_site_day: int) -> pl.DataFrame:
+    records = [{TIMESTAMP: dt.datetime.combine(day, dt.time(12)), SITE: site, LABEL: "none"}
+               for day in days for site in ("east", "west") for _ in range(rows_per_site_day)]
+    return pl.DataFrame(records)
+
+
+def test_the_canary_waits_for_its_window_and_enough_labels_then_decides():
+    canary = Canary("v2", ("east",), "2026-10-01", window_days=2)  # serves 10-02 and 10-03
+    spec = CanarySpec(min_labels=100, tolerance=0.02)
+    right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
+    wrong = lambda frame: np.array(["fiber"] * frame.height)  # noqa: E731
+    days = [dt.date(2026, 10, d) for d in (1, 2, 3)]
+    labelled = _labelled(days, 60)
+
+    early = release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, right, spec)
+    assert (early.verdict, early.days_observed) == (release.PENDING, 1)
+    ok = release.judge_canary(dt.date(2026, 10, 3), canary, labelled, right, right, spec)
+    # the release day's readings were served by production: only 10-02 and 10-03 count
+    assert (ok.verdict, ok.canary_rows, ok.control_rows) == (release.ROLL_OUT, 120, 120)
+    bad = release.judge_canary(dt.date(2026, 10, 3), canary, labelled, wrong, right, spec)
+    assert bad.verdict == release.ROLL_BACK and bad.canary_accuracy == 0.0 and bad.control_accuracy == 1.0
+    sparse = release.judge_canary(dt.date(2026, 10, 3), canary, _labelled(days, 10), wrong, right, spec)
+    assert sparse.verdict == release.PENDING and "too few" in sparse.reason
