@@ -11,21 +11,17 @@ import dagster as dg
 from assets.release import ConcludeCanaryConfig, canary_report, conclude_canary_job
 from assets.resources import StorageResource
 from pipeline.release import ROLL_BACK, ROLL_OUT
+from sensors.reports import newest_report
 
 
 @dg.sensor(job=conclude_canary_job, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
 def canary_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     """Launches ``conclude_canary_job`` when the gray release in progress has a roll-out or
     roll-back verdict; says why not otherwise."""
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=canary_report.key, after_storage_id=after), limit=1000, ascending=True,
-    ).records
-    if not records:
+    newest = newest_report(context, canary_report.key)
+    if newest is None:
         return dg.SensorResult(skip_reason="no new canary_report")
-    cursor = str(max(r.storage_id for r in records))
-    newest = max(records, key=lambda r: (r.partition_key or "", r.storage_id))
-    report = {k: v.value for k, v in newest.asset_materialization.metadata.items()}
+    report, cursor = newest.metadata, newest.cursor
     canary = storage.registry.canary()
     if canary is None or report["canary_version"] != canary.version:
         return dg.SensorResult(skip_reason=f"canary_report for {newest.partition_key} is about "

@@ -16,13 +16,10 @@ from assets.jobs import retrain_job
 from assets.resources import DatasetResource, StorageResource
 from pipeline.policy import RETRAIN
 from pipeline.registry import PRODUCTION
+from sensors.reports import newest_report
 
 EVENT_TAG, TRIGGER_TAG = "evergreen/drift_event", "evergreen/trigger"
 PARTITION_TAG = "dagster/partition"
-
-
-def _decision(record: dg.EventLogRecord) -> dict:
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -80,15 +77,10 @@ def _request(context: dg.SensorEvaluationContext, day: str, decision: dict, stor
 def drift_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, dataset: DatasetResource) -> dg.SensorResult:
     """Launches ``retrain_job`` for the day when ``retraining_policy`` says incremental or full
     retrain: one run per drift event (run key and tag), with a cooldown; says why otherwise."""
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=retraining_policy.key, after_storage_id=after), limit=1000, ascending=True,
-    ).records
-    if not records:
+    decision = newest_report(context, retraining_policy.key)
+    if decision is None:
         return dg.SensorResult(skip_reason="no new retraining_policy decision")
-    cursor = str(max(r.storage_id for r in records))
-    newest = max(records, key=lambda r: (r.partition_key or "", r.storage_id))  # a backfill's older days are history
-    request = _request(context, newest.partition_key, _decision(newest), storage, dataset)
+    request = _request(context, decision.partition_key, decision.metadata, storage, dataset)
     if isinstance(request, str):
-        return dg.SensorResult(skip_reason=request, cursor=cursor)
-    return dg.SensorResult(run_requests=[request], cursor=cursor)
+        return dg.SensorResult(skip_reason=request, cursor=decision.cursor)
+    return dg.SensorResult(run_requests=[request], cursor=decision.cursor)

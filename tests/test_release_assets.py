@@ -183,3 +183,33 @@ def test_a_package_that_differs_from_the_first_build_is_refused(scenario):
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "differs from the package first built" in failure.step_failure_data.error.message
     assert registry.resolve(PRODUCTION) != first["version"]
+
+
+def _report(instance: dg.DagsterInstance, day: str, **metadata) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="canary_report", partition=day, metadata=metadata))
+
+
+def test_the_canary_sensor_rolls_back_a_worse_canary_and_waits_on_pending(tmp_path: Path):
+    from assets.resources import StorageResource
+    from pipeline.registry import Canary
+
+    storage = StorageResource(data_dir=str(tmp_path))
+    (tmp_path / "m").write_text("m")
+    for v in ("v1", "v2"):
+        storage.registry.register(v, {"m": tmp_path / "m"}, {"lineage": {"partition": "2026-10-01"}})
+    storage.registry.promote("v1", reason="t", by="test")
+    storage.registry.start_canary(Canary("v2", ("east",), "2026-10-01", 2), reason="t", by="test")
+    with dg.instance_for_test() as instance:
+        def tick(cursor=None):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+            return canary_sensor.evaluate_tick(context)
+
+        _report(instance, "2026-10-02", canary_version="v2", verdict="pending", reason="canary window runs to 2026-10-03")
+        pending = tick()
+        assert not pending.run_requests and pending.skip_message.endswith("canary window runs to 2026-10-03")
+        _report(instance, "2026-10-03", canary_version="v2", verdict="roll_back", reason="canary 0.70 vs control 0.90")
+        [request] = tick(pending.cursor).run_requests
+        assert request.run_key == "canary:v2:roll_back"
+        assert request.run_config["ops"]["conclude_canary"]["config"]["roll_out"] is False
+        assert tick(pending.cursor).run_requests[0].run_key == request.run_key  # the run key makes it one run
+        assert tick(tick(pending.cursor).cursor).skip_message == "no new canary_report"
