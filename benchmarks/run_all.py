@@ -28,7 +28,6 @@ from benchmarks import feedback
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_ROW_CALLS = 10_000
-BATCH_ROWS = 100_000
 
 
 def run_main(data_dir: Path) -> dict:
@@ -66,6 +65,7 @@ def inference(data_dir: Path) -> dict:
     """Each precision of the production package through the edge runtime, and LightGBM, on the
     run's test rows, one thread."""
     sys.path.insert(0, str(ROOT))
+    from deploy.edge import bench
     from deploy.edge.evergreen_edge import EdgeModel
     from pipeline.encoding import teacher_matrix
     from pipeline.registry import Registry
@@ -83,41 +83,25 @@ def inference(data_dir: Path) -> dict:
     booster = teacher.booster  # one thread per predict call (reset_parameter crashes on a loaded model)
     figures = {"test_rows": test.height, "package_bytes": package.stat().st_size, "version": version.version,
                "metrics": version.entry["metrics"], "precisions": {}}
+    columns = {name: test[name].to_list() for name in EdgeModel(package, public_key).feature_order}
     for precision in ("fp32", "int8"):
         model = EdgeModel(package, public_key, precision=precision, threads=1)
-        figures["precisions"][precision] = _edge_figures(model, test, labels, classes, version.file(
-            model.manifest["models"]["precisions"][precision]["file"]).stat().st_size)
+        model_file = version.file(model.manifest["models"]["precisions"][precision]["file"])
+        figures["precisions"][precision] = {
+            **bench.measure(package, public_key, precision, columns), "model_bytes": model_file.stat().st_size,
+            "macro_f1": macro_f1(labels, np.asarray(model.predict(columns)), classes),
+        }
     one = x_teacher[:1]
     for _ in range(200):
         booster.predict(one, num_threads=1)
-    reps = -(-BATCH_ROWS // len(x_teacher))
-    big = np.tile(x_teacher, (reps, 1))[:BATCH_ROWS]
-    t = time.perf_counter(); booster.predict(big, num_threads=1); lgb_batch = BATCH_ROWS / (time.perf_counter() - t)
+    big = np.resize(x_teacher, (bench.BATCH_ROWS, x_teacher.shape[1]))
+    lgb_batch = bench.rows_per_second(lambda rows: booster.predict(rows, num_threads=1), big)
     figures["lightgbm"] = {
         "single_row_us": _median_us(lambda: booster.predict(one, num_threads=1), SINGLE_ROW_CALLS),
         "batch_rows_per_s": lgb_batch,
         "macro_f1": macro_f1(labels, np.asarray(classes)[booster.predict(x_teacher, num_threads=1).argmax(1)], classes),
     }
     return figures
-
-
-def _edge_figures(model, test: pl.DataFrame, labels: np.ndarray, classes: tuple[str, ...], model_bytes: int) -> dict:
-    from pipeline.release import macro_f1
-
-    columns = {name: test[name].to_numpy() for name in model.feature_order}
-    records = test.select(model.feature_order).to_dicts()
-    encoded = model.encoder(columns)
-    for record in records[:200]:  # warm-up
-        model.predict_row(record)
-    calls = iter(range(10**9))
-    single = _median_us(lambda: model.predict_row(records[next(calls) % len(records)]), SINGLE_ROW_CALLS)
-    one = encoded[:1]
-    model_only = _median_us(lambda: model.predict_proba_encoded(one), SINGLE_ROW_CALLS)
-    reps = -(-BATCH_ROWS // len(encoded))
-    big = np.tile(encoded, (reps, 1))[:BATCH_ROWS]
-    t = time.perf_counter(); model.predict_proba_encoded(big); batch = BATCH_ROWS / (time.perf_counter() - t)
-    return {"model_bytes": model_bytes, "single_row_us": single, "model_only_single_row_us": model_only,
-            "batch_rows_per_s": batch, "macro_f1": macro_f1(labels, np.asarray(model.predict(columns)), classes)}
 
 
 def _us(m: tuple[float, float, float]) -> str:
@@ -134,6 +118,8 @@ def record(text: str) -> None:
 
 
 def report(run: dict, inf: dict) -> str:
+    from deploy.edge import bench
+
     m = inf["metrics"]
     lines = [
         f"## {dt.date.today().isoformat()}: embedded default (`make bench`)",
@@ -151,9 +137,8 @@ def report(run: dict, inf: dict) -> str:
     for precision, f in inf["precisions"].items():
         lines += [
             f"| student {precision}: file size / macro-F1 on the test rows ({inf['test_rows']}) | {f['model_bytes']:,} bytes / {f['macro_f1']:.4f} |",
-            f"| student {precision}: single raw row through the edge runtime (`predict_row`), 1 thread, median of {SINGLE_ROW_CALLS:,} in 5 rounds | {_us(f['single_row_us'])} |",
-            f"| student {precision}: single encoded row, ONNX Runtime call only | {_us(f['model_only_single_row_us'])} |",
-            f"| student {precision}: batch throughput, 1 thread ({BATCH_ROWS:,} encoded rows) | {f['batch_rows_per_s']:,.0f} rows/s |",
+            f"| student {precision}: single raw row through the edge runtime (`predict_row`), 1 thread, median of {bench.SINGLE_ROW_CALLS:,} in {bench.ROUNDS} rounds | {_us(f['single'])} |",
+            f"| student {precision}: batch throughput, 1 thread ({bench.BATCH_ROWS:,} rows): raw rows / encoded rows (model only) | {f['batch']:,.0f} / {f['batch_model']:,.0f} rows/s |",
         ]
     lgb = inf["lightgbm"]
     lines += [
