@@ -36,6 +36,25 @@ def write_text(target: Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
+def create_once(target: Path, data: bytes) -> None:
+    """Publish ``data`` at ``target`` (mode 600) unless a file is already there, for secrets made on
+    first use. Written aside, flushed, then hard-linked into place: the link fails if another
+    process got there first, so processes racing on a fresh machine all read one secret. (A rename,
+    as in ``write_bytes``, would let the last writer replace a secret others already used.)"""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # mode 600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, target)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it becomes ``target``.

@@ -9,10 +9,11 @@ import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import polars as pl
+
+from pipeline import atomic
 
 HASH_KEY_ENV = "EVERGREEN_HASH_KEY"
 
@@ -27,18 +28,7 @@ def load_or_create_key(env_var: str, key_file: Path) -> bytes:
     if value := os.environ.get(env_var):
         return value.encode("utf-8")
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key_file.name}.", dir=key_file.parent)  # mode 600
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(secrets.token_hex(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(tmp, key_file)  # fails if another process linked its key first
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+        atomic.create_once(key_file, secrets.token_hex(32).encode("ascii"))
     return key_file.read_text(encoding="utf-8").strip().encode("utf-8")
 
 

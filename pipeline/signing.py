@@ -8,7 +8,6 @@ deterministic, so the same manifest signed with the same key gives the same pack
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -33,7 +32,7 @@ def load_or_create_signing_key(secrets_dir: Path) -> Ed25519PrivateKey:
     else:
         path = secrets_dir / PRIVATE_KEY_FILE
         if not path.exists():
-            _create_once(path, private_key_pem(Ed25519PrivateKey.generate()))
+            atomic.create_once(path, private_key_pem(Ed25519PrivateKey.generate()))
         key = _parse_private_key(path.read_bytes(), str(path))
     public = public_key_path(secrets_dir)
     if not public.exists() or public.read_bytes() != public_key_pem(key):
@@ -80,22 +79,3 @@ def _parse_private_key(pem: bytes, source: str) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"{source}: a {type(key).__name__}, not an Ed25519 private key")
     return key
-
-
-def _create_once(path: Path, data: bytes) -> None:
-    """Publish ``data`` at ``path`` unless a file is already there. Written aside (mode 600), flushed,
-    then hard-linked into place: the link fails if another process got there first, so processes
-    racing on a fresh machine all end up with one key. (``atomic.write_bytes`` renames, and the
-    last writer would silently replace a key that others had already signed with.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
