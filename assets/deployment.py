@@ -168,11 +168,11 @@ def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage:
            config: DatasetConfig) -> list[release.Gate]:
     """The shipped model (int8) judged alone, against production, and as a device receives it."""
     spec, registry = config.deployment.gates, storage.registry
-    shipped = release.predictor(version, model_file(version))
+    shipped = release.predictor(version)
     test = training_set.filter(pl.col(SPLIT) == TEST)
     quality = release.macro_f1(test[LABEL].to_numpy(), shipped(test), config.classes)
     production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
-    champion = release.predictor(production, model_file(production)) if production else None
+    champion = release.predictor(production) if production else None
     rows = release.newest_test_rows(training_set, spec.regression_days)
     latency = release.single_row_latency_us(package, storage.public_key_path, test.head(200))
     return [
@@ -180,11 +180,6 @@ def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage:
         release.regression_gate(rows, shipped, champion, config.classes, spec),
         release.package_gate(package.stat().st_size, latency, spec),
     ]
-
-
-def model_file(version: Version) -> str:
-    """The model file the devices run: int8 where the version has it (older versions: fp32)."""
-    return quantize.INT8_FILE if quantize.INT8_FILE in version.entry["files"] else export.ONNX_FILE
 
 
 def released_package(storage: StorageResource, version: Version) -> tuple[Path, str]:

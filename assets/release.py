@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.deployment import actor, model_file, released_package
+from assets.deployment import actor, released_package
 from assets.partitions import DAILY, LABEL_LOOKBACK, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import release
@@ -39,8 +39,7 @@ def canary_report(context: dg.AssetExecutionContext, recent_features: pl.DataFra
     spec = dataset.load().deployment.canary
     labelled = recent_features.drop(LABEL).join(recent_labels.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
     candidate, production = registry.get(canary.version), registry.get(PRODUCTION)
-    verdict = release.judge_canary(day, canary, labelled, release.predictor(candidate, model_file(candidate)),
-                                   release.predictor(production, model_file(production)), spec)
+    verdict = release.judge_canary(day, canary, labelled, release.predictor(candidate), release.predictor(production), spec)
     return dg.MaterializeResult(metadata={
         "canary_version": verdict.version, "production_version": production.version,
         "canary_sites": ", ".join(canary.sites), "verdict": verdict.verdict, "reason": verdict.reason,

@@ -165,15 +165,14 @@ class _Serving:
     def __init__(self, defs):
         from pipeline.registry import PRODUCTION
         from pipeline.release import predictor
-        from assets.deployment import model_file
 
         storage, dataset = defs.resources["storage"], defs.resources["dataset"]
         registry = storage.registry
         production, canary = registry.get(PRODUCTION), registry.canary()
         self.version = production.version + (f" + {canary.version} on {', '.join(canary.sites)}" if canary else "")
         self.config, self.hash_key = dataset.load(), storage.hash_key()
-        self._production = predictor(production, model_file(production))
-        self._canary = (canary.sites, predictor(registry.get(canary.version), model_file(registry.get(canary.version)))) if canary else None
+        self._production = predictor(production)
+        self._canary = (canary.sites, predictor(registry.get(canary.version))) if canary else None
 
     def predict(self, rows):
         import numpy as np

@@ -19,7 +19,8 @@ import polars as pl
 from deploy.edge.evergreen_edge import EdgeModel, trusted_public_key
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.encoding import student_matrix
-from pipeline.export import onnx_session
+from pipeline.export import ONNX_FILE, onnx_session
+from pipeline.quantize import INT8_FILE
 from pipeline.registry import Canary, Version
 from pipeline.training_set import SPLIT, TEST
 
@@ -39,9 +40,14 @@ class Gate:
     metadata: dict = field(default_factory=dict)
 
 
-def predictor(version: Version, model_file: str) -> Predictor:
-    """The version's model as a device runs it: its ONNX file on one thread, its preprocessing."""
-    session = onnx_session(version.file(model_file))
+def shipped_model(version: Version) -> str:
+    """The model file the devices run: int8 where the version has it (older versions: fp32)."""
+    return INT8_FILE if INT8_FILE in version.entry["files"] else ONNX_FILE
+
+
+def predictor(version: Version) -> Predictor:
+    """The version's model as a device runs it: its shipped ONNX file on one thread, its preprocessing."""
+    session = onnx_session(version.file(shipped_model(version)))
     preprocessing, classes = version.entry["preprocessing"], np.asarray(version.entry["classes"])
     input_name = session.get_inputs()[0].name
 
