@@ -3,7 +3,7 @@
 import dagster as dg
 from upath import UPath
 
-from assets import data, deployment, feedback, model, release
+from assets import data, deployment, feedback, labelling, model, release
 from assets.io_manager import PolarsParquetIOManager
 from assets.jobs import ingest_job, main_job, retrain_job
 from assets.release import conclude_canary_job, rollback_job
@@ -11,6 +11,7 @@ from assets.resources import DatasetResource, StorageResource, default_data_dir
 from sensors.alerts import run_failure_alert
 from sensors.canary import canary_sensor
 from sensors.drift import drift_sensor
+from sensors.labels import label_sensor
 from sensors.landing import landing_sensor
 
 
@@ -32,11 +33,15 @@ MULTIPROCESS_EXECUTOR = dg.multiprocess_executor.configured(
 """Steps fork from a server that has already imported the heavy libraries: a step starts in well
 under a second instead of re-importing torch, LightGBM and Great Expectations (spawn)."""
 
+LAYERS = [data, labelling, feedback, model, deployment, release]
+ASSETS = dg.load_assets_from_modules(LAYERS)
+"""Every asset of every layer (tests materialize subsets of them with ``dagster.materialize``)."""
+
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, feedback, model, deployment, release]),
-    asset_checks=dg.load_asset_checks_from_modules([data, feedback, model, deployment, release]),
+    assets=ASSETS,
+    asset_checks=dg.load_asset_checks_from_modules(LAYERS),
     jobs=[ingest_job, retrain_job, main_job, rollback_job, conclude_canary_job],
-    sensors=[landing_sensor, drift_sensor, canary_sensor, run_failure_alert],
+    sensors=[landing_sensor, drift_sensor, label_sensor, canary_sensor, run_failure_alert],
     resources=build_resources(),
     executor=MULTIPROCESS_EXECUTOR,
 )

@@ -1,4 +1,5 @@
-"""Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, labelled, windowed."""
+"""Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, gold-labelled, windowed
+into the training set with the labelling layer's labels (``assets/labelling.py``)."""
 
 import warnings
 
@@ -8,7 +9,7 @@ from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
 from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import cleaning, features as feature_lib, labels, sources, training_set as training_lib, validation
+from pipeline import cleaning, features as feature_lib, label_inbox, labels, sources, training_set as training_lib, validation
 from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
 
 GROUP = "data"
@@ -138,14 +139,31 @@ def features(context: dg.AssetExecutionContext, clean_window: pl.DataFrame, data
 @dg.asset(group_name=GROUP, partitions_def=DAILY)
 def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame,
                 dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
-    """True labels that arrived on this day: from the data's own label column and, in demo mode,
-    from the simulator's oracle, which returns a fraction of past readings' labels after a lag."""
-    frame = labels.gold_labels(clean_telemetry, dataset.load(), partition_day(context), storage.hash_key())
-    per_class = frame.group_by(LABEL).len().sort(LABEL)
+    """True labels that arrived on this day: from the data's own label column, from the label inbox
+    (answers to ``label_queue``: checked, bad rows listed in ``rejects/<day>.csv`` with reasons) and,
+    in demo mode, from the simulator's oracle, which returns a fraction of past readings' labels
+    after a lag and answers the queue ``answer_lag_days`` later, by dropping a file in the inbox."""
+    config, day, key = dataset.load(), partition_day(context), storage.hash_key()
+    inbox = storage.label_inbox
+    if config.source.kind == "simulator":
+        label_inbox.oracle_answers(inbox, config, day, key)
+    answers = inbox.read_answers(day, config.classes)
+    rejects = inbox.write_rejects(day, answers.rejects)
+    frame = labels.gold_labels(clean_telemetry, config, day, key, answers.labels)
+    per_source = frame.group_by(labels.LABEL_SOURCE).len().sort(labels.LABEL_SOURCE)
     return dg.MaterializeResult(value=frame, metadata={
-        "rows": frame.height,
-        "per_class": dg.MetadataValue.json({r[LABEL]: r["len"] for r in per_class.iter_rows(named=True)}),
+        "rows": frame.height, "per_class": per_class(frame),
+        "per_source": dg.MetadataValue.json({r[labels.LABEL_SOURCE]: r["len"] for r in per_source.iter_rows(named=True)}),
+        "inbox": dg.MetadataValue.json(answers.counts),
+        "inbox_labels": int((frame[labels.LABEL_SOURCE] == labels.INBOX_SOURCE).sum()),
+        "rejects": dg.MetadataValue.path(str(rejects)) if rejects else "none",
     })
+
+
+def per_class(frame: pl.DataFrame) -> dg.MetadataValue:
+    """Rows per label, for a frame of labelled rows."""
+    counts = frame.group_by(LABEL).len().sort(LABEL)
+    return dg.MetadataValue.json({row[LABEL]: row["len"] for row in counts.iter_rows(named=True)})
 
 
 @dg.asset(
@@ -154,17 +172,28 @@ def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame
     ins={
         "features": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
         "gold_labels": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
+        "weak_labels": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
+        "pseudo_labels": dg.AssetIn(),
     },
 )
 def training_set(context: dg.AssetExecutionContext, features: pl.DataFrame, gold_labels: pl.DataFrame,
-                 dataset: DatasetResource) -> dg.MaterializeResult:
-    """The newest window of feature days joined with the gold labels that came back, split in time
-    order into train / validation / test (the test split is never used for a choice); unlabelled rows
-    are kept for distillation."""
-    frame = training_lib.build_training_set(features, gold_labels, dataset.load())
+                 weak_labels: pl.DataFrame, pseudo_labels: pl.DataFrame, dataset: DatasetResource) -> dg.MaterializeResult:
+    """The newest window of feature days joined with the gold labels that came back, split by device
+    (or time) into train / validation / test on gold labels only (the test split is never used for a
+    choice). Unlabelled rows of training devices take a pseudo-label, else a weak label (within a per-class quota); rare classes
+    get augmented rows; all of these are training rows with a lower weight. Every row says where its
+    label came from (``provenance``); unlabelled rows are kept for distillation."""
+    config = dataset.load()
+    spec = config.labelling
+    frame = training_lib.build_training_set(features, gold_labels, config, [
+        training_lib.LabelSource(pseudo_labels, training_lib.PSEUDO, spec.self_training.weight),
+        training_lib.LabelSource(weak_labels, training_lib.WEAK, spec.weak.weight, spec.weak.class_quota),
+    ])
     counts = training_lib.split_counts(frame)
     days = frame[TIMESTAMP].dt.date()
     return dg.MaterializeResult(value=frame, metadata={
         "rows": frame.height, **{f"{k}_rows": v for k, v in sorted(counts.items())},
+        "train_rows_by_source": dg.MetadataValue.json(training_lib.provenance_counts(frame)),
         "first_day": str(days.min()), "last_day": str(days.max()),
     })
+

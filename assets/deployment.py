@@ -20,7 +20,7 @@ from pipeline.encoding import label_codes, student_matrix
 from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Registry, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
-from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
+from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TEST, TRAIN, VALIDATION
 
 GROUP = "deployment"
 BY_TAG = "evergreen/by"
@@ -203,8 +203,10 @@ def verified_manifest(storage: StorageResource, package: Path) -> dict:
 
 def _reference_rows(training_set: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
     """The model inputs of the newest ``reference_days`` of the window (a seeded sample of at most
-    ``reference_max_rows``): the world this model was fitted to, for the drift report."""
+    ``reference_max_rows``): the world this model was fitted to, for the drift report. Augmented rows
+    are not of that world: they over-represent the rare classes on purpose."""
     spec = config.feedback.drift
+    training_set = training_set.filter(pl.col(PROVENANCE).ne_missing(AUGMENTED))
     numeric, categorical = feature_lib.model_feature_names(config)
     training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
     newest = training_set.filter(pl.col(TIMESTAMP).dt.date().is_in(training_days[-spec.reference_days:]))

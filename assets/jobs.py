@@ -4,28 +4,29 @@ import dagster as dg
 
 from assets.data import clean_telemetry, features, gold_labels, raw_telemetry, training_set
 from assets.feedback import drift_report, retraining_policy
+from assets.labelling import label_queue, pseudo_labels, weak_labels
 from assets.deployment import GROUP as DEPLOYMENT_GROUP
 from assets.model import GROUP as MODEL_GROUP
 from assets.release import canary_report
 
-INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels, drift_report,
-                                            retraining_policy, canary_report)
+INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels, label_queue,
+                                            weak_labels, drift_report, retraining_policy, canary_report)
 """``clean_telemetry`` is a multi-asset: selecting it selects ``quarantine`` too."""
 
-RETRAIN_SELECTION = dg.AssetSelection.assets(training_set) | dg.AssetSelection.groups(MODEL_GROUP, DEPLOYMENT_GROUP)
+RETRAIN_SELECTION = dg.AssetSelection.assets(pseudo_labels, training_set) | dg.AssetSelection.groups(MODEL_GROUP, DEPLOYMENT_GROUP)
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=INGEST_SELECTION,
     description="One day's data and feedback: raw telemetry, checks, cleaning and quarantine, features, gold "
-                "labels, the drift report against the production model, the retraining policy's decision and the "
+                "labels (with the label inbox's answers), the day's label queue and weak labels, the drift report against the production model, the retraining policy's decision and the "
                 "gray release's report.",
 )
 
 retrain_job = dg.define_asset_job(
     "retrain_job", selection=RETRAIN_SELECTION,
-    description="Retrain as the day's policy decided: training set, teacher (incremental or full), student, "
+    description="Retrain as the day's policy decided: pseudo-labels, training set, teacher (incremental or full), student, "
                 "evaluation, ONNX (fp32 and int8), candidate and its gates, release (gray or to all sites), signed edge "
-                "package. Launched by the drift sensor.",
+                "package. Launched by the drift sensor and the label sensor.",
 )
 
 main_job = dg.define_asset_job(

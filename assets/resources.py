@@ -1,5 +1,5 @@
-"""Resources: where Evergreen keeps its files, which dataset it runs, and its secrets (the id-hashing
-key, the package-signing key)."""
+"""Resources: where Evergreen keeps its files (artifacts, registry, packages, label inbox), which
+dataset it runs, and its secrets (the id-hashing key, the package-signing key)."""
 
 import functools
 import os
@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from assets.partitions import DATASET_PATH, PROJECT_ROOT
 from pipeline import ids, signing
 from pipeline.dataset import DatasetConfig, load_dataset_config
-from pipeline.registry import Registry
+from pipeline.label_inbox import LabelInbox
+from pipeline.registry import PRODUCTION, Registry
+from pipeline.teacher import Teacher
 
 DATA_DIR_ENV = "EVERGREEN_DATA_DIR"
 
@@ -35,6 +37,16 @@ class StorageResource(dg.ConfigurableResource):
     @property
     def registry(self) -> Registry:
         return Registry(self.root / "registry")
+
+    @property
+    def label_inbox(self) -> LabelInbox:
+        """Where queued rows wait for a person's labels and answered files come back."""
+        return LabelInbox(self.root / "label_inbox")
+
+    def production_teacher(self) -> Teacher | None:
+        """The teacher of the production version, if there is one yet."""
+        registry = self.registry
+        return Teacher.load(registry.get(PRODUCTION).directory) if registry.has_alias(PRODUCTION) else None
 
     def package_path(self, version: str) -> Path:
         return self.root / "packages" / f"evergreen-{version}.zip"

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 TIMESTAMP, LABEL, DEVICE_ID, SITE = "timestamp", "label", "device_id", "site"
 ROW_ID = "row_id"
+HOUR_FEATURE = "hour"
+"""Derived model input: the hour of day of the reading (see pipeline.features)."""
 
 
 class _Strict(BaseModel):
@@ -213,6 +215,91 @@ class DeploymentSpec(_Strict):
     canary: CanarySpec = CanarySpec()
 
 
+class ActiveLearningSpec(_Strict):
+    """Which of the day's readings a person is asked to label (``label_queue``)."""
+
+    budget_per_day: int = Field(100, ge=0)
+    """Rows queued per day; 0 turns the queue off."""
+    strategy: Literal["committee", "entropy", "margin", "random"] = "committee"
+    """``committee``: query by committee; ``entropy`` / ``margin``: the current teacher's uncertainty."""
+    committee_size: int = Field(3, ge=3)
+    disagreement: Literal["vote_entropy", "kl"] = "vote_entropy"
+    """How committee disagreement is scored: entropy of the votes, or mean KL to the consensus."""
+    answer_lag_days: int = Field(1, ge=0)
+    """Demo mode: the simulator's oracle answers a day's queue this many days later."""
+    retrain_after_labels: int = Field(300, ge=1)
+    """The label sensor launches an incremental retrain once this many answered labels arrived."""
+
+
+class SelfTrainingSpec(_Strict):
+    """Pseudo-labels from the teacher's confident predictions on unlabelled training devices."""
+
+    enabled: bool = True
+    threshold: float = Field(0.9, gt=0, lt=1)
+    """A pseudo-label needs at least this predicted probability."""
+    max_rounds: int = Field(3, ge=1)
+    class_quota: float | None = Field(1.0, gt=0)
+    """Per round, a class gains at most this many pseudo-labels per gold training label of it, so
+    the majority class does not swamp the rest; null turns the quota off."""
+    stop_on_drop: bool = True
+    """Stop (and keep the previous round) when validation macro-F1 drops."""
+    weight: float = Field(0.5, gt=0, le=1)
+
+
+class LabelCondition(_Strict):
+    """One comparison of a labelling rule: ``feature op value`` (data, never evaluated as code)."""
+
+    feature: str
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float | str
+
+
+class LabellingRule(_Strict):
+    """A labelling function declared in the dataset YAML: votes ``label`` where all conditions hold."""
+
+    name: str
+    label: str
+    when: tuple[LabelCondition, ...] = Field(min_length=1)
+
+
+class WeakSupervisionSpec(_Strict):
+    """Labelling functions combined by a label model that learns each one's accuracy."""
+
+    enabled: bool = True
+    rules: tuple[LabellingRule, ...] = ()
+    python: tuple[str, ...] = ()
+    """More labelling functions declared in Python, as ``module:attribute`` naming a list of them."""
+    min_confidence: float = Field(0.5, gt=0, le=1)
+    """A weak label is kept when the label model gives its class at least this probability."""
+    class_quota: float | None = Field(1.0, gt=0)
+    """At most this many weak labels per gold training label of the class, the most confident first;
+    null: no limit. Rules label most rows, and unchecked they outweigh the real labels."""
+    weight: float = Field(0.3, gt=0, le=1)
+
+
+class AugmentationSpec(_Strict):
+    """Synthetic training rows for rare classes (training split only, never validation or test)."""
+
+    enabled: bool = True
+    method: Literal["interpolate", "noise"] = "interpolate"
+    """``interpolate``: between a row and one of its nearest same-class neighbours; ``noise``: jitter."""
+    min_class_fraction: float = Field(0.08, gt=0, lt=1)
+    """Classes below this share of the labelled training rows are topped up to it."""
+    neighbours: int = Field(5, ge=1)
+    max_per_real_row: int = Field(4, ge=1)
+    """At most this many synthetic rows per real row of a class: three rows cannot stand for three hundred."""
+    noise_scale: float = Field(0.05, gt=0)
+    """Standard deviation of the noise, as a fraction of each feature's standard deviation."""
+    weight: float = Field(0.5, gt=0, le=1)
+
+
+class LabellingSpec(_Strict):
+    active: ActiveLearningSpec = ActiveLearningSpec()
+    self_training: SelfTrainingSpec = SelfTrainingSpec()
+    weak: WeakSupervisionSpec = WeakSupervisionSpec()
+    augmentation: AugmentationSpec = AugmentationSpec()
+
+
 class FirmwareRollout(_Strict):
     date: dt.date
     version: str
@@ -268,6 +355,7 @@ class DatasetConfig(_Strict):
     training: TrainingSpec = TrainingSpec()
     feedback: FeedbackSpec = FeedbackSpec()
     deployment: DeploymentSpec = DeploymentSpec()
+    labelling: LabellingSpec = LabellingSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     base_dir: Path = Path(".")
 
@@ -286,7 +374,17 @@ class DatasetConfig(_Strict):
             raise ValueError(f"deployment.canary.window_days: at most feedback.concept.lookback_days + 1 "
                              f"({self.feedback.concept.lookback_days + 1}): the canary is judged on the readings "
                              "that returned labels can still be matched with")
+        self._rules_are_known()
         return self
+
+    def _rules_are_known(self) -> None:
+        names = {f.name for f in self.features} | {f"{f.name}_delta" for f in self.features if f.history} | {HOUR_FEATURE}
+        for rule in self.labelling.weak.rules:
+            if rule.label not in self.classes:
+                raise ValueError(f"labelling.weak.rules.{rule.name}: label {rule.label!r} is not one of {list(self.classes)}")
+            for condition in rule.when:
+                if condition.feature not in names:
+                    raise ValueError(f"labelling.weak.rules.{rule.name}: unknown feature {condition.feature!r}")
 
     @property
     def numeric_features(self) -> list[FeatureSpec]:

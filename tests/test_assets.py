@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 
 import definitions
-from assets import data, deployment, feedback, model, release
+
 from assets.jobs import INGEST_SELECTION
 from pipeline.registry import Registry
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
-ALL_ASSETS = dg.load_assets_from_modules([data, feedback, model, deployment, release])
+ALL_ASSETS = definitions.ASSETS
 
 
 @pytest.fixture(scope="module")

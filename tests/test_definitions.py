@@ -18,7 +18,7 @@ def test_assets_are_grouped_by_layer_and_documented():
         "gold_labels": "data", "training_set": "data", "teacher_model": "model", "student_model": "model",
         "evaluation": "model", "onnx_student": "deployment", "candidate_model": "deployment", "edge_package": "deployment",
         "drift_report": "feedback", "retraining_policy": "feedback", "production_model": "deployment",
-        "canary_report": "release",
+        "canary_report": "release", "label_queue": "labelling", "weak_labels": "labelling", "pseudo_labels": "labelling",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -29,12 +29,12 @@ def test_assets_are_grouped_by_layer_and_documented():
 def test_edge_package_is_the_final_asset():
     graph = definitions.defs.resolve_asset_graph()
     sinks = [k.to_user_string() for k in graph.get_all_asset_keys()
-             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report")]
+             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report", "label_queue")]
     assert sinks == ["edge_package"]
 
 
 def test_sensors_run_by_default_and_jobs_exist():
-    for name in ("landing_sensor", "drift_sensor", "canary_sensor", "run_failure_alert"):
+    for name in ("landing_sensor", "drift_sensor", "label_sensor", "canary_sensor", "run_failure_alert"):
         assert definitions.defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING, name
     assert {j.name for j in definitions.defs.resolve_all_job_defs()} >= {
         "ingest_job", "retrain_job", "main_job", "rollback_job", "conclude_canary_job"}

@@ -1,4 +1,4 @@
-"""Features against history, gold labels by arrival day, and the time-ordered training split."""
+"""Features against history, gold labels by arrival day, and the device and time splits of gold labels."""
 
 import datetime as dt
 
@@ -55,7 +55,7 @@ def _window_training_set(config) -> tuple[pl.DataFrame, pl.DataFrame]:
     days = days_from(DAY - dt.timedelta(days=3), 4)
     feats = pl.concat([features.build_features(_clean(config, d), pl.DataFrame(), config) for d in days])
     gold = pl.concat([labels.gold_labels(_clean(config, d), config, d, KEY) for d in days])
-    return training_set.build_training_set(feats, gold, config), gold
+    return training_set.split_gold(feats, gold, config), gold
 
 
 def _labelled_counts(frame: pl.DataFrame, gold: pl.DataFrame) -> dict[str, int]:

@@ -14,18 +14,18 @@ import polars as pl
 import pytest
 
 import definitions
-from assets import data, deployment, feedback, model, release
+from assets import release
 from assets.jobs import INGEST_SELECTION, RETRAIN_SELECTION
 from pipeline import training_set as training_lib
 from pipeline.dataset import LABEL
 from pipeline.registry import (
     CANARY_ROLLED_OUT, CANARY_STARTED, PREVIOUS, PRODUCTION, PROMOTION, ROLLBACK, Registry,
 )
-from pipeline.training_set import SPLIT, TEST
+from pipeline.training_set import SPLIT
 from sensors.canary import canary_sensor
 from tests.conftest import ROOT, write_small_dataset
 
-ASSETS = dg.load_assets_from_modules([data, feedback, model, deployment, release])
+ASSETS = definitions.ASSETS
 BOOTSTRAP, RELEASE_DAY, JUDGED = ["2026-10-18", "2026-10-19", "2026-10-20"], "2026-10-21", ["2026-10-22", "2026-10-23"]
 
 
