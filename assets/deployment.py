@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from assets.model import EVALUATION_FILE, UPDATE_FILE, evaluation, student_model, teacher_model
@@ -65,13 +66,13 @@ def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, 
         "rows": parity.rows, "max_abs_diff": dg.MetadataValue.float(parity.max_abs_diff),
         "argmax_agreement": dg.MetadataValue.float(parity.argmax_agreement),
     })
-    drop = int8_vs_fp32.fp32_macro_f1 - int8_vs_fp32.int8_macro_f1
-    yield dg.AssetCheckResult(check_name="int8_accuracy", passed=drop <= config.deployment.gates.max_int8_drop, metadata={
-        "rows": int8_vs_fp32.rows, "fp32_macro_f1": dg.MetadataValue.float(int8_vs_fp32.fp32_macro_f1),
-        "int8_macro_f1": dg.MetadataValue.float(int8_vs_fp32.int8_macro_f1), "macro_f1_drop": dg.MetadataValue.float(drop),
-        "argmax_agreement": dg.MetadataValue.float(int8_vs_fp32.argmax_agreement),
-        "max_drop": dg.MetadataValue.float(config.deployment.gates.max_int8_drop),
-    })
+    yield _check_result(release.int8_gate(int8_vs_fp32, len(config.classes), config.deployment.gates))
+
+
+def _check_result(gate: release.Gate) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.description,
+                               metadata={k: dg.MetadataValue.float(float(v)) if isinstance(v, (float, np.floating)) else v
+                                         for k, v in gate.metadata.items()})
 
 
 def code_version() -> str:
@@ -114,9 +115,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
         "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
     })
     for gate in _gates(version, training_set, package, storage, config):
-        yield dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.description,
-                                  metadata={k: dg.MetadataValue.float(v) if isinstance(v, float) else v
-                                            for k, v in gate.metadata.items()})
+        yield _check_result(gate)
 
 
 def _version_files(storage: StorageResource, key: str, reference_rows: pl.DataFrame) -> dict[str, Path]:

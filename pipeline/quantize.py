@@ -133,6 +133,10 @@ class Comparison:
     int8_macro_f1: float
     argmax_agreement: float
     max_abs_diff: float
+    labels: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=np.int64))
+    fp32_predicted: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=np.int64))
+    int8_predicted: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=np.int64))
+    """Per row: the true class and each model's predicted class (for a paired bootstrap)."""
 
     @property
     def macro_f1_drop_points(self) -> float:
@@ -156,4 +160,5 @@ def compare(fp32_path: Path, int8_path: Path, matrix: np.ndarray, labels: np.nda
         fp32_macro_f1=f1(fp32), int8_macro_f1=f1(int8),
         argmax_agreement=float((fp32.argmax(1) == int8.argmax(1)).mean()),
         max_abs_diff=float(np.abs(fp32 - int8).max()),
+        labels=labels, fp32_predicted=fp32.argmax(1), int8_predicted=int8.argmax(1),
     )

@@ -20,7 +20,7 @@ from deploy.edge.evergreen_edge import EdgeModel, trusted_public_key
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.encoding import student_matrix
 from pipeline.export import ONNX_FILE, onnx_session
-from pipeline.quantize import INT8_FILE
+from pipeline.quantize import INT8_FILE, Comparison
 from pipeline.registry import Canary, Version
 from pipeline.training_set import SPLIT, TEST
 
@@ -137,6 +137,22 @@ def single_row_latency_us(package: Path, public_key: Path, rows: pl.DataFrame, c
         model.predict_row(records[i % len(records)])
         timings.append(time.perf_counter_ns() - started)
     return statistics.median(timings) / 1000
+
+
+def int8_gate(comparison: Comparison, n_classes: int, spec: GateSpec) -> Gate:
+    """int8 against fp32 on the validation rows. Like the regression gate, it fails only when int8 is
+    worse beyond ``max_int8_drop`` with the configured confidence (paired bootstrap): on a few hundred
+    rows one flipped prediction of a rare class moves macro-F1 by several points."""
+    upper = bootstrap_difference(comparison.labels, comparison.int8_predicted, comparison.fp32_predicted,
+                                 n_classes, spec.regression_confidence)
+    drop = comparison.fp32_macro_f1 - comparison.int8_macro_f1
+    return Gate("int8_accuracy", upper >= -spec.max_int8_drop,
+                f"int8 macro-F1 {comparison.int8_macro_f1:.4f} against fp32 {comparison.fp32_macro_f1:.4f} on "
+                f"{comparison.rows} validation rows; at {spec.regression_confidence:.0%} confidence int8 loses at most "
+                f"{max(-upper, 0):.4f} (tolerance {spec.max_int8_drop})",
+                {"rows": comparison.rows, "fp32_macro_f1": comparison.fp32_macro_f1, "int8_macro_f1": comparison.int8_macro_f1,
+                 "macro_f1_drop": drop, "confident_drop": max(-upper, 0.0), "argmax_agreement": comparison.argmax_agreement,
+                 "max_drop": spec.max_int8_drop})
 
 
 def package_gate(package_bytes: int, latency_us: float, spec: GateSpec) -> Gate:

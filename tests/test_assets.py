@@ -5,6 +5,7 @@ import zipfile
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 import definitions
@@ -60,9 +61,34 @@ def test_the_newest_day_materializes_every_asset_and_ingest_days_data_and_feedba
     everything = {k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
     assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything
     assert {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()} == {
-        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "drift_report", "retraining_policy",
-        "canary_report"}
+        "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "label_queue", "weak_labels",
+        "drift_report", "retraining_policy", "canary_report"}
     assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAYS)
+
+
+def test_the_label_queue_round_trip_feeds_active_labels_into_training(graph_run):
+    """Day 1 queues rows; the oracle answers a day later through the inbox; gold_labels merges the
+    answers; the training set carries them (and the other methods' labels) with their provenance."""
+    data_dir, results, _ = graph_run
+    queue = _metadata(results[0], "label_queue")
+    assert queue["rows"] == 100 and queue["method"] == "committee (vote_entropy)"
+    queued = pl.read_csv(queue["path"], schema_overrides={"label": pl.String})
+    assert queued.height == 100 and queued["label"].null_count() == 100 and "device_id" in queued.columns
+    second = _metadata(results[1], "gold_labels")
+    assert second["inbox"] == {"files": 1, "rows": 100, "merged": 100, "rejected": 0, "unanswered": 0, "duplicates": 0}
+    # a queued row the ticket system also returned keeps the ticket's label (gold first)
+    assert 50 < second["inbox_labels"] <= 100 and second["per_source"]["inbox"] == second["inbox_labels"]
+    assert list((data_dir / "label_inbox" / "answered" / DAYS[1]).glob("*.csv"))
+    sources = _metadata(results[-1], "training_set")["train_rows_by_source"]
+    third = _metadata(results[-1], "gold_labels")["inbox_labels"]
+    # (a row the ticket system returns later takes the ticket's label: the newest label of a row wins)
+    assert 0.8 * (second["inbox_labels"] + third) <= sources["active"] <= second["inbox_labels"] + third
+    assert sources["gold"] > sources["active"]
+    assert sources["weak"] > 0 and sources["augmented"] > 0
+    weak = _metadata(results[-1], "weak_labels")
+    assert weak["rows"] > 0 and "| healthy | none |" in weak["functions"]
+    pseudo = _metadata(results[-1], "pseudo_labels")
+    assert pseudo["rounds"][0]["round"] == 0 and pseudo["stopped"]
 
 
 def test_features_read_the_previous_days(graph_run):

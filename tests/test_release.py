@@ -9,6 +9,7 @@ from sklearn.metrics import f1_score
 
 from pipeline import release
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
+from pipeline.quantize import Comparison
 from pipeline.registry import Canary
 from pipeline.training_set import SPLIT, TEST, TRAIN
 
@@ -57,6 +58,25 @@ def test_the_regression_gate_tolerates_noise_between_equally_good_models():
     gates = [release.regression_gate(rows, with_errors(seed), with_errors(seed + 100), CLASSES, spec) for seed in range(5)]
     assert all(g.passed for g in gates)
     assert max(abs(g.metadata["candidate_macro_f1"] - g.metadata["production_macro_f1"]) for g in gates) > spec.max_regression
+
+
+def _comparison(labels: np.ndarray, fp32: np.ndarray, int8: np.ndarray) -> Comparison:
+    f1 = {name: f1_score(labels, p, labels=[0, 1, 2], average="macro", zero_division=0) for name, p in (("fp32", fp32), ("int8", int8))}
+    return Comparison(rows=len(labels), fp32_bytes=1, int8_bytes=1, fp32_accuracy=0, int8_accuracy=0,
+                      fp32_macro_f1=f1["fp32"], int8_macro_f1=f1["int8"], argmax_agreement=float((fp32 == int8).mean()),
+                      max_abs_diff=0, labels=labels, fp32_predicted=fp32, int8_predicted=int8)
+
+
+def test_the_int8_gate_ignores_one_flipped_row_but_not_a_worse_model():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=130, p=[0.9, 0.05, 0.05])
+    fp32 = labels.copy()
+    one_flip = fp32.copy()
+    one_flip[np.flatnonzero(labels == 2)[0]] = 0
+    flipped = release.int8_gate(_comparison(labels, fp32, one_flip), 3, GateSpec())
+    assert flipped.passed and flipped.metadata["macro_f1_drop"] > GateSpec().max_int8_drop
+    worse = np.where(rng.uniform(size=130) < 0.3, 0, fp32)
+    assert not release.int8_gate(_comparison(labels, fp32, worse), 3, GateSpec()).passed
 
 
 def test_newest_test_rows_are_test_split_rows_of_the_newest_days():
