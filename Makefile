@@ -38,6 +38,7 @@ rollback: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --record
+	$(BIN)/python -m benchmarks.labelling --record
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

@@ -140,7 +140,7 @@ def add_labels(frame: pl.DataFrame, sources: Sequence[LabelSource], config: Data
 
 
 def _within_quota(labels: pl.DataFrame, quota: float | None, real: dict[str, int]) -> pl.DataFrame:
-    if quota is None:
+    if quota is None or labels.height == 0:
         return labels
     ranked = labels.sort("confidence", ROW_ID, descending=[True, False]) if "confidence" in labels.columns else labels.sort(ROW_ID)
     caps = {label: int(quota * real.get(label, 0)) for label in ranked[LABEL].unique().to_list()}

@@ -292,3 +292,5 @@ def test_a_class_quota_keeps_the_most_confident_labels_per_gold_label(small, win
     taken = frame.filter(pl.col(PROVENANCE) == "weak")
     assert taken.height == int(0.5 * gold_power) > 0
     assert set(taken[ROW_ID]) == set(weak.sort("confidence", descending=True).head(taken.height)[ROW_ID])
+    nothing = build_training_set(features, gold, small, [LabelSource(weak.clear(), "weak", 0.3, class_quota=0.5)])
+    assert provenance_counts(nothing)["weak"] == 0
