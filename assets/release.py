@@ -13,7 +13,7 @@ from pydantic import Field
 from assets.deployment import actor, released_package
 from assets.partitions import DAILY, LABEL_LOOKBACK, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import release
+from pipeline import labels, release
 from pipeline.dataset import LABEL, ROW_ID
 from pipeline.registry import PRODUCTION
 
@@ -37,7 +37,7 @@ def canary_report(context: dg.AssetExecutionContext, recent_features: pl.DataFra
     if canary is None or day < canary.first_day:
         return dg.MaterializeResult(metadata={"canary_version": "", "verdict": "", "reason": "no gray release in progress"})
     spec = dataset.load().deployment.canary
-    labelled = recent_features.drop(LABEL).join(recent_labels.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
+    labelled = recent_features.drop(LABEL).join(labels.unbiased(recent_labels).select(ROW_ID, LABEL), on=ROW_ID, how="inner")
     candidate, production = registry.get(canary.version), registry.get(PRODUCTION)
     verdict = release.judge_canary(day, canary, labelled, release.predictor(candidate), release.predictor(production), spec)
     return dg.MaterializeResult(metadata={

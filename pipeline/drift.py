@@ -26,6 +26,7 @@ import polars as pl
 from scipy import stats
 
 from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP, ConceptDriftSpec, DataDriftSpec, DatasetConfig
+from pipeline.labels import unbiased
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
@@ -272,13 +273,14 @@ def drift_inputs(day: dt.date, production_version: str, reference: pl.DataFrame,
                  gold: pl.DataFrame, trained_through: dt.date, reference_accuracy: float,
                  reference_test_rows: int) -> DriftInputs:
     """Today's rows, yesterday's (from ``recent_features``, the last days of features) and the labels
-    that arrived today joined with the readings they label. A model trained through day T learned
+    that arrived today joined with the readings they label (not the label inbox's answers: see
+    ``labels.unbiased``). A model trained through day T learned
     from the labels that arrived by T, so every label arriving after T is fresh to it, whatever
     the age of its reading; on T or before, none is."""
     def on(offset: int) -> pl.DataFrame:
         return recent_features.filter(pl.col(TIMESTAMP).dt.date() == day - dt.timedelta(days=offset))
 
-    fresh = recent_features.drop(LABEL).join(gold.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
+    fresh = recent_features.drop(LABEL).join(unbiased(gold).select(ROW_ID, LABEL), on=ROW_ID, how="inner")
     return DriftInputs(day, production_version, reference, on(0), on(1), fresh if day > trained_through else fresh.clear(),
                        reference_accuracy, reference_test_rows)
 

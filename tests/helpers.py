@@ -34,7 +34,8 @@ def labelled_features(config: DatasetConfig, days: list[dt.date]) -> pl.DataFram
 
 
 def training_frame(config: DatasetConfig, days: list[dt.date]) -> pl.DataFrame:
-    """The real training set of ``days``: features with history, gold labels, time-ordered split."""
+    """The gold-label training set of ``days``: features with history, gold labels, the configured
+    split; no labelling methods (tests/test_labelling.py covers those), so model tests see real labels."""
     from pipeline import labels, training_set
 
     feats = labelled_features(config, days).drop(LABEL).with_columns(pl.lit(None, pl.String).alias(LABEL))
@@ -42,4 +43,4 @@ def training_frame(config: DatasetConfig, days: list[dt.date]) -> pl.DataFrame:
         labels.gold_labels(cleaning.clean_day(sources.read_raw_day(config, d), config, d, KEY).clean, config, d, KEY)
         for d in days
     ])
-    return training_set.build_training_set(feats, gold, config)
+    return training_set.split_gold(feats, gold, config)

@@ -294,3 +294,10 @@ def test_a_class_quota_keeps_the_most_confident_labels_per_gold_label(small, win
     assert set(taken[ROW_ID]) == set(weak.sort("confidence", descending=True).head(taken.height)[ROW_ID])
     nothing = build_training_set(features, gold, small, [LabelSource(weak.clear(), "weak", 0.3, class_quota=0.5)])
     assert provenance_counts(nothing)["weak"] == 0
+
+
+def test_accuracy_is_never_measured_on_the_rows_people_were_asked_about():
+    from pipeline.labels import unbiased
+
+    gold = pl.DataFrame({ROW_ID: ["a", "b", "c"], LABEL: ["none", "fiber", "power"], "label_source": ["oracle", "inbox", "data"]})
+    assert unbiased(gold)[ROW_ID].to_list() == ["a", "c"]
