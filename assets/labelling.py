@@ -14,7 +14,7 @@ from assets.data import per_class
 from assets.partitions import DAILY, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import active_learning, self_training, weak_supervision
-from pipeline.dataset import LABEL, TIMESTAMP, DatasetConfig
+from pipeline.dataset import TIMESTAMP, DatasetConfig
 from pipeline.features import model_feature_names
 from pipeline.training_set import SPLIT, TRAIN, UNLABELLED, on_training_device, split_gold
 
@@ -66,19 +66,13 @@ def weak_labels(features: pl.DataFrame, gold_labels: pl.DataFrame, dataset: Data
     config = dataset.load()
     if not config.labelling.weak.enabled:
         return dg.Output(pl.DataFrame(schema=weak_supervision.WEAK_SCHEMA), metadata={"rows": 0, "skipped": "disabled"})
-    result = weak_supervision.weak_labels(features, config, _class_balance(gold_labels, config), seed=config.training.seed)
+    result = weak_supervision.weak_labels(features, config, weak_supervision.class_balance(gold_labels, config.classes),
+                                          seed=config.training.seed)
     return dg.Output(result.labels, metadata={
         "rows": result.labels.height, "covered_rows": result.covered, "day_rows": features.height,
         "per_class": per_class(result.labels),
         "functions": dg.MetadataValue.md(_functions_table(result.functions)),
     })
-
-
-def _class_balance(gold: pl.DataFrame, config: DatasetConfig) -> np.ndarray | None:
-    if gold.height == 0:
-        return None
-    counts = np.array([(gold[LABEL] == c).sum() for c in config.classes], dtype=float) + 1.0  # no class impossible
-    return counts / counts.sum()
 
 
 def _functions_table(functions: dict[str, dict]) -> str:

@@ -88,8 +88,8 @@ class Bench:
             gold_split = split_gold(self.features, gold, config)
             spec = config.labelling
             pseudo = self_training.self_train(gold_split, config, None).labels
-            balance = np.array([(gold[self.label] == c).sum() + 1.0 for c in config.classes])
-            weak = weak_supervision.weak_labels(self.features, config, balance / balance.sum(), seed=self.seed).labels
+            balance = weak_supervision.class_balance(gold, config.classes)
+            weak = weak_supervision.weak_labels(self.features, config, balance, seed=self.seed).labels
             extra = [LabelSource(pseudo, PSEUDO, spec.self_training.weight),
                      LabelSource(weak, WEAK, spec.weak.weight, spec.weak.class_quota)]
         frame = build_training_set(self.features, gold, config, extra, min_per_split=5)

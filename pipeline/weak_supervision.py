@@ -69,6 +69,15 @@ def vote_matrix(frame: pl.DataFrame, functions: list[LabellingFunction], classes
     return votes
 
 
+def class_balance(gold: pl.DataFrame, classes: tuple[str, ...]) -> np.ndarray | None:
+    """Each class's share among ``gold`` labels (add-one smoothed: no class is impossible), the label
+    model's prior; None without labels."""
+    if gold.height == 0:
+        return None
+    counts = np.array([(gold[LABEL] == c).sum() for c in classes], dtype=float) + 1.0
+    return counts / counts.sum()
+
+
 @dataclass
 class WeakLabels:
     labels: pl.DataFrame

@@ -200,8 +200,7 @@ def test_the_label_model_trusts_a_precise_function_over_sloppy_ones():
 
 def test_weak_labels_report_coverage_overlap_conflict_and_accuracy(small, window, truth):
     features, gold = window
-    balance = np.array([(gold[LABEL] == c).sum() + 1.0 for c in small.classes])
-    result = weak_supervision.weak_labels(features, small, balance / balance.sum())
+    result = weak_supervision.weak_labels(features, small, weak_supervision.class_balance(gold, small.classes))
     assert set(result.functions) == {r.name for r in small.labelling.weak.rules}
     healthy = result.functions["healthy"]
     assert 0.5 < healthy["coverage"] <= healthy["overlap"] + healthy["coverage"] and 0 <= healthy["conflict"] <= healthy["overlap"]
