@@ -20,7 +20,9 @@ from pipeline.encoding import fit_preprocessing
 from pipeline.features import model_feature_names
 from pipeline.teacher import Teacher, train_teacher
 from pipeline.teacher_update import macro_f1
-from pipeline.training_set import PROVENANCE, PSEUDO, SPLIT, TRAIN, UNLABELLED, VALIDATION, WEIGHT, on_training_device
+from pipeline.training_set import (
+    PROVENANCE, PSEUDO, SPLIT, TRAIN, UNLABELLED, VALIDATION, WEIGHT, on_training_device, within_quota,
+)
 
 CONFIDENCE, ROUND = "confidence", "round"
 PSEUDO_SCHEMA = {ROW_ID: pl.String, LABEL: pl.String, CONFIDENCE: pl.Float64, ROUND: pl.Int64}
@@ -68,13 +70,13 @@ def self_train(frame: pl.DataFrame, config: DatasetConfig, teacher: Teacher | No
     return result
 
 
-def _quotas(train: pl.DataFrame, config: DatasetConfig) -> dict[str, float]:
+def _quotas(train: pl.DataFrame, config: DatasetConfig) -> dict[str, int] | None:
     ratio = config.labelling.self_training.class_quota
     counts = dict(train.group_by(LABEL).len().iter_rows())
-    return {c: math.inf if ratio is None else math.ceil(ratio * counts.get(c, 0)) for c in config.classes}
+    return None if ratio is None else {c: math.ceil(ratio * counts.get(c, 0)) for c in config.classes}
 
 
-def _confident(model: Teacher, pool: pl.DataFrame, quotas: dict[str, float], threshold: float, number: int) -> pl.DataFrame:
+def _confident(model: Teacher, pool: pl.DataFrame, quotas: dict[str, int] | None, threshold: float, number: int) -> pl.DataFrame:
     """Rows predicted with at least ``threshold``, the most confident first, within each class's quota."""
     if pool.height == 0:
         return pl.DataFrame(schema=PSEUDO_SCHEMA)
@@ -83,10 +85,7 @@ def _confident(model: Teacher, pool: pl.DataFrame, quotas: dict[str, float], thr
         ROW_ID: pool[ROW_ID], LABEL: np.asarray(model.classes)[probabilities.argmax(axis=1)],
         CONFIDENCE: probabilities.max(axis=1), ROUND: number,
     }, schema=PSEUDO_SCHEMA).filter(pl.col(CONFIDENCE) >= threshold)
-    ranked = scored.sort([CONFIDENCE, ROW_ID], descending=[True, False]).with_columns(
-        pl.int_range(pl.len()).over(LABEL).alias("__rank"))
-    quota = pl.col(LABEL).replace_strict({k: (v if math.isfinite(v) else 2**62) for k, v in quotas.items()}, return_dtype=pl.Int64)
-    return ranked.filter(pl.col("__rank") < quota).drop("__rank")
+    return within_quota(scored, quotas)
 
 
 def _as_rows(pool: pl.DataFrame, labels: pl.DataFrame, weight: float) -> pl.DataFrame:

@@ -125,7 +125,9 @@ def add_labels(frame: pl.DataFrame, sources: Sequence[LabelSource], config: Data
     real = dict(frame.filter(pl.col(SPLIT) == TRAIN).group_by(LABEL).len().iter_rows())
     for source in sources:
         open_rows = frame.filter(pl.col("__eligible") & (pl.col(SPLIT) == UNLABELLED)).select(ROW_ID)
-        picked = _within_quota(source.labels.join(open_rows, on=ROW_ID).unique(ROW_ID, keep="first"), source.class_quota, real)
+        offered = source.labels.join(open_rows, on=ROW_ID).unique(ROW_ID, keep="first")
+        caps = None if source.class_quota is None else {c: int(source.class_quota * n) for c, n in real.items()}
+        picked = within_quota(offered, caps)
         if picked.height == 0:
             continue
         frame = frame.join(picked.select(ROW_ID, pl.col(LABEL).alias("__l")), on=ROW_ID, how="left")
@@ -139,13 +141,15 @@ def add_labels(frame: pl.DataFrame, sources: Sequence[LabelSource], config: Data
     return frame.drop("__eligible")
 
 
-def _within_quota(labels: pl.DataFrame, quota: float | None, real: dict[str, int]) -> pl.DataFrame:
-    if quota is None or labels.height == 0:
-        return labels
+def within_quota(labels: pl.DataFrame, caps: dict[str, int] | None) -> pl.DataFrame:
+    """At most ``caps[label]`` labels of each class (none of a class without a cap; all of them when
+    ``caps`` is None), the most confident first when ``labels`` has a ``confidence``."""
     ranked = labels.sort("confidence", ROW_ID, descending=[True, False]) if "confidence" in labels.columns else labels.sort(ROW_ID)
-    caps = {label: int(quota * real.get(label, 0)) for label in ranked[LABEL].unique().to_list()}
+    if caps is None or ranked.height == 0:
+        return ranked
     ranked = ranked.with_columns(pl.int_range(pl.len()).over(LABEL).alias("__rank"))
-    return ranked.filter(pl.col("__rank") < pl.col(LABEL).replace_strict(caps, return_dtype=pl.Int64)).drop("__rank")
+    cap = pl.col(LABEL).replace_strict(caps, default=0, return_dtype=pl.Int64)
+    return ranked.filter(pl.col("__rank") < cap).drop("__rank")
 
 
 def build_training_set(features: pl.DataFrame, gold: pl.DataFrame, config: DatasetConfig,
