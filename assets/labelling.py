@@ -75,10 +75,14 @@ def weak_labels(features: pl.DataFrame, gold_labels: pl.DataFrame, dataset: Data
     })
 
 
+def _accuracy(value: float | None) -> str:
+    return "no votes" if value is None else f"{value:.3f}"
+
+
 def _functions_table(functions: dict[str, dict]) -> str:
     header = "| function | label | coverage | overlap | conflict | estimated accuracy |\n|---|---|---|---|---|---|\n"
     return header + "".join(
-        f"| {name} | {f['label']} | {f['coverage']:.3f} | {f['overlap']:.3f} | {f['conflict']:.3f} | {f['estimated_accuracy']:.3f} |\n"
+        f"| {name} | {f['label']} | {f['coverage']:.3f} | {f['overlap']:.3f} | {f['conflict']:.3f} | {_accuracy(f['estimated_accuracy'])} |\n"
         for name, f in functions.items())
 
 

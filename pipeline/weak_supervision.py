@@ -83,7 +83,8 @@ class WeakLabels:
     labels: pl.DataFrame
     """``row_id``, ``label``, ``confidence``: rows whose combined label is confident enough."""
     functions: dict[str, dict]
-    """Per function: label, coverage, overlap, conflict and the label model's estimated accuracy."""
+    """Per function: label, coverage, overlap, conflict and the label model's estimated accuracy
+    (None for a function that voted on no row: there is nothing to estimate it from)."""
     covered: int
     """Rows with at least one vote."""
 
@@ -113,12 +114,16 @@ def weak_labels(frame: pl.DataFrame, config: DatasetConfig, class_balance: np.nd
 
 def _label_model(votes: np.ndarray, n_classes: int, class_balance: np.ndarray | None,
                  seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities per row and each function's estimated accuracy (snorkel's LabelModel)."""
+    """Class probabilities per row and each function's estimated accuracy (snorkel's LabelModel; NaN
+    for a function that never voted, which snorkel would report as a perfect 1.0)."""
     from snorkel.labeling.model import LabelModel  # imports torch and tensorboard: only when used
 
     model = LabelModel(cardinality=n_classes, verbose=False)
     model.fit(votes, class_balance=class_balance, n_epochs=500, seed=seed, progress_bar=False)
-    return model.predict_proba(votes), model.get_weights()
+    covered = (votes != ABSTAIN).any(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # snorkel divides by each function's coverage
+        accuracy = np.where(covered, model.get_weights(), np.nan)
+    return model.predict_proba(votes), accuracy
 
 
 def _analysis(votes: np.ndarray, functions: list[LabellingFunction], accuracy: np.ndarray) -> dict[str, dict]:
@@ -131,6 +136,6 @@ def _analysis(votes: np.ndarray, functions: list[LabellingFunction], accuracy: n
         f.name: {"label": f.label, "coverage": round(float(summary["Coverage"].iloc[j]), 4),
                  "overlap": round(float(summary["Overlaps"].iloc[j]), 4),
                  "conflict": round(float(summary["Conflicts"].iloc[j]), 4),
-                 "estimated_accuracy": round(float(accuracy[j]), 4)}
+                 "estimated_accuracy": None if np.isnan(accuracy[j]) else round(float(accuracy[j]), 4)}
         for j, f in enumerate(functions)
     }

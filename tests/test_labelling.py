@@ -204,10 +204,17 @@ def test_weak_labels_report_coverage_overlap_conflict_and_accuracy(small, window
     assert set(result.functions) == {r.name for r in small.labelling.weak.rules}
     healthy = result.functions["healthy"]
     assert 0.5 < healthy["coverage"] <= healthy["overlap"] + healthy["coverage"] and 0 <= healthy["conflict"] <= healthy["overlap"]
-    assert all(0 <= f["estimated_accuracy"] <= 1 for f in result.functions.values())
+    assert all(0 <= f["estimated_accuracy"] <= 1 for f in result.functions.values() if f["coverage"] > 0)
+    assert all(f["estimated_accuracy"] is None for f in result.functions.values() if f["coverage"] == 0)
     checked = result.labels.join(truth.select(ROW_ID, pl.col(LABEL).alias("truth")), on=ROW_ID)
     assert result.labels.height > features.height / 2 and (checked[LABEL] == checked["truth"]).mean() > 0.85
     assert (result.labels["confidence"] >= small.labelling.weak.min_confidence).all()
+
+
+def test_a_function_that_never_votes_has_no_accuracy_estimate():
+    votes = np.array([[0, -1, 1], [1, -1, 1], [0, -1, 0], [2, -1, 2]] * 50)
+    _, estimated = weak_supervision._label_model(votes, 3, None, seed=0)
+    assert np.isnan(estimated[1]) and not np.isnan(estimated[[0, 2]]).any()
 
 
 # --- self-training -----------------------------------------------------------------------------
