@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.data import clean_telemetry, features, gold_labels, raw_telemetry, training_set
 from assets.feedback import drift_report, retraining_policy
+from assets.federated import federated_student, site_stores, site_update
 from assets.labelling import label_queue, pseudo_labels, weak_labels
 from assets.deployment import GROUP as DEPLOYMENT_GROUP
 from assets.model import GROUP as MODEL_GROUP
@@ -13,7 +14,11 @@ INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, feat
                                             weak_labels, drift_report, retraining_policy, canary_report)
 """``clean_telemetry`` is a multi-asset: selecting it selects ``quarantine`` too."""
 
-RETRAIN_SELECTION = dg.AssetSelection.assets(pseudo_labels, training_set) | dg.AssetSelection.groups(MODEL_GROUP, DEPLOYMENT_GROUP)
+RETRAIN_SELECTION = (dg.AssetSelection.assets(pseudo_labels, training_set, site_stores)
+                     | dg.AssetSelection.groups(MODEL_GROUP, DEPLOYMENT_GROUP))
+ROUND_ASSETS = dg.AssetSelection.assets(site_update, federated_student)
+"""A federated round spans runs (one per site, then the aggregation), so no daily job includes it."""
+MAIN_SELECTION = dg.AssetSelection.all() - ROUND_ASSETS
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=INGEST_SELECTION,
@@ -24,12 +29,22 @@ ingest_job = dg.define_asset_job(
 
 retrain_job = dg.define_asset_job(
     "retrain_job", selection=RETRAIN_SELECTION,
-    description="Retrain as the day's policy decided: pseudo-labels, training set, teacher (incremental or full), student, "
+    description="Retrain as the day's policy decided: pseudo-labels, training set (and each site's store of it), teacher (incremental or full), student, "
                 "evaluation, ONNX (fp32 and int8), candidate and its gates, release (gray or to all sites), signed edge "
                 "package. Launched by the drift sensor and the label sensor.",
 )
 
 main_job = dg.define_asset_job(
-    "main_job", selection=dg.AssetSelection.all(),
+    "main_job", selection=MAIN_SELECTION,
     description="The whole graph for one day: data, feedback, teacher, student, evaluation, ONNX, registry, edge package.",
+)
+
+federated_site_job = dg.define_asset_job(
+    "federated_site_job", selection=dg.AssetSelection.assets(site_update),
+    description="One site's round of federated training (partition: day and site); launched by the federated sensor.",
+)
+
+federated_round_job = dg.define_asset_job(
+    "federated_round_job", selection=dg.AssetSelection.assets(federated_student),
+    description="Aggregates one federated round of a day from the sites' updates; launched by the federated sensor.",
 )

@@ -14,7 +14,8 @@ from assets.feedback import read_decision, retraining_policy
 from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, evaluation as evaluation_lib
-from pipeline.student import Student, fit_student
+from pipeline.federated import read_weights
+from pipeline.student import Student, Weights, fit_student, transfer_counts
 from pipeline.registry import PRODUCTION
 from pipeline.teacher import Teacher
 from pipeline.teacher_update import update_teacher
@@ -62,24 +63,37 @@ def _on_request(partition_key: str) -> dict:
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[teacher_model])
 def student_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
                   dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
-    """Small MLP distilled from the teacher's temperature-softened scores on labelled and unlabelled
-    rows, mixed with the gold labels (alpha); the epoch with the best validation loss is kept.
-    Batch size and epochs as the retraining policy adapted them to the data volume."""
+    """Small MLP distilled from the teacher's temperature-softened scores on the transfer set (labelled,
+    unlabelled and augmented rows), mixed with the rows' labels (alpha); the epoch with the best
+    validation loss is kept, and the learning curves are plotted. Starts from scratch or, with
+    ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
+    the retraining policy adapted them to the data volume."""
     config = dataset.load()
     teacher = Teacher.load(storage.artifact_dir("teacher_model", context.partition_key))
     adapted = (read_decision(storage, context.partition_key) or {}).get("student") or {}
     spec = config.training.student.model_copy(update=adapted)
-    student = fit_student(training_set, teacher, config, spec)
+    student = fit_student(training_set, teacher, config, spec, _federated_start(storage, context.partition_key) if spec.init == "federated" else None)
     directory = storage.artifact_dir("student_model", context.partition_key)
     with atomic.atomic_dir(directory) as tmp:
         student.save(tmp)
     best = min(student.history, key=lambda h: h["validation_loss"])
+    curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(directory)),
-        "parameters": sum(p.numel() for p in student.model.parameters()),
+        "parameters": student.parameters, "start": student.start,
+        "transfer_rows": dg.MetadataValue.json(transfer_counts(training_set, spec)),
         "best_epoch": best["epoch"], "validation_loss": best["validation_loss"],
         "batch_size": spec.batch_size, "epochs": spec.epochs,
+        "temperature": spec.temperature, "alpha": spec.alpha,
+        "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
+            evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
     })
+
+
+def _federated_start(storage: StorageResource, day: str) -> tuple[str, Weights] | None:
+    """The newest federated global weights up to ``day``, if federation has run."""
+    path = storage.federated.latest_global(day, inclusive=True)
+    return (str(path.relative_to(storage.root)), read_weights(path)) if path else None
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[teacher_model, student_model])

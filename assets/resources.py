@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from assets.partitions import DATASET_PATH, PROJECT_ROOT
 from pipeline import ids, signing
 from pipeline.dataset import DatasetConfig, load_dataset_config
+from pipeline.federated import FederatedStore
 from pipeline.label_inbox import LabelInbox
 from pipeline.registry import PRODUCTION, Registry
 from pipeline.teacher import Teacher
@@ -42,6 +43,11 @@ class StorageResource(dg.ConfigurableResource):
     def label_inbox(self) -> LabelInbox:
         """Where queued rows wait for a person's labels and answered files come back."""
         return LabelInbox(self.root / "label_inbox")
+
+    @property
+    def federated(self) -> FederatedStore:
+        """Each site's own rows, the sites' updates and the global weights of federated rounds."""
+        return FederatedStore(self.root)
 
     def production_teacher(self) -> Teacher | None:
         """The teacher of the production version, if there is one yet."""

@@ -66,6 +66,8 @@ class PartitionSpec(_Strict):
     start_date: dt.date
     history_days: int = Field(3, ge=1)
     window_days: int = Field(7, ge=2)
+    sites: tuple[str, ...] | None = None
+    """The ``site`` partitions of federated training; by default the simulator's sites."""
 
 
 class QualitySpec(_Strict):
@@ -113,6 +115,33 @@ class StudentSpec(_Strict):
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
     """Weight of the distillation loss; 1 - alpha goes to the hard labels."""
+    transfer: tuple[Literal["labelled", "unlabelled", "augmented"], ...] = ("labelled", "unlabelled", "augmented")
+    """The rows the teacher scores for the student to imitate."""
+    init: Literal["scratch", "federated"] = "scratch"
+    """Start from random weights, or from the newest federated global weights of the same shape."""
+
+
+class PrivacySpec(_Strict):
+    """Site-level differential privacy (DP-FedAvg): each site's update is clipped to ``clip_norm``
+    and Gaussian noise of ``noise_multiplier`` times the largest weighted clip is added to the sum."""
+
+    enabled: bool = False
+    clip_norm: float = Field(1.0, gt=0)
+    noise_multiplier: float = Field(1.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+
+
+class FederatedSpec(_Strict):
+    """Federated training of the student across sites: only weights leave a site."""
+
+    enabled: bool = True
+    rounds: int = Field(8, ge=1)
+    local_epochs: int = Field(10, ge=1)
+    proximal_mu: float = Field(0.0, ge=0)
+    """FedProx: weight of (mu / 2) * ||w - w_global||^2 in a site's loss; 0 is plain FedAvg."""
+    min_improvement: float = Field(0.002, ge=0)
+    """Rounds stop early once the global validation loss improves by less than this."""
+    privacy: PrivacySpec = PrivacySpec()
 
 
 class TrainingSpec(_Strict):
@@ -120,6 +149,7 @@ class TrainingSpec(_Strict):
     split: SplitSpec = SplitSpec()
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
+    federated: FederatedSpec = FederatedSpec()
 
 
 class DataDriftSpec(_Strict):
@@ -333,10 +363,22 @@ class LabelReturn(_Strict):
     max_lag_days: int = Field(3, ge=0)
 
 
+class SiteProfile(_Strict):
+    """What makes a site unlike the others (non-IID federated data): its device mix, how much of it
+    runs the old firmware, how far it takes the roll-out, and its line lengths."""
+
+    device_models: dict[str, float] | None = None
+    """Weights over the simulator's base device models; uniform if absent."""
+    old_firmware_share: float | None = Field(None, ge=0, le=1)
+    rollout_share: float | None = Field(None, ge=0, le=1)
+    line_length_m: tuple[float, float] | None = None
+
+
 class SimulatorSpec(_Strict):
     seed: int = 42
     sites: tuple[str, ...] = ("north", "south", "east", "west")
     devices_per_site: int = Field(40, ge=1)
+    site_profiles: dict[str, SiteProfile] = {}
     hours: tuple[int, ...] = tuple(range(24))
     label_return: LabelReturn = LabelReturn()
     drift: DriftTimeline = DriftTimeline()
@@ -385,6 +427,10 @@ class DatasetConfig(_Strict):
             for condition in rule.when:
                 if condition.feature not in names:
                     raise ValueError(f"labelling.weak.rules.{rule.name}: unknown feature {condition.feature!r}")
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return self.partitions.sites or self.simulator.sites
 
     @property
     def numeric_features(self) -> list[FeatureSpec]:

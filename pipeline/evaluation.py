@@ -53,11 +53,7 @@ def newest_day_mask(frame: pl.DataFrame) -> np.ndarray:
 
 def confusion_png(matrices: dict[str, list[list[int]]], classes: tuple[str, ...]) -> bytes:
     """Side-by-side row-normalised confusion matrices, small enough to embed in Dagster metadata."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.0), dpi=72)
     for ax, (title, matrix) in zip(np.atleast_1d(axes), matrices.items()):
         m = np.asarray(matrix, dtype=float)
@@ -67,10 +63,37 @@ def confusion_png(matrices: dict[str, list[list[int]]], classes: tuple[str, ...]
         ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7, ha="right")
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
+    return _png(fig)
+
+
+def learning_curve_png(curves: dict[str, list[float]], x_label: str) -> bytes:
+    """Loss curves (e.g. train and validation loss per epoch, or per federated round) on one axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.0, 2.6), dpi=72)
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+    ax.set_xlabel(x_label, fontsize=8)
+    ax.set_ylabel("loss", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _pyplot():
+    """pyplot on the Agg backend (no display), imported only when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def _png(fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 

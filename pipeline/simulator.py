@@ -5,6 +5,7 @@ line ageing (received power drifts down, more fibre faults), a firmware roll-out
 signature looks like congestion (concept drift: same inputs, new label), a new device model (an
 unseen category), and evening congestion (seasonality). A firmware bug is never mild: its faults
 have a floor of severity, so a model that knows the new firmware can tell them apart again. A
+Sites are not alike (non-IID): each may have its own device mix, share of old firmware, roll-out reach and line lengths. A
 little dirt (duplicates, sensor glitches, gaps) is injected so cleaning and quarantine have real work. Every (day, site) draws from its own
 seeded generator, so a partition is the same bytes whatever else was generated before it.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.dataset import DriftTimeline, SimulatorSpec
+from pipeline.dataset import DriftTimeline, SimulatorSpec, SiteProfile
 
 FAULTS = ("none", "fiber", "firmware", "power", "congestion")
 DEVICE_MODELS = ("HG8145", "F670L", "ZXHN-F660")
@@ -50,11 +51,13 @@ class _Fleet:
 
 def _fleet(spec: SimulatorSpec, site: str, day: dt.date) -> _Fleet:
     n = spec.devices_per_site
+    profile = spec.site_profiles.get(site, SiteProfile())
     rng = _rng(spec.seed, "fleet", site)  # devices are fixed per site, independent of the day
     device_id = np.array([f"CPE-{site.upper()}-{i:05d}" for i in range(n)])
-    model = rng.choice(DEVICE_MODELS, size=n)
-    firmware = rng.choice(BASE_FIRMWARE, size=n, p=[0.4, 0.6])
-    line_length = rng.uniform(200, 6000, size=n)
+    model = rng.choice(DEVICE_MODELS, size=n, p=_model_mix(profile, site))
+    old_share = 0.4 if profile.old_firmware_share is None else profile.old_firmware_share
+    firmware = rng.choice(BASE_FIRMWARE, size=n, p=[old_share, 1 - old_share])
+    line_length = rng.uniform(*(profile.line_length_m or (200, 6000)), size=n)
     ageing_rate = rng.uniform(0.5, 1.5, size=n)
     rollout_draw, model_draw = rng.uniform(size=n), rng.uniform(size=n)
 
@@ -64,12 +67,24 @@ def _fleet(spec: SimulatorSpec, site: str, day: dt.date) -> _Fleet:
         base_rx = base_rx - drift.line_ageing_db_per_day * ageing_rate * (day - drift.ageing_start).days
     new_firmware = np.zeros(n, dtype=bool)
     if (ro := drift.firmware_rollout) is not None:
-        upgrade_day = np.floor(rollout_draw / max(ro.share, 1e-9) * ro.ramp_days)
-        new_firmware = (rollout_draw < ro.share) & ((day - ro.date).days >= upgrade_day)
+        share = ro.share if profile.rollout_share is None else profile.rollout_share
+        upgrade_day = np.floor(rollout_draw / max(share, 1e-9) * ro.ramp_days)
+        new_firmware = (rollout_draw < share) & ((day - ro.date).days >= upgrade_day)
         firmware = np.where(new_firmware, ro.version, firmware)
     if (nm := drift.new_device_model) is not None and day >= nm.date:
         model = np.where(model_draw < nm.share, nm.name, model)
     return _Fleet(device_id, model, firmware, line_length, base_rx, new_firmware)
+
+
+def _model_mix(profile: SiteProfile, site: str) -> list[float] | None:
+    """The site's device-model probabilities (None: uniform)."""
+    if profile.device_models is None:
+        return None
+    unknown = set(profile.device_models) - set(DEVICE_MODELS)
+    if unknown:
+        raise ValueError(f"simulator.site_profiles.{site}.device_models: unknown models {sorted(unknown)}; known: {list(DEVICE_MODELS)}")
+    weights = np.array([profile.device_models.get(m, 0.0) for m in DEVICE_MODELS])
+    return list(weights / weights.sum())
 
 
 @dataclass(frozen=True)

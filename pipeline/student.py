@@ -1,9 +1,12 @@
 """The student: a small torch MLP distilled from the teacher, small enough for a modem's CPU.
 
-Distillation loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy on gold
-labels, where ``_T`` means softmax of scores divided by the temperature T. The transfer set is the
-labelled training rows plus the unlabelled rows of the window: the teacher's soft labels are what
-make the unlabelled rows useful. The epoch kept is the one with the best validation loss.
+Distillation loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * weighted cross-entropy
+on the rows' labels, where ``_T`` means softmax of scores divided by the temperature T (the T^2
+keeps the soft term's gradients on the hard term's scale). The transfer set is what the teacher
+scores for the student to imitate: the labelled training rows, the window's unlabelled rows (the
+soft labels are what make them useful) and the augmented rows. The epoch kept is the one with the
+best validation loss. The same loss trains a site's local update in federated training
+(``pipeline.federated``), where a FedProx term may hold the weights near the global ones.
 """
 
 import copy
@@ -22,7 +25,7 @@ from pipeline import atomic
 from pipeline.dataset import DatasetConfig, StudentSpec
 from pipeline.encoding import NO_LABEL, label_codes, student_matrix
 from pipeline.teacher import Teacher
-from pipeline.training_set import SPLIT, TRAIN, UNLABELLED, VALIDATION
+from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TRAIN, UNLABELLED, VALIDATION, WEIGHT
 
 WEIGHTS_FILE, ARCHITECTURE_FILE = "student.pt", "student.json"
 
@@ -53,11 +56,41 @@ class Probabilities(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
+Weights = dict[str, np.ndarray]
+"""A student's parameters as plain arrays: what federated sites and the aggregator exchange."""
+
+
+def weights_of(model: StudentMLP) -> Weights:
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+
+
+def load_weights(model: StudentMLP, weights: Weights) -> None:
+    model.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()})
+
+
+def shapes(weights: Weights) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(array.shape) for name, array in weights.items()}
+
+
+def check_compatible(start: Weights, model: StudentMLP, who: str) -> None:
+    """``start`` fits ``model``, or a ValueError that says why (the features' categories changed)."""
+    expected = shapes(weights_of(model))
+    if shapes(start) != expected:
+        raise ValueError(f"{who}: the weights to start from have shapes {shapes(start)}, this student needs {expected} "
+                         "(the features' categories changed since they were trained?)")
+
+
 @dataclass
 class Student:
     model: StudentMLP
     architecture: dict
     history: list[dict]
+    start: str = "scratch"
+    """Where training started: ``scratch`` or the federated weights it was initialised from."""
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         self.model.eval()
@@ -68,7 +101,8 @@ class Student:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(directory / WEIGHTS_FILE) as tmp:
             torch.save(self.model.state_dict(), tmp)
-        atomic.write_text(directory / ARCHITECTURE_FILE, json.dumps({**self.architecture, "history": self.history}, indent=2))
+        meta = {**self.architecture, "history": self.history, "start": self.start}
+        atomic.write_text(directory / ARCHITECTURE_FILE, json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "Student":
@@ -76,7 +110,61 @@ class Student:
         model = StudentMLP(meta["input_width"], tuple(meta["hidden"]), meta["n_classes"])
         model.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
         model.eval()
-        return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"])
+        return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"], meta.get("start", "scratch"))
+
+
+TRANSFER_ROWS = {
+    "labelled": (pl.col(SPLIT) == TRAIN) & (pl.col(PROVENANCE) != AUGMENTED),
+    "unlabelled": pl.col(SPLIT) == UNLABELLED,
+    "augmented": (pl.col(SPLIT) == TRAIN) & (pl.col(PROVENANCE) == AUGMENTED),
+}
+
+
+def transfer_set(training_set: pl.DataFrame, spec: StudentSpec) -> pl.DataFrame:
+    """The rows the student learns from, of the kinds ``spec.transfer`` names."""
+    keep = pl.lit(False)
+    for kind in spec.transfer:
+        keep = keep | TRANSFER_ROWS[kind]
+    return training_set.filter(keep)
+
+
+def transfer_counts(training_set: pl.DataFrame, spec: StudentSpec) -> dict[str, int]:
+    return {kind: training_set.filter(TRANSFER_ROWS[kind]).height for kind in spec.transfer}
+
+
+@dataclass(frozen=True)
+class StudentData:
+    """Encoded rows with the teacher's softened scores, hard labels (``NO_LABEL`` where none) and
+    the weight of each row's label."""
+
+    x: torch.Tensor
+    soft: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+
+    @classmethod
+    def of(cls, x: np.ndarray, teacher_scores: np.ndarray, labels: np.ndarray, temperature: float,
+           weights: np.ndarray | None = None) -> "StudentData":
+        weights = np.ones(len(x)) if weights is None else weights
+        return cls(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(soft_targets(teacher_scores, temperature)),
+                   torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(weights.astype(np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def rows(self, index: torch.Tensor) -> "StudentData":
+        return StudentData(self.x[index], self.soft[index], self.labels[index], self.weights[index])
+
+
+def student_data(frame: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec,
+                 labelled: pl.Expr = pl.col(SPLIT) != UNLABELLED) -> StudentData:
+    """``frame`` encoded for the student and scored by the teacher; rows outside ``labelled`` carry
+    no hard label."""
+    has_label = frame.select(labelled.fill_null(False)).to_series().to_numpy()
+    codes = np.where(has_label, label_codes(frame, config.classes), NO_LABEL)
+    weights = frame[WEIGHT].fill_null(1.0).to_numpy() if WEIGHT in frame.columns else None
+    return StudentData.of(student_matrix(frame, teacher.preprocessing), teacher.raw_scores(frame), codes,
+                          spec.temperature, weights)
 
 
 def soft_targets(teacher_scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -86,57 +174,94 @@ def soft_targets(teacher_scores: np.ndarray, temperature: float) -> np.ndarray:
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def distill(x: np.ndarray, teacher_scores: np.ndarray, labels: np.ndarray,
-            x_val: np.ndarray, teacher_scores_val: np.ndarray, labels_val: np.ndarray,
-            spec: StudentSpec, seed: int) -> Student:
-    """Train the student on the transfer set ``x``; ``labels`` is ``NO_LABEL`` (-1) where a row has none."""
-    torch.manual_seed(seed)
-    n_classes = teacher_scores.shape[1]
-    model = StudentMLP(x.shape[1], spec.hidden, n_classes)
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+def distillation_loss(model: StudentMLP, data: StudentData, spec: StudentSpec) -> torch.Tensor:
     T, alpha = spec.temperature, spec.alpha
-    data = [torch.from_numpy(a) for a in (x, soft_targets(teacher_scores, T), labels.astype(np.int64))]
-    val = [torch.from_numpy(a) for a in (x_val, soft_targets(teacher_scores_val, T), labels_val.astype(np.int64))]
+    logits = model(data.x)
+    kd = F.kl_div(F.log_softmax(logits / T, dim=1), data.soft, reduction="batchmean") * T * T
+    has_label = data.labels >= 0
+    if has_label.any():
+        per_row = F.cross_entropy(logits[has_label], data.labels[has_label], reduction="none")
+        weights = data.weights[has_label]
+        ce = (per_row * weights).sum() / weights.sum()
+    else:
+        ce = logits.sum() * 0
+    return alpha * kd + (1 - alpha) * ce
+
+
+def proximal_term(model: StudentMLP, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx: (mu / 2) * ||w - w_anchor||^2, which keeps a site's update near the global weights."""
+    return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+
+
+def new_model(input_width: int, n_classes: int, spec: StudentSpec, seed: int) -> StudentMLP:
+    torch.manual_seed(seed)
+    return StudentMLP(input_width, spec.hidden, n_classes)
+
+
+def train_epochs(model: StudentMLP, train: StudentData, validation: StudentData, spec: StudentSpec, epochs: int,
+                 seed: int, proximal_mu: float = 0.0) -> list[dict]:
+    """Train ``model`` in place for ``epochs``, keeping the epoch with the best validation loss (an
+    empty validation set keeps the last); returns the learning curve. ``proximal_mu`` > 0 adds the
+    FedProx term anchored at the weights ``model`` starts from."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     generator = torch.Generator().manual_seed(seed)
-
-    def loss_of(xb, soft, yb, model_):
-        logits = model_(xb)
-        kd = F.kl_div(F.log_softmax(logits / T, dim=1), soft, reduction="batchmean") * T * T
-        has_label = yb >= 0
-        ce = F.cross_entropy(logits[has_label], yb[has_label]) if has_label.any() else logits.sum() * 0
-        return alpha * kd + (1 - alpha) * ce
-
-    best_loss, best_state, history = float("inf"), None, []
-    for epoch in range(spec.epochs):
+    anchor = [p.detach().clone() for p in model.parameters()]
+    best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
+    for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(data[0]), generator=generator)
+        order = torch.randperm(len(train), generator=generator)
         total = 0.0
         for start in range(0, len(order), spec.batch_size):
-            idx = order[start:start + spec.batch_size]
-            loss = loss_of(*(d[idx] for d in data), model)
+            batch = train.rows(order[start:start + spec.batch_size])
+            loss = distillation_loss(model, batch, spec)
+            if proximal_mu > 0:
+                loss = loss + proximal_term(model, anchor, proximal_mu)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += loss.item() * len(idx)
-        model.eval()
-        with torch.no_grad():
-            val_loss = float(loss_of(*val, model))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(order), "validation_loss": val_loss})
-        if val_loss < best_loss:
+            total += loss.item() * len(batch)
+        val_loss = validation_loss(model, validation, spec)
+        history.append({"epoch": epoch + 1, "train_loss": total / max(len(order), 1), "validation_loss": val_loss})
+        if len(validation) == 0 or val_loss < best_loss:
             best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    return Student(model, {"input_width": x.shape[1], "hidden": list(spec.hidden), "n_classes": n_classes}, history)
+    return history
 
 
-def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec | None = None) -> Student:
-    """Distil ``teacher`` into a student on the train and unlabelled rows, validated on validation;
-    ``spec`` overrides the configured one (the retraining policy adapts batch size and epochs)."""
-    transfer = training_set.filter(pl.col(SPLIT).is_in([TRAIN, UNLABELLED]))
-    validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
-    hard = np.where(transfer[SPLIT].to_numpy() == TRAIN, label_codes(transfer, config.classes), NO_LABEL)
-    return distill(
-        student_matrix(transfer, teacher.preprocessing), teacher.raw_scores(transfer), hard,
-        student_matrix(validation, teacher.preprocessing), teacher.raw_scores(validation),
-        label_codes(validation, config.classes), spec or config.training.student, config.training.seed,
-    )
+def validation_loss(model: StudentMLP, data: StudentData, spec: StudentSpec) -> float:
+    if len(data) == 0:
+        return float("nan")
+    model.eval()
+    with torch.no_grad():
+        return float(distillation_loss(model, data, spec))
+
+
+def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec | None = None,
+                start: tuple[str, Weights] | None = None) -> Student:
+    """Distil ``teacher`` into a student on the transfer set, validated on the validation rows.
+    ``spec`` overrides the configured one (the retraining policy adapts batch size and epochs);
+    ``start`` (a name and weights, e.g. the federated global model) replaces the random start when
+    its shapes fit, and the student records which start it had."""
+    spec = spec or config.training.student
+    train = student_data(transfer_set(training_set, spec), teacher, config, spec)
+    validation = student_data(training_set.filter(pl.col(SPLIT) == VALIDATION), teacher, config, spec)
+    seed = config.training.seed
+    model = new_model(train.x.shape[1], train.soft.shape[1], spec, seed)
+    started = "scratch"
+    if start is not None:
+        name, weights = start
+        try:
+            check_compatible(weights, model, "student")
+            load_weights(model, weights)
+            started = name
+        except ValueError as exc:
+            started = f"scratch: {name} does not fit ({exc})"
+    history = train_epochs(model, train, validation, spec, spec.epochs, seed)
+    return Student(model, architecture(model), history, started)
+
+
+def architecture(model: StudentMLP) -> dict:
+    linear = [m for m in model.net if isinstance(m, nn.Linear)]
+    return {"input_width": linear[0].in_features, "hidden": [m.out_features for m in linear[:-1]],
+            "n_classes": linear[-1].out_features}

@@ -1,7 +1,10 @@
 """The graph through ``dagster.materialize`` on three daily partitions of small simulated data."""
 
 import json
+import os
+import sys
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +13,7 @@ import pytest
 
 import definitions
 
-from assets.jobs import INGEST_SELECTION
+from assets.jobs import INGEST_SELECTION, MAIN_SELECTION
 from pipeline.registry import Registry
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
@@ -26,7 +29,7 @@ def graph_run(tmp_path_factory):
     with dg.instance_for_test() as instance:
         results = [dg.materialize(ALL_ASSETS, selection=INGEST_SELECTION, partition_key=day, resources=resources, instance=instance)
                    for day in DAYS[:-1]]
-        results.append(dg.materialize(ALL_ASSETS, partition_key=DAYS[-1], resources=resources, instance=instance))
+        results.append(dg.materialize(ALL_ASSETS, selection=MAIN_SELECTION, partition_key=DAYS[-1], resources=resources, instance=instance))
         yield root / "data", results, instance
 
 
@@ -59,7 +62,8 @@ def test_rows_reconcile_per_partition(graph_run):
 def test_the_newest_day_materializes_every_asset_and_ingest_days_data_and_feedback(graph_run):
     _, results, instance = graph_run
     everything = {k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything
+    rounds = {"site_update", "federated_student"}  # a federated round spans runs of its own
+    assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything - rounds
     assert {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()} == {
         "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "label_queue", "weak_labels",
         "drift_report", "retraining_policy", "canary_report"}
@@ -182,3 +186,94 @@ def test_a_backfilled_older_day_does_not_move_the_candidate_back(tmp_path):
     assert _newest_partition_wins(registry, newer, reason="t", by="user")
     assert not _newest_partition_wins(registry, older, reason="backfill", by="user")
     assert registry.resolve("candidate") == "v-new"
+
+
+_OPENED: list[str] | None = None
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    """Files opened for reading (audit event ``open``: path, mode, flags)."""
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        path, mode, flags = args
+        writes = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & (os.O_WRONLY | os.O_RDWR))
+        if not writes:
+            _OPENED.append(os.fsdecode(path))
+
+
+sys.addaudithook(_record_opens)  # audit hooks cannot be removed; this one records only inside _files_opened
+
+
+@contextmanager
+def _files_opened(root: Path):
+    """Every file under ``root`` that Python opened for reading inside the block (relative paths;
+    directories and the temporaries of atomic writes, which are fsynced read-only, left out). The
+    IO manager and the site stores read through Python's ``open``, so polars reads are seen too."""
+    global _OPENED
+    _OPENED, opened = [], []
+    try:
+        yield opened
+    finally:
+        opened += sorted({str(Path(p).resolve().relative_to(root.resolve())) for p in _OPENED
+                          if Path(p).resolve().is_relative_to(root.resolve()) and Path(p).is_file()})
+        _OPENED = None
+
+
+def _materialize_round(data_dir: Path, instance, day: str) -> tuple[dict, dict]:
+    from assets.federated import SITES, federated_student, site_update
+
+    resources = definitions.build_resources(str(data_dir), str(data_dir.parent / "small.yaml"))
+    sites = {}
+    for site in SITES.get_partition_keys():
+        with _files_opened(data_dir) as opened:
+            key = dg.MultiPartitionKey({"date": day, "site": site})
+            result = dg.materialize(ALL_ASSETS, selection=[site_update], partition_key=str(key), resources=resources, instance=instance)
+        sites[site] = (result, opened)
+    with _files_opened(data_dir) as opened:
+        result = dg.materialize(ALL_ASSETS, selection=[federated_student], partition_key=day, resources=resources, instance=instance)
+    return sites, {"result": result, "opened": opened}
+
+
+def test_a_federated_round_moves_only_weights(graph_run):
+    """Each site's run reads its own store, the teacher and the global weights, nothing of another
+    site; the aggregator reads only the sites' weights and reports; the round is recorded."""
+    data_dir, _, instance = graph_run
+    day = DAYS[-1]
+    sites, aggregation = _materialize_round(data_dir, instance, day)
+    for site, (result, opened) in sites.items():
+        assert result.success
+        assert f"sites/{site}/training_set/{day}.parquet" in opened
+        allowed = (f"sites/{site}/", f"artifacts/teacher_model/{day}/")
+        assert [p for p in opened if not p.startswith(allowed)] == [], site
+        m = _metadata(result, "site_update")
+        assert m["round"] == 1 and m["start"] == "seed" and m["samples"] > 100 and m["bytes_sent"] > 1000
+        assert m["local_validation_loss"] < m["received_validation_loss"]
+    assert aggregation["result"].success
+    opened = aggregation["opened"]
+    assert {p for p in opened if p.endswith("update.npz")} == {f"artifacts/site_update/{day}/{s}/round-1/update.npz" for s in sites}
+    assert [p for p in opened if not (p.startswith("artifacts/") and p.endswith((".npz", ".json")))] == []
+    assert not any(p.startswith("sites/") or ".parquet" in p for p in opened)
+    m = _metadata(aggregation["result"], "federated_student")
+    assert m["round"] == 1 and m["sites"] == 4 and m["epsilon"] == "no differential privacy"
+    assert m["samples"] == sum(_metadata(r, "site_update")["samples"] for r, _ in sites.values())
+    assert m["bytes_received"] == sum(_metadata(r, "site_update")["bytes_sent"] for r, _ in sites.values())
+    assert set(m["per_site"]) == set(sites) and all(v["macro_f1"] is not None for v in m["per_site"].values())
+    assert all(isinstance(v["drifted_features"], list) for v in m["per_site"].values())
+    assert (data_dir / "artifacts" / "federated_student" / day / "round-1" / "global.npz").exists()
+
+
+def test_the_federated_sensor_launches_the_next_round_per_site(graph_run):
+    from assets.jobs import federated_round_job, federated_site_job
+    from sensors.federated import federated_sensor
+
+    data_dir, _, instance = graph_run
+    if not (data_dir / "artifacts" / "federated_student" / DAYS[-1] / "round-1").exists():
+        _materialize_round(data_dir, instance, DAYS[-1])
+    resources = definitions.build_resources(str(data_dir), str(data_dir.parent / "small.yaml"))
+    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[federated_site_job, federated_round_job], sensors=[federated_sensor],
+                          resources=resources)
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=resources)
+    requests = federated_sensor.evaluate_tick(context).run_requests
+    assert sorted(r.partition_key for r in requests) == sorted(f"{DAYS[-1]}|{s}" for s in ("east", "north", "south", "west"))
+    assert {r.job_name for r in requests} == {"federated_site_job"}
+    assert all(r.run_config["ops"]["site_update"]["config"]["round"] == 2 for r in requests)
+    assert len({r.run_key for r in requests}) == 4 and all(":round-2:" in r.run_key for r in requests)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 import definitions
+from assets.federated import SITE_DAILY, SITES, site_update
 from assets.partitions import DAILY
 
 
@@ -19,25 +20,32 @@ def test_assets_are_grouped_by_layer_and_documented():
         "evaluation": "model", "onnx_student": "deployment", "candidate_model": "deployment", "edge_package": "deployment",
         "drift_report": "feedback", "retraining_policy": "feedback", "production_model": "deployment",
         "canary_report": "release", "label_queue": "labelling", "weak_labels": "labelling", "pseudo_labels": "labelling",
+        "site_stores": "federated", "site_update": "federated", "federated_student": "federated",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 40, key
-        assert node.partitions_def == DAILY, key
+        assert node.partitions_def == (SITE_DAILY if key == site_update.key else DAILY), key
+
+
+def test_a_site_update_is_partitioned_by_day_and_site():
+    assert SITE_DAILY.partitions_defs[0].partitions_def == DAILY
+    assert {d.name for d in SITE_DAILY.partitions_defs} == {"date", "site"}
+    assert SITES.get_partition_keys() == ["north", "south", "east", "west"]
 
 
 def test_edge_package_is_the_final_asset():
     graph = definitions.defs.resolve_asset_graph()
     sinks = [k.to_user_string() for k in graph.get_all_asset_keys()
-             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report", "label_queue")]
+             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report", "label_queue", "federated_student")]
     assert sinks == ["edge_package"]
 
 
 def test_sensors_run_by_default_and_jobs_exist():
-    for name in ("landing_sensor", "drift_sensor", "label_sensor", "canary_sensor", "run_failure_alert"):
+    for name in ("landing_sensor", "drift_sensor", "label_sensor", "federated_sensor", "canary_sensor", "run_failure_alert"):
         assert definitions.defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING, name
     assert {j.name for j in definitions.defs.resolve_all_job_defs()} >= {
-        "ingest_job", "retrain_job", "main_job", "rollback_job", "conclude_canary_job"}
+        "ingest_job", "retrain_job", "main_job", "federated_site_job", "federated_round_job", "rollback_job", "conclude_canary_job"}
 
 
 def test_the_rollback_job_defaults_to_previous_in_the_launchpad():

@@ -15,7 +15,7 @@ import pytest
 
 import definitions
 from assets import release
-from assets.jobs import INGEST_SELECTION, RETRAIN_SELECTION
+from assets.jobs import INGEST_SELECTION, MAIN_SELECTION, RETRAIN_SELECTION
 from pipeline import training_set as training_lib
 from pipeline.dataset import LABEL
 from pipeline.registry import (
@@ -41,7 +41,7 @@ class Scenario:
     def registry(self) -> Registry:
         return Registry(self.data_dir / "registry")
 
-    def materialize(self, name: str, day: str, selection=None) -> dg.ExecuteInProcessResult:
+    def materialize(self, name: str, day: str, selection=MAIN_SELECTION) -> dg.ExecuteInProcessResult:
         resources = definitions.build_resources(str(self.data_dir), str(self.dataset))
         self.runs[name] = dg.materialize(ASSETS, selection=selection, partition_key=day, resources=resources,
                                          instance=self.instance, raise_on_error=False)

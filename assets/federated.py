@@ -1,0 +1,119 @@
+"""Federated layer: the student trained across sites, where only weights leave a site.
+
+``site_stores`` puts each site's rows of the day's training set in that site's own store (one
+machine plays every site here; in a real deployment the site's rows never leave it). A round is
+``site_update`` at every site (a run per site, partitioned by day and site, reading only its own
+store, the teacher and the global weights) and then one ``federated_student`` run that averages the
+updates; ``federated_sensor`` launches the rounds. The code is in ``pipeline/federated.py``.
+"""
+
+import warnings
+
+import polars as pl
+from pydantic import Field
+
+import dagster as dg
+
+from assets.model import teacher_model
+from assets.partitions import DAILY, DATASET
+from assets.resources import DatasetResource, StorageResource
+from pipeline import atomic, federated as fed
+from pipeline.dataset import LABEL, SITE
+from pipeline.evaluation import learning_curve_png, png_markdown
+from pipeline.teacher import Teacher
+
+GROUP = "federated"
+SITES = dg.StaticPartitionsDefinition(list(DATASET.sites))
+SITE_DAILY = dg.MultiPartitionsDefinition({"date": DAILY, "site": SITES})
+with warnings.catch_warnings():  # beta in 1.13; the mapping is what a per-site asset of a day needs
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    BY_DATE = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="date")
+
+
+class RoundConfig(dg.Config):
+    round: int = Field(0, ge=0, description="The federated round of the day; 0 = the next one.")
+
+
+@dg.asset(group_name=GROUP, partitions_def=DAILY)
+def site_stores(context: dg.AssetExecutionContext, training_set: pl.DataFrame, dataset: DatasetResource,
+                storage: StorageResource) -> dg.MaterializeResult:
+    """Each site's rows of the day's training set, written to that site's own store
+    (``sites/<site>/``): what a site keeps and trains on. Rows of a site outside the ``site``
+    partitions are counted, not stored. The class mix per site shows how unlike the sites are."""
+    config, store = dataset.load(), storage.federated
+    for site in config.sites:
+        rows = training_set.filter(pl.col(SITE) == site)
+        with atomic.atomic_path(store.site_rows(site, context.partition_key)) as tmp:
+            rows.write_parquet(tmp)
+    mix = training_set.filter(pl.col(LABEL).is_not_null()).group_by(SITE, LABEL).len().pivot(on=LABEL, index=SITE, values="len")
+    return dg.MaterializeResult(metadata={
+        "rows_by_site": dg.MetadataValue.json(dict(training_set.group_by(SITE).len().sort(SITE).iter_rows())),
+        "rows_outside_site_partitions": training_set.filter(~pl.col(SITE).is_in(list(config.sites))).height,
+        "labels_by_site": dg.MetadataValue.json({row[SITE]: {k: v for k, v in row.items() if k != SITE}
+                                                  for row in mix.fill_null(0).sort(SITE).iter_rows(named=True)}),
+    })
+
+
+@dg.asset(group_name=GROUP, partitions_def=SITE_DAILY,
+          deps=[dg.AssetDep(site_stores, partition_mapping=BY_DATE), dg.AssetDep(teacher_model, partition_mapping=BY_DATE)])
+def site_update(context: dg.AssetExecutionContext, config: RoundConfig, dataset: DatasetResource,
+                storage: StorageResource) -> dg.MaterializeResult:
+    """One site's round of federated training: the student from the global weights, trained on this
+    site's rows only (its own store), distilled from the teacher, with the FedProx term if set. Sends
+    back its weights and aggregate numbers: the sample count, how the received global model does on
+    the site's held-out rows, and (in round one) the site's own drift, newest day against the rest."""
+    keys = context.partition_key.keys_by_dimension
+    day, site = keys["date"], keys["site"]
+    settings, store = dataset.load(), storage.federated
+    round_ = config.round or store.rounds_done(day) + 1
+    teacher = Teacher.load(storage.artifact_dir("teacher_model", day))
+    start, weights = fed.site_start(store, day, round_, teacher.preprocessing["input_width"], settings)
+    rows = store.read_site_rows(site, day)
+    update = fed.local_update(site, round_, rows, teacher, weights, settings)
+    report = {**update.report, "start": start, "drift": fed.site_drift(rows, settings) if round_ == 1 else None}
+    directory = store.update_dir(day, site, round_)
+    sent = fed.save_weights(directory / fed.UPDATE_FILE, update.weights)
+    fed.write_json(directory / fed.REPORT_FILE, {**report, "bytes": sent})
+    received = report["received"]
+    return dg.MaterializeResult(metadata={
+        "round": round_, "start": start, "samples": update.samples, "bytes_sent": sent,
+        "received_macro_f1": dg.MetadataValue.float(received["macro_f1"] if received["macro_f1"] is not None else float("nan")),
+        "received_validation_loss": dg.MetadataValue.float(received["validation_loss"]),
+        "local_validation_loss": dg.MetadataValue.float(report["local"]["validation_loss"]),
+        "drifted_features": dg.MetadataValue.json(report["drift"]["drifted_features"] if report["drift"] else "not checked after round one"),
+    })
+
+
+@dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[dg.AssetDep(site_update, partition_mapping=BY_DATE)])
+def federated_student(context: dg.AssetExecutionContext, config: RoundConfig, dataset: DatasetResource,
+                      storage: StorageResource) -> dg.MaterializeResult:
+    """One round's global student: the sites' updates averaged by sample count (FedAvg), or clipped and
+    noised (DP-FedAvg, epsilon reported). Reads only the sites' weights and their aggregate reports.
+    Shows per-site evaluation (the previous global model on each site's held-out rows), per-site drift,
+    the bytes moved, and the global validation loss over the rounds; marks the day converged when it
+    stops improving. ``student_model`` can start from the newest global weights."""
+    day, settings, store = context.partition_key, dataset.load(), storage.federated
+    spec = settings.training.federated
+    round_ = config.round or store.rounds_done(day) + 1
+    reports = {s: fed.read_json(store.update_dir(day, s, round_) / fed.REPORT_FILE) for s in store.sites_with_update(day, round_, settings.sites)}
+    missing = [s for s in settings.sites if s not in reports]
+    if missing:
+        raise ValueError(f"round {round_} of {day}: no update from {missing}; materialize site_update for them first")
+    updates = {s: (fed.read_weights(store.update_dir(day, s, round_) / fed.UPDATE_FILE), r["samples"]) for s, r in reports.items()}
+    start, start_weights = fed.aggregator_start(store, reports, next(iter(updates.values()))[0], settings)
+    result = fed.aggregate(start_weights, updates, spec.privacy, settings.training.seed + round_)
+    summary = fed.round_summary(store, day, round_, reports, result, spec)
+    directory = store.global_dir(day, round_)
+    summary["bytes_global"] = fed.save_weights(directory / fed.GLOBAL_FILE, result.weights)
+    fed.write_json(directory / fed.ROUND_FILE, summary)
+    curve = fed.round_curve(store, day, round_)
+    return dg.MaterializeResult(metadata={
+        "round": round_, "start": start, "sites": len(reports), "samples": sum(r["samples"] for r in reports.values()),
+        "bytes_received": summary["bytes_received"], "bytes_sent": summary["bytes_global"] * len(reports),
+        "global_validation_loss": dg.MetadataValue.float(summary["global_validation_loss"] or float("nan")),
+        "converged": summary["converged"],
+        "epsilon": dg.MetadataValue.float(summary["epsilon"]) if summary["epsilon"] is not None else "no differential privacy",
+        "per_site": dg.MetadataValue.json(summary["per_site"]),
+        "aggregation": dg.MetadataValue.json(result.info),
+        "rounds": dg.MetadataValue.md(png_markdown(learning_curve_png(curve, "round"), "global validation loss per round")),
+    })

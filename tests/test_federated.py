@@ -1,0 +1,140 @@
+"""Federated training in ``pipeline/federated.py``: FedAvg, FedProx, differential privacy, the round
+files and the decision of what a round needs next; the non-IID simulator sites."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline import federated as fed
+from pipeline.dataset import SITE, PrivacySpec
+from pipeline.simulator import simulate_day
+from pipeline.student import StudentData, new_model, train_epochs, validation_loss, weights_of
+
+NO_PRIVACY = PrivacySpec()
+
+
+def _weights(value: float) -> fed.Weights:
+    return {"w": np.full((2, 3), value, dtype=np.float32), "b": np.full(3, value, dtype=np.float32)}
+
+
+def test_fedavg_weighs_each_site_by_its_sample_count():
+    result = fed.aggregate(_weights(0.0), {"a": (_weights(1.0), 100), "b": (_weights(4.0), 300)}, NO_PRIVACY, seed=0)
+    assert np.allclose(result.weights["w"], (1.0 * 100 + 4.0 * 300) / 400)
+    assert result.weights["w"].dtype == np.float32
+    assert result.info["samples"] == {"a": 100, "b": 300}
+
+
+def test_differential_privacy_clips_each_update_and_adds_the_reported_noise():
+    privacy = PrivacySpec(enabled=True, clip_norm=1.0, noise_multiplier=1e-9)
+    big, small = _weights(10.0), _weights(0.01)  # norm of big: 10 * sqrt(9) = 30
+    result = fed.aggregate(_weights(0.0), {"big": (big, 1), "small": (small, 1)}, privacy, seed=0)
+    assert result.info["clipped_sites"] == ["big"]
+    assert np.allclose(result.weights["w"], 0.5 * 10.0 / 30.0 + 0.5 * 0.01, atol=1e-6)
+
+    noisy = PrivacySpec(enabled=True, clip_norm=1.0, noise_multiplier=2.0)
+    many = {f"s{i}": (_weights(0.0), 1) for i in range(4)}
+    spread = fed.aggregate(_weights(0.0), many, noisy, seed=1)
+    assert spread.info["noise_std"] == pytest.approx(2.0 * 1.0 * 0.25)
+    values = np.concatenate([a.ravel() for a in spread.weights.values()])
+    assert 0.1 < values.std() < 1.0  # 9 draws of N(0, 0.5)
+
+
+def test_epsilon_falls_with_noise_and_grows_with_rounds():
+    assert fed.dp_epsilon(1.0, 1, 1e-5) > fed.dp_epsilon(4.0, 1, 1e-5)
+    assert fed.dp_epsilon(1.0, 10, 1e-5) > fed.dp_epsilon(1.0, 1, 1e-5)
+    # one round, z = 1: min over orders of a/2 + ln(1e5)/(a-1); a = 5 gives 2.5 + 2.878
+    assert fed.dp_epsilon(1.0, 1, 1e-5) == pytest.approx(min(a / 2 + math.log(1e5) / (a - 1) for a in fed.RDP_ORDERS))
+
+
+def test_fedprox_keeps_a_local_model_nearer_the_global_one(config):
+    spec = config.training.student
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    scores = rng.normal(size=(400, 5)) * 3
+    data = StudentData.of(x, scores, rng.integers(0, 5, 400), spec.temperature)
+    distances = {}
+    for mu in (0.0, 10.0):
+        model = new_model(6, 5, spec, seed=0)
+        start = weights_of(model)
+        train_epochs(model, data, data.rows(np.arange(0)), spec, epochs=5, seed=0, proximal_mu=mu)
+        distances[mu] = math.sqrt(sum(((weights_of(model)[k] - start[k]) ** 2).sum() for k in start))
+    assert 0 < distances[10.0] < 0.5 * distances[0.0]
+    assert math.isnan(validation_loss(model, data.rows(np.arange(0)), spec))
+
+
+def test_a_site_update_learns_from_its_own_rows_and_reports_only_numbers(trained):
+    config, frame, teacher = trained.config, trained.frame, trained.teacher
+    site_rows = frame.filter(pl.col(SITE) == "north")
+    start = fed.seeded_weights(teacher.preprocessing["input_width"], config)
+    update = fed.local_update("north", 1, site_rows, teacher, start, config)
+    report = update.report
+    assert update.samples == report["samples"] == site_rows.filter(pl.col("split").is_in(["train", "unlabelled"])).height
+    assert report["local"]["validation_loss"] < report["received"]["validation_loss"]
+    assert report["held_out_rows"] == site_rows.filter(pl.col("split").is_in(["validation", "test"])).height
+    assert set(update.weights) == set(start) and not np.allclose(update.weights["net.0.weight"], start["net.0.weight"])
+    assert all(isinstance(v, (int, float, str, dict, list, type(None))) for v in report.values())
+
+
+def test_rounds_advance_site_by_site_then_aggregate_until_done(tmp_path, config):
+    store, day, sites = fed.FederatedStore(tmp_path), "2026-10-20", ("north", "south")
+    spec = config.training.federated.model_copy(update={"rounds": 2, "min_improvement": 0.0})
+    assert fed.next_step(store, day, sites, spec) == ("sites", 1, ["north", "south"])
+    fed.write_json(store.update_dir(day, "north", 1) / fed.REPORT_FILE, {})
+    assert fed.next_step(store, day, sites, spec) == ("sites", 1, ["south"])
+    fed.write_json(store.update_dir(day, "south", 1) / fed.REPORT_FILE, {})
+    assert fed.next_step(store, day, sites, spec) == ("aggregate", 1, [])
+    _finish_round(store, day, 1, converged=False)
+    assert fed.next_step(store, day, sites, spec) == ("sites", 2, ["north", "south"])
+    _finish_round(store, day, 2, converged=False)
+    assert fed.next_step(store, day, sites, spec) is None  # the configured rounds are done
+    assert store.latest_global("2026-10-21", inclusive=False) == store.global_dir(day, 2) / fed.GLOBAL_FILE
+    assert store.latest_global(day, inclusive=False) is None
+
+
+def test_a_converged_day_needs_no_more_rounds(tmp_path, config):
+    store, day = fed.FederatedStore(tmp_path), "2026-10-20"
+    _finish_round(store, day, 1, converged=True)
+    assert fed.next_step(store, day, ("north",), config.training.federated) is None
+    assert fed.converged([0.5, 0.499], config.training.federated)
+    assert not fed.converged([0.5, 0.4], config.training.federated)
+
+
+def test_a_round_starts_from_the_previous_rounds_global_weights_or_says_which_is_missing(tmp_path, config):
+    store, day = fed.FederatedStore(tmp_path), "2026-10-20"
+    name, weights = fed.site_start(store, day, 1, 7, config)
+    assert name == fed.SEED_START and weights["net.0.weight"].shape[1] == 7
+    with pytest.raises(FileNotFoundError, match="materialize federated_student for round 1"):
+        fed.site_start(store, day, 2, 7, config)
+    fed.save_weights(store.global_dir(day, 1) / fed.GLOBAL_FILE, weights)
+    name, again = fed.site_start(store, day, 2, 7, config)
+    assert name == f"artifacts/federated_student/{day}/round-1/global.npz"
+    assert all(np.array_equal(weights[k], again[k]) for k in weights)
+    reports = {"a": {"start": name}, "b": {"start": fed.SEED_START}}
+    with pytest.raises(ValueError, match="different weights"):
+        fed.aggregator_start(store, reports, weights, config)
+
+
+def test_weights_travel_without_pickle(tmp_path):
+    path = tmp_path / "w.npz"
+    size = fed.save_weights(path, _weights(1.5))
+    assert size == path.stat().st_size > 0
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["b", "w"]
+
+
+def _finish_round(store: fed.FederatedStore, day: str, round_: int, converged: bool) -> None:
+    fed.save_weights(store.global_dir(day, round_) / fed.GLOBAL_FILE, _weights(0.0))
+    fed.write_json(store.global_dir(day, round_) / fed.ROUND_FILE, {"converged": converged, "global_validation_loss": 1.0})
+
+
+def test_simulated_sites_are_not_alike(config):
+    import datetime as dt
+
+    day = simulate_day(config.simulator, dt.date(2026, 10, 25), dirty=False)
+    models = day.group_by(SITE).agg(pl.col("device_model").mode().first()).sort(SITE)
+    assert dict(models.iter_rows()) == {"east": "ZXHN-F660", "north": "HG8145", "south": "F670L", "west": models["device_model"][3]}
+    fibre = day.group_by(SITE).agg((pl.col("fault") == "fiber").mean()).sort(SITE)
+    share = dict(fibre.iter_rows())
+    assert share["north"] > 1.5 * share["south"]  # long rural lines: more fibre faults
