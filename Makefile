@@ -39,6 +39,7 @@ rollback: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --record
 	$(BIN)/python -m benchmarks.labelling --record
+	$(BIN)/python -m benchmarks.federated --record
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

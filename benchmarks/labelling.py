@@ -195,8 +195,9 @@ def main() -> int:
     text = report(runs, full, ablation, time.perf_counter() - started)
     print(text)
     if args.record:
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a", encoding="utf-8") as out:
-            out.write("\n" + text)
+        from benchmarks.run_all import record
+
+        record(text)
     return 0
 
 

@@ -138,3 +138,23 @@ def test_simulated_sites_are_not_alike(config):
     fibre = day.group_by(SITE).agg((pl.col("fault") == "fiber").mean()).sort(SITE)
     share = dict(fibre.iter_rows())
     assert share["north"] > 1.5 * share["south"]  # long rural lines: more fibre faults
+
+
+def test_a_student_starts_from_federated_weights_only_when_they_fit(trained):
+    from pipeline.student import fit_student
+
+    config, frame, teacher = trained.config, trained.frame, trained.teacher
+    fitting = fed.seeded_weights(teacher.preprocessing["input_width"], config)
+    assert fit_student(frame, teacher, config, start=("round-3", fitting)).start == "round-3"
+    other = fed.seeded_weights(teacher.preprocessing["input_width"] + 1, config)
+    assert fit_student(frame, teacher, config, start=("round-3", other)).start.startswith("scratch: round-3 does not fit")
+
+
+def test_the_transfer_set_takes_the_configured_kinds_of_rows(trained):
+    from pipeline.student import transfer_counts, transfer_set
+
+    frame, spec = trained.frame, trained.config.training.student
+    labelled = spec.model_copy(update={"transfer": ("labelled",)})
+    assert transfer_set(frame, labelled).height == frame.filter(pl.col("split") == "train").height
+    counts = transfer_counts(frame, spec)
+    assert transfer_set(frame, spec).height == sum(counts.values()) and counts["unlabelled"] > counts["labelled"]
