@@ -9,8 +9,10 @@ Differential privacy is DP-FedAvg (McMahan et al., 2018) at site level: every si
 weights minus the global ones) is clipped to an L2 norm ``C``, the weighted sum gets Gaussian noise
 of standard deviation ``z * C * max_k w_k`` (``w_k`` = the site's share of samples, so one site can
 move the sum by at most ``max_k w_k * C``), and epsilon comes from the Renyi-DP of the Gaussian
-mechanism, ``alpha / (2 z^2)`` per round, composed over rounds (every site takes part in every
-round: no sampling amplification is claimed).
+mechanism, ``alpha / (2 z^2)`` per round, composed over the day's rounds (every site takes part in
+every round: no sampling amplification is claimed). A site that takes part on many days spends
+more: the epsilon reported is per day. With a handful of sites, noise that buys a small epsilon
+swamps the update (``benchmarks/federated.py`` measures both ends).
 
 Layout of the files (``FederatedStore``): each site's rows under ``sites/<site>/``, a site's update
 per day and round under ``artifacts/site_update/``, the global weights per day and round under
