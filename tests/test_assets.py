@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 
 import definitions
 
@@ -22,10 +23,12 @@ ALL_ASSETS = definitions.ASSETS
 
 @pytest.fixture(scope="module")
 def graph_run(tmp_path_factory):
-    from tests.conftest import write_small_dataset
+    from tests.conftest import DEFAULT_YAML, write_small_dataset
 
     root = tmp_path_factory.mktemp("graph")
-    resources = definitions.build_resources(str(root / "data"), str(write_small_dataset(root)))
+    labelling = yaml.safe_load(DEFAULT_YAML.read_text())["labelling"]
+    labelling["augmentation"]["min_class_fraction"] = 0.15  # the small window's rarest classes sit near the default 8%
+    resources = definitions.build_resources(str(root / "data"), str(write_small_dataset(root, labelling=labelling)))
     with dg.instance_for_test() as instance:
         results = [dg.materialize(ALL_ASSETS, selection=INGEST_SELECTION, partition_key=day, resources=resources, instance=instance)
                    for day in DAYS[:-1]]
