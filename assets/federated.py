@@ -65,9 +65,9 @@ def site_update(context: dg.AssetExecutionContext, config: RoundConfig, dataset:
     keys = context.partition_key.keys_by_dimension
     day, site = keys["date"], keys["site"]
     settings, store = dataset.load(), storage.federated
-    round_ = config.round or store.rounds_done(day) + 1
+    round_ = fed.current_round(store, day, config.round)
     teacher = Teacher.load(storage.artifact_dir("teacher_model", day))
-    start, weights = fed.site_start(store, day, round_, teacher.preprocessing["input_width"], settings)
+    start, weights = fed.site_start(store, day, round_, teacher.preprocessing, settings)
     rows = store.read_site_rows(site, day)
     update = fed.local_update(site, round_, rows, teacher, weights, settings)
     report = {**update.report, "start": start, "drift": fed.site_drift(rows, settings) if round_ == 1 else None}
@@ -77,7 +77,7 @@ def site_update(context: dg.AssetExecutionContext, config: RoundConfig, dataset:
     received = report["received"]
     return dg.MaterializeResult(metadata={
         "round": round_, "start": start, "samples": update.samples, "bytes_sent": sent,
-        "received_macro_f1": dg.MetadataValue.float(received["macro_f1"] if received["macro_f1"] is not None else float("nan")),
+        "received_macro_f1": dg.MetadataValue.float(_number(received["macro_f1"])),
         "received_validation_loss": dg.MetadataValue.float(received["validation_loss"]),
         "local_validation_loss": dg.MetadataValue.float(report["local"]["validation_loss"]),
         "drifted_features": dg.MetadataValue.json(report["drift"]["drifted_features"] if report["drift"] else "not checked after round one"),
@@ -94,14 +94,14 @@ def federated_student(context: dg.AssetExecutionContext, config: RoundConfig, da
     stops improving. ``student_model`` can start from the newest global weights."""
     day, settings, store = context.partition_key, dataset.load(), storage.federated
     spec = settings.training.federated
-    round_ = config.round or store.rounds_done(day) + 1
+    round_ = fed.current_round(store, day, config.round)
     reports = {s: fed.read_json(store.update_dir(day, s, round_) / fed.REPORT_FILE) for s in store.sites_with_update(day, round_, settings.sites)}
     missing = [s for s in settings.sites if s not in reports]
     if missing:
         raise ValueError(f"round {round_} of {day}: no update from {missing}; materialize site_update for them first")
     updates = {s: (fed.read_weights(store.update_dir(day, s, round_) / fed.UPDATE_FILE), r["samples"]) for s, r in reports.items()}
     start, start_weights = fed.aggregator_start(store, reports, next(iter(updates.values()))[0], settings)
-    result = fed.aggregate(start_weights, updates, spec.privacy, settings.training.seed + round_)
+    result = fed.aggregate(start_weights, updates, spec.privacy)
     summary = fed.round_summary(store, day, round_, reports, result, spec)
     directory = store.global_dir(day, round_)
     summary["bytes_global"] = fed.save_weights(directory / fed.GLOBAL_FILE, result.weights)
@@ -110,10 +110,15 @@ def federated_student(context: dg.AssetExecutionContext, config: RoundConfig, da
     return dg.MaterializeResult(metadata={
         "round": round_, "start": start, "sites": len(reports), "samples": sum(r["samples"] for r in reports.values()),
         "bytes_received": summary["bytes_received"], "bytes_sent": summary["bytes_global"] * len(reports),
-        "global_validation_loss": dg.MetadataValue.float(summary["global_validation_loss"] or float("nan")),
+        "global_validation_loss": dg.MetadataValue.float(_number(summary["global_validation_loss"])),
         "converged": summary["converged"],
         "epsilon": dg.MetadataValue.float(summary["epsilon"]) if summary["epsilon"] is not None else "no differential privacy",
         "per_site": dg.MetadataValue.json(summary["per_site"]),
         "aggregation": dg.MetadataValue.json(result.info),
         "rounds": dg.MetadataValue.md(png_markdown(learning_curve_png(curve, "round"), "global validation loss per round")),
     })
+
+
+def _number(value: float | None) -> float:
+    """A metadata float; NaN where a site had no held-out rows to measure on."""
+    return float("nan") if value is None else value

@@ -15,7 +15,7 @@ from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, evaluation as evaluation_lib
 from pipeline.federated import read_weights
-from pipeline.student import Student, Weights, fit_student, transfer_counts
+from pipeline.student import Student, Weights, encoding_fingerprint, fit_student, transfer_counts
 from pipeline.registry import PRODUCTION
 from pipeline.teacher import Teacher
 from pipeline.teacher_update import update_teacher
@@ -72,7 +72,7 @@ def student_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
     teacher = Teacher.load(storage.artifact_dir("teacher_model", context.partition_key))
     adapted = (read_decision(storage, context.partition_key) or {}).get("student") or {}
     spec = config.training.student.model_copy(update=adapted)
-    student = fit_student(training_set, teacher, config, spec, _federated_start(storage, context.partition_key) if spec.init == "federated" else None)
+    student = fit_student(training_set, teacher, config, spec, _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None)
     directory = storage.artifact_dir("student_model", context.partition_key)
     with atomic.atomic_dir(directory) as tmp:
         student.save(tmp)
@@ -90,9 +90,9 @@ def student_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
     })
 
 
-def _federated_start(storage: StorageResource, day: str) -> tuple[str, Weights] | None:
-    """The newest federated global weights up to ``day``, if federation has run."""
-    path = storage.federated.latest_global(day, inclusive=True)
+def _federated_start(storage: StorageResource, day: str, teacher: Teacher) -> tuple[str, Weights] | None:
+    """The newest federated global weights up to ``day`` trained under this teacher's encoding, if any."""
+    path = storage.federated.latest_global(day, inclusive=True, encoding=encoding_fingerprint(teacher.preprocessing))
     return (str(path.relative_to(storage.root)), read_weights(path)) if path else None
 
 

@@ -6,9 +6,9 @@ back its weights, its sample count and a report of aggregate numbers; the aggreg
 without pickle), so the bytes a round moves are the archives' sizes.
 
 Differential privacy is DP-FedAvg (McMahan et al., 2018) at site level: every site's update (its
-weights minus the global ones) is clipped to an L2 norm ``C``, the weighted sum gets Gaussian noise
-of standard deviation ``z * C * max_k w_k`` (``w_k`` = the site's share of samples, so one site can
-move the sum by at most ``max_k w_k * C``), and epsilon comes from the Renyi-DP of the Gaussian
+weights minus the global ones) is clipped to an L2 norm ``C``, the K sites' clipped updates are
+averaged with equal weights (so one site moves the mean by at most ``C / K``), Gaussian noise of
+standard deviation ``z * C / K`` is added, and epsilon comes from the Renyi-DP of the Gaussian
 mechanism, ``alpha / (2 z^2)`` per round, composed over the day's rounds (every site takes part in
 every round: no sampling amplification is claimed). A site that takes part on many days spends
 more: the epsilon reported is per day. With a handful of sites, noise that buys a small epsilon
@@ -33,8 +33,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from pipeline import atomic
 from pipeline.dataset import TIMESTAMP, DatasetConfig, FederatedSpec, PrivacySpec
 from pipeline.drift import data_drift, make_detector, monitored_features
-from pipeline.student import (StudentData, StudentMLP, Weights, check_compatible, load_weights, new_model, shapes,
-                              student_data, train_epochs, transfer_set, validation_loss, weights_of)
+from pipeline.student import (StudentData, StudentMLP, Weights, check_compatible, load_weights, new_model,
+                              encoding_fingerprint, student_data, train_epochs, transfer_set, validation_loss, weights_of)
 from pipeline.teacher import Teacher
 from pipeline.training_set import SPLIT, TEST, VALIDATION
 
@@ -76,18 +76,21 @@ class FederatedStore:
         return self.root / "artifacts" / "federated_student" / day / f"round-{round_}"
 
     def rounds_done(self, day: str) -> int:
-        """The newest round whose global weights exist for ``day`` (0: none yet)."""
+        """The newest round of ``day`` that is complete: its ``round.json`` is written after the global
+        weights, so a round being written is not counted (0: none yet)."""
         folder = self.root / "artifacts" / "federated_student" / day
         found = [int(m.group(1)) for p in folder.glob("round-*") if (m := re.fullmatch(r"round-(\d+)", p.name))
-                 and (p / GLOBAL_FILE).exists()]
+                 and (p / ROUND_FILE).exists()]
         return max(found, default=0)
 
-    def latest_global(self, until: str, inclusive: bool) -> Path | None:
-        """The final global weights of the newest day up to ``until`` (included or not)."""
+    def latest_global(self, until: str, inclusive: bool, encoding: str) -> Path | None:
+        """The final global weights of the newest day up to ``until`` (included or not) that were
+        trained under ``encoding`` (``student.encoding_fingerprint``)."""
         folder = self.root / "artifacts" / "federated_student"
         days = sorted(p.name for p in folder.glob("*") if p.is_dir() and (p.name <= until if inclusive else p.name < until))
         for day in reversed(days):
-            if (done := self.rounds_done(day)):
+            done = self.rounds_done(day)
+            if done and read_json(self.global_dir(day, done) / ROUND_FILE).get("encoding") == encoding:
                 return self.global_dir(day, done) / GLOBAL_FILE
         return None
 
@@ -119,9 +122,11 @@ def local_update(site: str, round_: int, site_rows: pl.DataFrame, teacher: Teach
     check_compatible(start, model, f"site {site}")
     load_weights(model, start)
     received = _site_scores(model, validation, held_out, teacher, config)
-    history = train_epochs(model, train, validation, spec, fed.local_epochs, config.training.seed + round_, fed.proximal_mu)
+    history = (train_epochs(model, train, validation, spec, fed.local_epochs, config.training.seed + round_, fed.proximal_mu)
+               if len(train) else [])  # a site without rows today sends its start back with no weight
     report = {
-        "site": site, "round": round_, "samples": len(train), "validation_rows": len(validation),
+        "site": site, "round": round_, "encoding": encoding_fingerprint(teacher.preprocessing),
+        "samples": len(train), "validation_rows": len(validation),
         "held_out_rows": held_out.height, "received": received,
         "local": {"validation_loss": validation_loss(model, validation, spec)}, "history": history,
     }
@@ -164,23 +169,23 @@ def seeded_weights(input_width: int, config: DatasetConfig) -> Weights:
     return weights_of(new_model(input_width, len(config.classes), config.training.student, config.training.seed))
 
 
-def site_start(store: FederatedStore, day: str, round_: int, input_width: int, config: DatasetConfig) -> tuple[str, Weights]:
-    """The name (a path under the store, or ``seed``) and weights a site's round starts from. Round
-    one falls back to the seeded weights when the newest earlier global model no longer fits."""
-    seeded = seeded_weights(input_width, config)
-    path = round_start(store, day, round_)
+def site_start(store: FederatedStore, day: str, round_: int, preprocessing: dict, config: DatasetConfig) -> tuple[str, Weights]:
+    """The name (a path under the store, or ``seed``) and weights a site's round starts from: the
+    previous round's global weights; in round one the newest earlier day's final ones trained under
+    the same encoding, else the seeded weights."""
+    path = round_start(store, day, round_, encoding_fingerprint(preprocessing))
     if path is None:
-        return SEED_START, seeded
-    weights = read_weights(path)
-    if shapes(weights) != shapes(seeded) and round_ == 1:
-        return SEED_START, seeded
-    return str(path.relative_to(store.root)), weights
+        return SEED_START, seeded_weights(preprocessing["input_width"], config)
+    return str(path.relative_to(store.root)), read_weights(path)
 
 
 def aggregator_start(store: FederatedStore, reports: dict[str, dict], like: Weights, config: DatasetConfig) -> tuple[str, Weights]:
     """The global weights every site of the round started from (they must agree); ``like`` is one
     site's update, whose shapes say which seeded weights a seeded start had."""
     input_width = next(a for a in like.values() if a.ndim == 2).shape[1]
+    if len({r["encoding"] for r in reports.values()}) != 1:
+        raise ValueError(f"the sites trained this round under different encodings (a retrain between their runs?): "
+                         f"{ {site: r['encoding'] for site, r in reports.items()} }")
     starts = {r["start"] for r in reports.values()}
     if len(starts) != 1:
         raise ValueError(f"the sites started this round from different weights: "
@@ -189,16 +194,24 @@ def aggregator_start(store: FederatedStore, reports: dict[str, dict], like: Weig
     return start, seeded_weights(input_width, config) if start == SEED_START else read_weights(store.root / start)
 
 
-def round_start(store: FederatedStore, day: str, round_: int) -> Path | None:
+def current_round(store: FederatedStore, day: str, requested: int) -> int:
+    """The round a run works on: the one asked for (the sensor says), else the day's next."""
+    return requested or store.rounds_done(day) + 1
+
+
+def round_start(store: FederatedStore, day: str, round_: int, encoding: str) -> Path | None:
     """The global weights a round starts from: the previous round's; for round one, the newest
-    earlier day's final ones (None: none yet, start seeded)."""
-    if round_ > 1:
-        path = store.global_dir(day, round_ - 1) / GLOBAL_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"round {round_} of {day} starts from round {round_ - 1}'s global weights, "
-                                    f"which do not exist ({path}): materialize federated_student for round {round_ - 1} first")
-        return path
-    return store.latest_global(day, inclusive=False)
+    earlier day's final ones under ``encoding`` (None: none yet, start seeded)."""
+    if round_ == 1:
+        return store.latest_global(day, inclusive=False, encoding=encoding)
+    previous = store.global_dir(day, round_ - 1)
+    if not (previous / ROUND_FILE).exists():
+        raise FileNotFoundError(f"round {round_} of {day} starts from round {round_ - 1}'s global weights, "
+                                f"which do not exist ({previous}): materialize federated_student for round {round_ - 1} first")
+    if read_json(previous / ROUND_FILE).get("encoding") != encoding:
+        raise ValueError(f"round {round_} of {day}: the teacher's encoding changed since round {round_ - 1} "
+                         "(a retrain of the day?); the day's rounds must start again")
+    return previous / GLOBAL_FILE
 
 
 def next_step(store: FederatedStore, day: str, sites: tuple[str, ...], spec: FederatedSpec) -> tuple[str, int, list[str]] | None:
@@ -220,29 +233,33 @@ class Aggregate:
 
 
 def aggregate(start: Weights, updates: dict[str, LocalUpdate | tuple[Weights, int]], privacy: PrivacySpec,
-              seed: int) -> Aggregate:
-    """FedAvg: the sites' weights averaged by sample count; with privacy, DP-FedAvg's clipped,
-    noised average of the updates (see the module docstring). ``start`` is the global model the
-    sites started from."""
+              seed: int | None = None) -> Aggregate:
+    """FedAvg: the weights of the sites that had samples, averaged by sample count. With privacy,
+    DP-FedAvg: the sites' updates clipped and averaged with equal weights (a weight that depended on
+    the other sites' counts would make the sensitivity data-dependent), plus Gaussian noise of
+    standard deviation ``z * C / K`` (one of K sites moves the mean by at most C / K). ``seed``
+    fixes the noise for tests; by default it is drawn from the OS, as a guarantee needs. The update
+    norms are not published under privacy; the sample counts and the sites' reports are outside
+    the epsilon."""
     pairs = {site: (u.weights, u.samples) if isinstance(u, LocalUpdate) else u for site, u in updates.items()}
-    total = sum(n for _, n in pairs.values())
-    if total == 0:
-        raise ValueError(f"no samples at any site ({sorted(pairs)})")
-    share = {site: n / total for site, (_, n) in pairs.items()}
+    pairs = {site: pair for site, pair in pairs.items() if pair[1] > 0}
+    if not pairs:
+        raise ValueError(f"no samples at any site ({sorted(updates)})")
     deltas = {site: {k: w[k] - start[k] for k in start} for site, (w, _) in pairs.items()}
     norms = {site: _norm(d) for site, d in deltas.items()}
-    info: dict = {"sites": sorted(pairs), "samples": {s: n for s, (_, n) in pairs.items()},
-                  "update_norms": {s: round(v, 4) for s, v in norms.items()}}
+    info: dict = {"sites": sorted(pairs), "samples": {s: n for s, (_, n) in pairs.items()}}
     if privacy.enabled:
+        share = {site: 1 / len(pairs) for site in pairs}
         scale = {site: min(1.0, privacy.clip_norm / max(norms[site], 1e-12)) for site in deltas}
-        info["clipped_sites"] = sorted(s for s, v in scale.items() if v < 1.0)
-        sigma = privacy.noise_multiplier * privacy.clip_norm * max(share.values())
+        sigma = privacy.noise_multiplier * privacy.clip_norm / len(pairs)
         rng = np.random.default_rng(seed)
         mean = {k: sum(share[s] * scale[s] * deltas[s][k] for s in deltas) + rng.normal(0.0, sigma, start[k].shape)
                 for k in start}
-        info["noise_std"] = sigma
+        info.update(clipped_sites=sorted(s for s, v in scale.items() if v < 1.0), noise_std=sigma)
     else:
-        mean = {k: sum(share[s] * deltas[s][k] for s in deltas) for k in start}
+        total = sum(n for _, n in pairs.values())
+        mean = {k: sum(n / total * deltas[s][k] for s, (_, n) in pairs.items()) for k in start}
+        info["update_norms"] = {s: round(v, 4) for s, v in norms.items()}
     weights = {k: (start[k] + mean[k]).astype(start[k].dtype) for k in start}
     return Aggregate(weights, info)
 
@@ -278,7 +295,7 @@ def round_summary(store: FederatedStore, day: str, round_: int, reports: dict[st
     earlier = [read_json(store.global_dir(day, r) / ROUND_FILE)["global_validation_loss"] for r in range(1, round_)]
     privacy = spec.privacy
     return {
-        "round": round_, "global_validation_loss": start_loss, "local_validation_loss": local_loss,
+        "round": round_, "encoding": next(iter(reports.values()))["encoding"], "global_validation_loss": start_loss, "local_validation_loss": local_loss,
         "converged": converged([*earlier, start_loss], spec),
         "bytes_received": sum(r["bytes"] for r in reports.values()),
         "epsilon": dp_epsilon(privacy.noise_multiplier, round_, privacy.delta) if privacy.enabled else None,

@@ -10,6 +10,7 @@ best validation loss. The same loss trains a site's local update in federated tr
 """
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,14 @@ def load_weights(model: StudentMLP, weights: Weights) -> None:
 
 def shapes(weights: Weights) -> dict[str, tuple[int, ...]]:
     return {name: tuple(array.shape) for name, array in weights.items()}
+
+
+def encoding_fingerprint(preprocessing: dict) -> str:
+    """What the student's input columns mean (features, categories, their order): weights trained
+    under another encoding may have the same shapes and still mean something else."""
+    meaning = {"order": preprocessing["feature_order"],
+               "categories": {c["name"]: c["categories"] for c in preprocessing["categorical"]}}
+    return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_compatible(start: Weights, model: StudentMLP, who: str) -> None:
@@ -163,7 +172,8 @@ def student_data(frame: pl.DataFrame, teacher: Teacher, config: DatasetConfig, s
     has_label = frame.select(labelled.fill_null(False)).to_series().to_numpy()
     codes = np.where(has_label, label_codes(frame, config.classes), NO_LABEL)
     weights = frame[WEIGHT].fill_null(1.0).to_numpy() if WEIGHT in frame.columns else None
-    return StudentData.of(student_matrix(frame, teacher.preprocessing), teacher.raw_scores(frame), codes,
+    scores = teacher.raw_scores(frame) if frame.height else np.empty((0, len(teacher.classes)))
+    return StudentData.of(student_matrix(frame, teacher.preprocessing).reshape(frame.height, teacher.preprocessing["input_width"]), scores, codes,
                           spec.temperature, weights)
 
 

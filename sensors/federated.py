@@ -1,6 +1,6 @@
 """The federated sensor: runs the rounds of federated training after each retrain.
 
-It watches the newest ``site_stores`` materialization (a retrain wrote the sites' rows) and reads
+It watches the newest day with ``site_stores`` (a retrain wrote the sites' rows) and reads
 the round files of that day (``pipeline.federated.next_step``): while rounds are due, it launches
 ``site_update`` for every site that has not sent the current round (one run per site: a site's run
 touches only its own store), then, once all have, one ``federated_student`` run that aggregates.
@@ -30,10 +30,12 @@ def federated_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResour
     spec = config.training.federated
     if not spec.enabled:
         return dg.SensorResult(skip_reason="training.federated.enabled is false")
-    record = next(iter(context.instance.fetch_materializations(site_stores.key, limit=1).records), None)
-    if record is None or record.partition_key is None:
+    days = context.instance.get_materialized_partitions(site_stores.key)
+    if not days:
         return dg.SensorResult(skip_reason="no site stores yet: a retrain writes them")
-    day = record.partition_key
+    day = max(days)  # the newest day, not the newest write: a backfilled old day does not take over
+    [record] = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=site_stores.key, asset_partitions=[day]), limit=1).records
     step = next_step(storage.federated, day, config.sites, spec)
     if step is None:
         return dg.SensorResult(skip_reason=f"{day}: federated rounds done")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -236,6 +237,12 @@ def _materialize_round(data_dir: Path, instance, day: str) -> tuple[dict, dict]:
     return sites, {"result": result, "opened": opened}
 
 
+def _ensure_round_one(data_dir: Path, instance) -> None:
+    """Round one of the newest day (the round test runs it first; alone, a test runs it here)."""
+    if not (data_dir / "artifacts" / "federated_student" / DAYS[-1] / "round-1" / "round.json").exists():
+        _materialize_round(data_dir, instance, DAYS[-1])
+
+
 def test_a_federated_round_moves_only_weights(graph_run):
     """Each site's run reads its own store, the teacher and the global weights, nothing of another
     site; the aggregator reads only the sites' weights and reports; the round is recorded."""
@@ -264,13 +271,36 @@ def test_a_federated_round_moves_only_weights(graph_run):
     assert (data_dir / "artifacts" / "federated_student" / day / "round-1" / "global.npz").exists()
 
 
+def test_a_site_run_needs_nothing_but_its_own_store_and_the_teacher(graph_run, tmp_path):
+    """Native readers (polars, LightGBM) would escape the audit hook: so run a site against a data
+    directory that holds only its own store and the teacher; it sends the same update."""
+    import shutil
+
+    from assets.federated import site_update
+    from pipeline.federated import read_weights
+
+    data_dir, _, instance = graph_run
+    _ensure_round_one(data_dir, instance)
+    day, site, alone = DAYS[-1], "east", tmp_path / "east-only"
+    shutil.copytree(data_dir / "sites" / site, alone / "sites" / site)
+    shutil.copytree(data_dir / "artifacts" / "teacher_model" / day, alone / "artifacts" / "teacher_model" / day)
+    resources = definitions.build_resources(str(alone), str(data_dir.parent / "small.yaml"))
+    with dg.instance_for_test() as instance:
+        key = str(dg.MultiPartitionKey({"date": day, "site": site}))
+        result = dg.materialize(ALL_ASSETS, selection=[site_update], partition_key=key, resources=resources, instance=instance,
+                                run_config={"ops": {"site_update": {"config": {"round": 1}}}})
+    assert result.success
+    update = f"artifacts/site_update/{day}/{site}/round-1/update.npz"
+    here, there = read_weights(alone / update), read_weights(data_dir / update)
+    assert all(np.allclose(here[k], there[k]) for k in there)
+
+
 def test_the_federated_sensor_launches_the_next_round_per_site(graph_run):
     from assets.jobs import federated_round_job, federated_site_job
     from sensors.federated import federated_sensor
 
     data_dir, _, instance = graph_run
-    if not (data_dir / "artifacts" / "federated_student" / DAYS[-1] / "round-1").exists():
-        _materialize_round(data_dir, instance, DAYS[-1])
+    _ensure_round_one(data_dir, instance)
     resources = definitions.build_resources(str(data_dir), str(data_dir.parent / "small.yaml"))
     defs = dg.Definitions(assets=ALL_ASSETS, jobs=[federated_site_job, federated_round_job], sensors=[federated_sensor],
                           resources=resources)
