@@ -373,12 +373,26 @@ class SiteProfile(_Strict):
     rollout_share: float | None = Field(None, ge=0, le=1)
     line_length_m: tuple[float, float] | None = None
 
+    @model_validator(mode="after")
+    def _mix_is_a_distribution(self) -> "SiteProfile":
+        weights = (self.device_models or {}).values()
+        if self.device_models is not None and (any(w < 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError(f"device_models: weights must be non-negative with a positive sum, got {self.device_models}")
+        return self
+
 
 class SimulatorSpec(_Strict):
     seed: int = 42
     sites: tuple[str, ...] = ("north", "south", "east", "west")
     devices_per_site: int = Field(40, ge=1)
     site_profiles: dict[str, SiteProfile] = {}
+
+    @model_validator(mode="after")
+    def _profiles_name_sites(self) -> "SimulatorSpec":
+        unknown = sorted(set(self.site_profiles) - set(self.sites))
+        if unknown:
+            raise ValueError(f"site_profiles: {unknown} are not among the sites {list(self.sites)}")
+        return self
     hours: tuple[int, ...] = tuple(range(24))
     label_return: LabelReturn = LabelReturn()
     drift: DriftTimeline = DriftTimeline()

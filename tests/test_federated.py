@@ -2,6 +2,7 @@
 files and the decision of what a round needs next; the non-IID simulator sites."""
 
 import math
+import re
 
 import numpy as np
 import polars as pl
@@ -184,3 +185,19 @@ def test_the_transfer_set_takes_the_configured_kinds_of_rows(trained):
     assert transfer_set(frame, labelled).height == frame.filter(pl.col("split") == "train").height
     counts = transfer_counts(frame, spec)
     assert transfer_set(frame, spec).height == sum(counts.values()) and counts["unlabelled"] > counts["labelled"]
+
+
+def test_a_site_profile_that_cannot_be_simulated_is_a_config_error_naming_the_field(tmp_path):
+    import yaml
+
+    from pipeline.dataset import DatasetConfigError, load_dataset_config
+    from tests.conftest import DEFAULT_YAML
+
+    for profiles, message in (({"north": {"device_models": {"HG8145": 0.0}}}, "device_models: weights must be non-negative"),
+                              ({"nowhere": {"old_firmware_share": 0.5}}, "site_profiles: ['nowhere'] are not among the sites")):
+        raw = yaml.safe_load(DEFAULT_YAML.read_text())
+        raw["simulator"]["site_profiles"] = profiles
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(DatasetConfigError, match=re.escape(message)):
+            load_dataset_config(path)
