@@ -12,7 +12,7 @@ import polars as pl
 
 from assets.partitions import DAILY, LABEL_LOOKBACK, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic, drift, policy
+from pipeline import atomic, drift, policy, sources
 from pipeline.encoding import student_matrix
 from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
 from pipeline.student import Student
@@ -21,12 +21,14 @@ GROUP = "feedback"
 DECISION_FILE = "decision.json"
 
 
-def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame) -> drift.DriftInputs:
+def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame,
+                  field_predictions: list[str]) -> drift.DriftInputs:
     lineage, student = version.entry["lineage"], version.entry["metrics"]["student"]
     return drift.drift_inputs(
         day, version.version, pl.read_parquet(version.file(REFERENCE_FILE)), recent_features, gold,
         trained_through=dt.date.fromisoformat(lineage["trained_through"]),
         reference_accuracy=student["accuracy"], reference_test_rows=lineage["training_rows"].get("test", 0),
+        field_predictions=field_predictions,
     )
 
 
@@ -46,6 +48,7 @@ def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.D
         "reference_accuracy": dg.MetadataValue.float(summary.reference_accuracy),
         "severity": dg.MetadataValue.float(summary.severity),
         "rows": inputs.current.height, "reference_rows": inputs.reference.height,
+        "device_predictions": len(inputs.field_predictions or []),
         "features": dg.MetadataValue.md("\n".join(lines)),
     }
 
@@ -64,7 +67,7 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
         return dg.Output(drift.empty_report(), metadata={"production_version": "none", "alarm": False,
                                                           "reason": "no production model yet: nothing to compare"})
     version = registry.get(PRODUCTION)
-    inputs = _drift_inputs(day, version, recent_features, gold_labels)
+    inputs = _drift_inputs(day, version, recent_features, gold_labels, sources.read_field_predictions(config.predictions_dir, day))
     student = Student.load(version.directory)
     preprocessing = version.entry["preprocessing"]
     numeric, categorical = drift.monitored_features(config)

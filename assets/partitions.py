@@ -5,17 +5,15 @@ named by ``EVERGREEN_DATASET``, or the embedded simulator default.
 """
 
 import datetime as dt
-import os
 import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from pipeline.dataset import load_dataset_config
+from pipeline.dataset import dataset_path, load_dataset_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATASET_ENV = "EVERGREEN_DATASET"
-DATASET_PATH = Path(os.environ.get(DATASET_ENV, PROJECT_ROOT / "config" / "broadband.yaml")).resolve()
+DATASET_PATH = dataset_path()
 DATASET = load_dataset_config(DATASET_PATH)
 
 DAILY = dg.DailyPartitionsDefinition(start_date=DATASET.partitions.start_date.isoformat())

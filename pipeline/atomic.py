@@ -23,6 +23,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield tmp_path
         _fsync(tmp_path)
         os.replace(tmp_path, target)
+        _fsync(target.parent)  # the rename itself survives a power cut (the collector acks after it)
     finally:
         tmp_path.unlink(missing_ok=True)
 

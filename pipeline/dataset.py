@@ -6,6 +6,7 @@ through the same graph once their YAML maps them. The simulator is just one sour
 """
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -398,6 +399,57 @@ class SimulatorSpec(_Strict):
     drift: DriftTimeline = DriftTimeline()
 
 
+class TlsSpec(_Strict):
+    """TLS to the broker; file paths are relative to the dataset YAML."""
+
+    enabled: bool = False
+    ca_file: str | None = None
+    """The CA that signed the broker's certificate; the system's CAs when unset."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    """A client certificate and key, for brokers that authenticate clients by certificate."""
+
+
+class BrokerSpec(_Strict):
+    """Where devices publish. The user name and password come from ``EVERGREEN_MQTT_USERNAME`` and
+    ``EVERGREEN_MQTT_PASSWORD``, never from this file."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = "evergreen"
+    """Devices publish to ``<prefix>/<site>/<device>/telemetry`` and ``.../predictions``."""
+    keepalive_s: int = Field(30, ge=5)
+    tls: TlsSpec = TlsSpec()
+
+    @model_validator(mode="after")
+    def _prefix_is_a_topic_level(self) -> "BrokerSpec":
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#") or self.topic_prefix.strip("/") != self.topic_prefix:
+            raise ValueError(f"topic_prefix: {self.topic_prefix!r} must be non-empty, without wildcards or outer slashes")
+        return self
+
+
+class CollectorSpec(_Strict):
+    """The MQTT collector: messages in, Parquet micro-batches in the landing folder out."""
+
+    broker: BrokerSpec = BrokerSpec()
+    client_id: str = "evergreen-collector"
+    """The broker keeps this client's session (and unacknowledged messages) across restarts."""
+    roll_seconds: float = Field(10.0, gt=0)
+    roll_rows: int = Field(20_000, ge=1, le=60_000)
+    """A batch's messages are acknowledged once it has landed, so a batch must fit in the 65,535
+    message ids a session may have in flight."""
+    max_payload_bytes: int = Field(4096, ge=64)
+    max_clock_skew_s: float = Field(300.0, ge=0)
+    """A reading stamped further than this in the future of its arrival is rejected."""
+    dedup_keys: int = Field(500_000, ge=60_000)
+    """Message keys remembered against redelivery (at least a batch's worth, for a crash between
+    landing and acknowledging); restarts reload them from the newest landed files."""
+    rejects_dir: str | None = None
+    predictions_dir: str | None = None
+    """Default: ``rejects`` and ``predictions`` beside the landing folder (never inside it: the
+    landing sensor would take them for telemetry). Relative paths are relative to the YAML."""
+
+
 class DatasetConfig(_Strict):
     """A dataset YAML, validated. ``base_dir`` is where the YAML lives (for relative paths)."""
 
@@ -413,6 +465,7 @@ class DatasetConfig(_Strict):
     deployment: DeploymentSpec = DeploymentSpec()
     labelling: LabellingSpec = LabellingSpec()
     simulator: SimulatorSpec = SimulatorSpec()
+    collector: CollectorSpec = CollectorSpec()
     base_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -474,19 +527,38 @@ class DatasetConfig(_Strict):
             return None
         return (self.base_dir / self.source.landing_dir).resolve()
 
+    @property
+    def rejects_dir(self) -> Path | None:
+        """Where the collector keeps the messages it could not land, with their reasons."""
+        return self._beside_landing(self.collector.rejects_dir, "rejects")
+
+    @property
+    def predictions_dir(self) -> Path | None:
+        """Where the collector lands the predictions devices publish (read by the drift report)."""
+        return self._beside_landing(self.collector.predictions_dir, "predictions")
+
+    def _beside_landing(self, configured: str | None, default: str) -> Path | None:
+        if configured is not None:
+            return (self.base_dir / configured).resolve()
+        return None if self.landing_dir is None else self.landing_dir.parent / default
+
 
 class DatasetConfigError(ValueError):
     """A dataset YAML that cannot be used; the message names the file and the field."""
 
 
+DATASET_ENV = "EVERGREEN_DATASET"
+DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "config" / "broadband.yaml"
+
+
+def dataset_path() -> Path:
+    """The dataset YAML Evergreen runs: ``EVERGREEN_DATASET``, else the embedded simulator default."""
+    return Path(os.environ.get(DATASET_ENV, DEFAULT_DATASET)).resolve()
+
+
 def load_dataset_config(path: str | Path) -> DatasetConfig:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DatasetConfigError(f"{path}: cannot read dataset config: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DatasetConfigError(f"{path}: a dataset config is a YAML mapping")
+    raw = _read_yaml(path)
     try:
         return DatasetConfig(**raw, base_dir=path.resolve().parent)
     except ValidationError as exc:
@@ -494,3 +566,28 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
         )
         raise DatasetConfigError(f"{path}: invalid dataset config: {fields}") from exc
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The YAML as a mapping; ``extends: <other.yaml>`` starts from that file and overrides it
+    section by section (mappings merge, anything else replaces), so a variant names only what differs."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetConfigError(f"{path}: cannot read dataset config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DatasetConfigError(f"{path}: a dataset config is a YAML mapping")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = (path.parent / str(parent)).resolve()
+    if base in seen or base == path.resolve():
+        raise DatasetConfigError(f"{path}: extends: {parent} extends itself")
+    return _merged(_read_yaml(base, (*seen, path.resolve())), raw)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged

@@ -30,6 +30,8 @@ from pipeline.labels import unbiased
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
+FIELD_PREDICTION_TEST = "predicted class (devices)"
+"""The classes the devices themselves reported over MQTT, whatever version each one runs."""
 DAY, PRODUCTION_VERSION = "day", "production_version"
 REPORT_SCHEMA = {
     DAY: pl.Date, PRODUCTION_VERSION: pl.String, "test": pl.String, "kind": pl.String, "statistic": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
@@ -158,10 +160,10 @@ def data_drift(reference: pl.DataFrame, current: pl.DataFrame, numeric: list[str
 
 
 def prediction_drift(reference: np.ndarray, current: np.ndarray, classes: tuple[str, ...], spec: DataDriftSpec,
-                     detector: Detector) -> pl.DataFrame:
+                     detector: Detector, test: str = PREDICTION_TEST) -> pl.DataFrame:
     """The predicted classes (argmax codes) of the reference rows against today's."""
     names = np.asarray(classes)
-    row = _categorical_row(PREDICTION_TEST, PREDICTION, pl.Series(names[reference]), pl.Series(names[current]), spec, detector)
+    row = _categorical_row(test, PREDICTION, pl.Series(names[reference]), pl.Series(names[current]), spec, detector)
     return _finish(pl.DataFrame([{**row, "p_adjusted": row["p_value"]}]), spec.p_value)
 
 
@@ -241,13 +243,13 @@ def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -
     drop = float(concept_row.get("effect") or 0.0)
     severity = max(
         0.5 * min(1.0, 4 * len(drifted) / max(n_features, 1)) if drifted else 0.0,
-        0.3 if prediction.height and prediction["drifted"][0] else 0.0,
+        0.3 if prediction["drifted"].any() else 0.0,
         min(1.0, drop / full_retrain_drop) if concept_drift else 0.0,
     )
     return DriftSummary(
         data_drift=bool(drifted), drifted_features=drifted,
         max_effect_ratio=float(ratios.max()) if len(ratios) else 0.0,
-        prediction_drift=bool(prediction.height and prediction["drifted"][0]),
+        prediction_drift=bool(prediction["drifted"].any()),
         concept_drift=concept_drift, fresh_labels=int(concept_row.get("n_current") or 0),
         fresh_accuracy=concept_row.get("current_value"), reference_accuracy=concept_row.get("reference_value"),
         accuracy_drop=drop, settled=not (settled_rows.height and settled_rows["drifted"][0]), severity=round(severity, 4),
@@ -267,11 +269,13 @@ class DriftInputs:
     """Rows whose label came back today (joined with their features), not yet seen by the model."""
     reference_accuracy: float
     reference_test_rows: int
+    field_predictions: list[str] | None = None
+    """The classes devices predicted today and published (landed by the MQTT collector), if any."""
 
 
 def drift_inputs(day: dt.date, production_version: str, reference: pl.DataFrame, recent_features: pl.DataFrame,
                  gold: pl.DataFrame, trained_through: dt.date, reference_accuracy: float,
-                 reference_test_rows: int) -> DriftInputs:
+                 reference_test_rows: int, field_predictions: list[str] | None = None) -> DriftInputs:
     """Today's rows, yesterday's (from ``recent_features``, the last days of features) and the labels
     that arrived today joined with the readings they label (not the label inbox's answers: see
     ``labels.unbiased``). A model trained through day T learned
@@ -282,19 +286,23 @@ def drift_inputs(day: dt.date, production_version: str, reference: pl.DataFrame,
 
     fresh = recent_features.drop(LABEL).join(unbiased(gold).select(ROW_ID, LABEL), on=ROW_ID, how="inner")
     return DriftInputs(day, production_version, reference, on(0), on(1), fresh if day > trained_through else fresh.clear(),
-                       reference_accuracy, reference_test_rows)
+                       reference_accuracy, reference_test_rows, field_predictions or None)
 
 
 def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np.ndarray], numeric: list[str],
                  categorical: list[str], classes: tuple[str, ...], drift: DataDriftSpec, concept: ConceptDriftSpec,
                  detector: Detector) -> pl.DataFrame:
-    """The whole report: inputs, day-over-day stability, predictions, fresh-label accuracy."""
+    """The whole report: inputs, day-over-day stability, predictions (recomputed centrally, and as
+    the devices reported them when they publish), fresh-label accuracy."""
+    reference = predict_proba(inputs.reference).argmax(axis=1)
     parts = [
         data_drift(inputs.reference, inputs.current, numeric, categorical, drift, detector),
         stability(inputs.previous, inputs.current, numeric, categorical, drift, detector),
-        prediction_drift(predict_proba(inputs.reference).argmax(axis=1), predict_proba(inputs.current).argmax(axis=1),
-                         classes, drift, detector),
+        prediction_drift(reference, predict_proba(inputs.current).argmax(axis=1), classes, drift, detector),
     ]
+    if inputs.field_predictions:
+        codes = np.array([classes.index(label) for label in inputs.field_predictions])
+        parts.append(prediction_drift(reference, codes, classes, drift, detector, FIELD_PREDICTION_TEST))
     labels = inputs.fresh[LABEL].to_numpy()
     predicted = np.asarray(classes)[predict_proba(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
     parts.append(concept_drift(predicted == labels, inputs.reference_accuracy, inputs.reference_test_rows, concept))

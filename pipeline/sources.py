@@ -99,3 +99,16 @@ def read_raw_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:
     if config.landing_dir is None:
         raise SourceError(f"dataset {config.name!r}: source.kind is 'landing' but source.landing_dir is not set")
     return read_landing_day(config.landing_dir, day, config.required_source_columns, config.source.csv_separator)
+
+
+def read_field_predictions(predictions_dir: Path | None, day: dt.date) -> list[str]:
+    """The classes devices predicted on ``day`` and published over MQTT (landed by the collector
+    under ``<predictions_dir>/<day>/``); empty when no device reported."""
+    folder = None if predictions_dir is None else predictions_dir / day.isoformat()
+    if folder is None or not folder.is_dir():
+        return []
+    predicted = []
+    for path in sorted(folder.glob("*.parquet")):
+        with path.open("rb") as fh:  # through Python's open, like every read of landed data
+            predicted += pl.read_parquet(fh, columns=["prediction"])["prediction"].to_list()
+    return predicted

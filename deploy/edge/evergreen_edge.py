@@ -15,7 +15,13 @@ the device, not with the copy inside the package being checked.
 Command line::
 
     python evergreen_edge.py PACKAGE(.zip|dir) ROWS(.csv|.parquet) --public-key KEY.pem \\
-        [--precision int8|fp32] [--output predictions.csv]
+        [--precision int8|fp32] [--output predictions.csv] \\
+        [--mqtt-host HOST --site SITE --device DEVICE]   # also publish each prediction over MQTT
+
+Publishing needs ``paho-mqtt`` (imported only then): one QoS 1 message per row on
+``<prefix>/<site>/<device>/predictions`` with the prediction, its confidence and the model version,
+which Evergreen's collector lands for the drift report. The broker's user name and password come
+from ``EVERGREEN_MQTT_USERNAME`` / ``EVERGREEN_MQTT_PASSWORD``.
 """
 
 import argparse
@@ -28,6 +34,8 @@ import math
 import os
 import re
 import sys
+import time
+import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -529,6 +537,54 @@ def _require_columns(path: Path, names: Sequence[str], present: Sequence[str]) -
         raise InputError(f"{path}: missing column(s) {missing}")
 
 
+@dataclass(frozen=True)
+class MqttTarget:
+    """Where this device publishes its predictions: ``<prefix>/<site>/<device>/predictions``."""
+
+    host: str
+    port: int
+    site: str
+    device: str
+    prefix: str = "evergreen"
+    ca_file: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return f"{self.prefix}/{self.site}/{self.device}/predictions"
+
+
+def publish_predictions(target: MqttTarget, predictions: Sequence[tuple[str, float]], model_version: str | None,
+                        timeout_s: float = 30.0) -> int:
+    """Publish each (class, confidence) at QoS 1 and wait for the broker to acknowledge them all."""
+    import paho.mqtt.client as mqtt  # optional: only a device that reports its predictions needs it
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"evergreen-edge-{target.device}",
+                         protocol=mqtt.MQTTv311)
+    if user := os.environ.get("EVERGREEN_MQTT_USERNAME"):
+        client.username_pw_set(user, os.environ.get("EVERGREEN_MQTT_PASSWORD"))
+    if target.ca_file:
+        client.tls_set(ca_certs=target.ca_file)
+    try:
+        client.connect(target.host, target.port)
+    except OSError as exc:
+        raise EdgeError(f"mqtt://{target.host}:{target.port}: cannot connect ({exc})") from exc
+    client.loop_start()
+    try:
+        run, now = uuid.uuid4().hex[:12], time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+        infos = [client.publish(target.topic, json.dumps({
+            "msg_id": f"{run}-{i}", "ts": stamp, "prediction": label, "confidence": round(float(confidence), 6),
+            "model_version": model_version}).encode(), qos=1) for i, (label, confidence) in enumerate(predictions)]
+        for info in infos:
+            info.wait_for_publish(timeout_s)
+        if unsent := sum(not info.is_published() for info in infos):
+            raise EdgeError(f"mqtt://{target.host}:{target.port}: {unsent} of {len(infos)} predictions not acknowledged")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return len(infos)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict rows of a CSV or Parquet file with a signed Evergreen edge package.")
     parser.add_argument("package", type=Path, help="the package zip, or the folder it was unpacked into")
@@ -536,7 +592,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--public-key", type=Path, help=f"the trusted Ed25519 public key (PEM); default: ${PUBLIC_KEY_ENV}")
     parser.add_argument("--precision", help="the model to run (default: the manifest's default, int8 when shipped)")
     parser.add_argument("--output", type=Path, help="write predictions here (default: standard output)")
+    parser.add_argument("--mqtt-host", help="also publish the predictions to this MQTT broker")
+    parser.add_argument("--mqtt-port", type=int, default=1883)
+    parser.add_argument("--mqtt-ca-file", help="the broker's CA certificate: publish over TLS")
+    parser.add_argument("--topic-prefix", default="evergreen")
+    parser.add_argument("--site", help="this device's site (with --mqtt-host)")
+    parser.add_argument("--device", help="this device's id (with --mqtt-host)")
     args = parser.parse_args(argv)
+    if args.mqtt_host and not (args.site and args.device):
+        parser.error("--mqtt-host needs --site and --device")
     try:
         model = EdgeModel(args.package, args.public_key, precision=args.precision)
         proba = model.predict_proba(read_rows(args.rows, model.feature_order, model.numeric_features))
@@ -546,8 +610,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.output, "w", newline="", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout) as out:
         writer = csv.writer(out)
         writer.writerow(["prediction", "confidence"])
-        for row in proba:
-            writer.writerow([model.classes[int(row.argmax())], f"{row.max():.6f}"])
+        predictions = [(model.classes[int(row.argmax())], float(row.max())) for row in proba]
+        for label, confidence in predictions:
+            writer.writerow([label, f"{confidence:.6f}"])
+    if args.mqtt_host:
+        target = MqttTarget(args.mqtt_host, args.mqtt_port, args.site, args.device, args.topic_prefix, args.mqtt_ca_file)
+        try:
+            publish_predictions(target, predictions, model.manifest.get("version"))
+        except EdgeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -1,0 +1,180 @@
+"""MQTT with paho: the collector's network loop, and a publisher for simulated devices.
+
+MQTT 3.1.1 with a persistent session (``clean_session=False``) and QoS 1: the broker keeps the
+collector's subscriptions and every unacknowledged message while it is down, and delivers them when
+it comes back. paho parses MQTT 5 properties on every message, which halves what one core can take,
+and 3.1.1 has all this needs. Acknowledgements are manual: a message is acknowledged only once the
+batch holding it has landed (see ``pipeline.collector``).
+
+Broker credentials come from ``EVERGREEN_MQTT_USERNAME`` / ``EVERGREEN_MQTT_PASSWORD``; TLS is on
+when the dataset's ``collector.broker.tls.enabled`` says so.
+"""
+
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from pipeline.collector import PREDICTIONS, TELEMETRY, Collector, Landed, Received
+from pipeline.dataset import BrokerSpec
+
+USERNAME_ENV, PASSWORD_ENV = "EVERGREEN_MQTT_USERNAME", "EVERGREEN_MQTT_PASSWORD"
+MAX_IN_FLIGHT = 20_000
+"""A publisher waits for acknowledgements beyond this many (paho reuses message ids after 65,535)."""
+log = logging.getLogger("evergreen.collector")
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be reached or refused us; the message names the broker and the reason."""
+
+
+def topic(prefix: str, site: str, device: str, kind: str) -> str:
+    return f"{prefix}/{site}/{device}/{kind}"
+
+
+def client_for(spec: BrokerSpec, client_id: str, base_dir: Path, *, persistent: bool = False) -> mqtt.Client:
+    """A paho client with the broker's credentials (environment) and TLS (dataset config)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
+                         protocol=mqtt.MQTTv311, manual_ack=persistent)
+    if user := os.environ.get(USERNAME_ENV):
+        client.username_pw_set(user, os.environ.get(PASSWORD_ENV))
+    tls = spec.tls
+    if tls.enabled:
+        def resolve(name: str | None) -> str | None:
+            return None if name is None else str((base_dir / name).resolve())
+        client.tls_set(ca_certs=resolve(tls.ca_file), certfile=resolve(tls.cert_file), keyfile=resolve(tls.key_file))
+    return client
+
+
+def connect(client: mqtt.Client, spec: BrokerSpec, timeout_s: float = 10.0) -> None:
+    """Connect and wait for the broker's answer: refused credentials are an error, not a hang."""
+    answer: dict = {}
+    client.on_connect = lambda _c, _u, _f, reason, _p: answer.setdefault("reason", reason)
+    where = f"mqtt://{spec.host}:{spec.port}"
+    try:
+        client.connect(spec.host, spec.port, spec.keepalive_s)
+    except OSError as exc:
+        raise BrokerError(f"{where}: cannot connect ({exc})") from exc
+    deadline = time.monotonic() + timeout_s
+    while "reason" not in answer and time.monotonic() < deadline:
+        client.loop(0.05)
+    if "reason" not in answer:
+        raise BrokerError(f"{where}: no answer to CONNECT within {timeout_s:.0f} s")
+    if answer["reason"].is_failure:
+        raise BrokerError(f"{where}: connection refused: {answer['reason']}"
+                          f" (credentials come from {USERNAME_ENV} / {PASSWORD_ENV})")
+
+
+class CollectorLoop:
+    """Drives paho by hand (``loop_read`` until the socket is drained, rather than one select per
+    message) and lands the collector's batch on time or on size, then acknowledges it."""
+
+    def __init__(self, collector: Collector, base_dir: Path, on_landed: Callable[[Landed], None] | None = None):
+        self.collector, self.spec = collector, collector.config.collector
+        self.client = client_for(self.spec.broker, self.spec.client_id, base_dir, persistent=True)
+        self.client.on_message = self._on_message
+        self.pending: list[int] = []
+        self.on_landed = on_landed or _log_landed
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        self.collector.receive(Received(message.topic, message.payload, time.time()))
+        self.pending.append(message.mid)
+
+    def run(self, stop: threading.Event) -> None:
+        """Collect until ``stop`` is set; then land what is left and acknowledge it."""
+        while not stop.is_set():
+            try:
+                self._session(stop)
+            except BrokerError as exc:
+                log.warning("%s; retrying in 2 s", exc)
+                stop.wait(2.0)
+        self._land()
+
+    def _session(self, stop: threading.Event) -> None:
+        broker = self.spec.broker
+        connect(self.client, broker)
+        prefix = broker.topic_prefix
+        self.client.subscribe([(topic(prefix, "+", "+", TELEMETRY), 1), (topic(prefix, "+", "+", PREDICTIONS), 1)])
+        log.info("collecting %s on %s:%s", topic(prefix, "+", "+", "#"), broker.host, broker.port)
+        try:
+            while not stop.is_set():
+                if not self._pump():
+                    raise BrokerError(f"mqtt://{broker.host}:{broker.port}: connection lost")
+                if self.collector.due(time.time()):
+                    self._land()
+        finally:
+            if stop.is_set():
+                self._land()
+                self.client.disconnect()
+            else:
+                # the broker delivers the unacknowledged messages again on the new connection
+                self._land(acknowledge=False)
+
+    def _pump(self) -> bool:
+        """Read everything waiting (up to a roll's worth), write acknowledgements, keep alive."""
+        sock = self.client.socket()
+        if sock is None:
+            return False
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if readable:
+            for _ in range(self.spec.roll_rows):
+                before = len(self.pending)
+                if self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                    return False
+                if len(self.pending) == before or self.collector.due(time.time()):
+                    break
+        if self.client.want_write() and self.client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        return self.client.loop_misc() == mqtt.MQTT_ERR_SUCCESS
+
+    def _land(self, acknowledge: bool = True) -> None:
+        if self.collector.batch.messages == 0:
+            return
+        landed = self.collector.land()
+        if acknowledge:
+            for mid in self.pending:
+                self.client.ack(mid, 1)
+        self.pending = []
+        self.on_landed(landed)
+
+
+def _log_landed(landed: Landed) -> None:
+    log.info("landed %d messages: %s rows, %d rejected, %d duplicates, %d files",
+             landed.messages, landed.rows or "no", landed.rejects, landed.duplicates, len(landed.files))
+
+
+def publish(client: mqtt.Client, messages: Iterable[tuple[str, bytes]], rate: float | None = None,
+            timeout_s: float = 120.0) -> int:
+    """Publish at QoS 1 (at most ``rate`` per second) and wait until the broker has every one."""
+    outstanding = set()
+    lock = threading.Lock()
+
+    def acknowledged(_client, _userdata, mid, _reason, _properties) -> None:
+        with lock:
+            outstanding.discard(mid)
+
+    client.on_publish = acknowledged
+    client.loop_start()
+    started, sent = time.monotonic(), 0
+    try:
+        for sent, (name, payload) in enumerate(messages, start=1):
+            while len(outstanding) >= MAX_IN_FLIGHT:
+                time.sleep(0.001)
+            with lock:
+                info = client.publish(name, payload, qos=1)
+                outstanding.add(info.mid)
+            if rate:
+                time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        deadline = time.monotonic() + timeout_s
+        while outstanding and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if outstanding:
+            raise BrokerError(f"{len(outstanding)} of {sent} messages not acknowledged within {timeout_s:.0f} s")
+    finally:
+        client.loop_stop()
+    return sent
