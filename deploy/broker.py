@@ -10,6 +10,8 @@ config lifts both limits; a production broker needs the same two settings.
 
 import argparse
 import contextlib
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -79,6 +81,7 @@ def start(port: int | None = None, host: str = "127.0.0.1", workdir: Path | None
     password_file = _password_file(workdir, users) if users else None
     config = workdir / "mosquitto.conf"
     config.write_text(broker_config(port, host, password_file))
+    _readable_by_broker(workdir)
     log = (workdir / "mosquitto.log").open("wb")
     process = subprocess.Popen([str(binary), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
     broker = LocalBroker(host, port, process)
@@ -101,6 +104,18 @@ def _password_file(workdir: Path, users: dict[str, str]) -> Path:
     for user, password in users.items():
         subprocess.run([passwd, "-b", str(path), user, password], check=True, capture_output=True)
     return path
+
+
+def _readable_by_broker(workdir: Path) -> None:
+    """Started as root, Mosquitto drops to its own user: hand it the config folder (CI runs as root)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    for path in (workdir, *workdir.iterdir()):
+        os.chown(path, user.pw_uid, user.pw_gid)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ Broker credentials come from ``EVERGREEN_MQTT_USERNAME`` / ``EVERGREEN_MQTT_PASS
 when the dataset's ``collector.broker.tls.enabled`` says so.
 """
 
+import collections
 import logging
 import os
 import select
@@ -150,31 +151,29 @@ def _log_landed(landed: Landed) -> None:
 
 def publish(client: mqtt.Client, messages: Iterable[tuple[str, bytes]], rate: float | None = None,
             timeout_s: float = 120.0) -> int:
-    """Publish at QoS 1 (at most ``rate`` per second) and wait until the broker has every one."""
-    outstanding = set()
-    lock = threading.Lock()
+    """Publish at QoS 1 (at most ``rate`` per second) and wait until the broker has every one.
 
-    def acknowledged(_client, _userdata, mid, _reason, _properties) -> None:
-        with lock:
-            outstanding.discard(mid)
-
-    client.on_publish = acknowledged
+    No callback: paho calls ``on_publish`` holding its own locks, and a lock of ours around
+    ``publish`` would deadlock with it. The broker acknowledges in order, so the oldest message
+    tells when there is room for more."""
+    waiting: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
     client.loop_start()
     started, sent = time.monotonic(), 0
     try:
         for sent, (name, payload) in enumerate(messages, start=1):
-            while len(outstanding) >= MAX_IN_FLIGHT:
-                time.sleep(0.001)
-            with lock:
-                info = client.publish(name, payload, qos=1)
-                outstanding.add(info.mid)
+            waiting.append(client.publish(name, payload, qos=1))
+            while waiting and (waiting[0].is_published() or len(waiting) >= MAX_IN_FLIGHT):
+                if waiting[0].is_published():
+                    waiting.popleft()
+                else:
+                    time.sleep(0.001)
             if rate:
                 time.sleep(max(0.0, started + sent / rate - time.monotonic()))
         deadline = time.monotonic() + timeout_s
-        while outstanding and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if outstanding:
-            raise BrokerError(f"{len(outstanding)} of {sent} messages not acknowledged within {timeout_s:.0f} s")
+        for info in waiting:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        if unsent := sum(not info.is_published() for info in waiting):
+            raise BrokerError(f"{unsent} of {sent} messages not acknowledged within {timeout_s:.0f} s")
     finally:
         client.loop_stop()
     return sent

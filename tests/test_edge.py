@@ -337,4 +337,4 @@ def test_the_runtime_imports_only_the_standard_library_numpy_onnxruntime_and_opt
     tree = ast.parse(Path(runtime.__file__).read_text(encoding="utf-8"))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "cryptography", "pyarrow"}
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "cryptography", "pyarrow", "paho"}

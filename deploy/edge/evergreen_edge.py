@@ -1,7 +1,8 @@
 """Evergreen edge runtime: verify a signed edge package, then predict, with numpy and onnxruntime only.
 
 This file is copied verbatim into every edge package, so it needs nothing but the standard library,
-numpy and onnxruntime (``cryptography`` and ``pyarrow`` are used when importable, never required).
+numpy and onnxruntime (``cryptography`` and ``pyarrow`` are used when importable, ``paho-mqtt`` only to
+publish predictions; none is required).
 The trainer encodes the student's inputs with this same ``Encoder``, so the device and the trainer
 cannot disagree about preprocessing.
 
