@@ -1,6 +1,7 @@
 # Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test`,
 # `make demo` (60 simulated days with a firmware roll-out, through the real sensors),
-# `make rollback [VERSION=v...]` (serve the previous or a named version again).
+# `make rollback [VERSION=v...]` (serve the previous or a named version again),
+# `make broker` / `make collect` / `make devices DAY=...` (live telemetry over MQTT, see README).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,9 @@ export EVERGREEN_DATA_DIR := $(DATA_DIR)
 export DAGSTER_HOME := $(DATA_DIR)/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: setup run ui test bench demo rollback clean
+MQTT_DATASET ?= examples/mqtt/dataset.yaml
+
+.PHONY: setup run ui test bench demo rollback broker collect devices clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +43,16 @@ bench: setup
 	$(BIN)/python -m benchmarks.run_all --record
 	$(BIN)/python -m benchmarks.labelling --record
 	$(BIN)/python -m benchmarks.federated --record
+	$(BIN)/python -m benchmarks.mqtt --record
+
+broker: setup
+	$(BIN)/python -m deploy.broker
+
+collect: setup
+	EVERGREEN_DATASET=$(MQTT_DATASET) $(BIN)/python -m deploy.collect
+
+devices: setup
+	EVERGREEN_DATASET=$(MQTT_DATASET) $(BIN)/python -m deploy.devices --day $(DAY) --malformed 0.02
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

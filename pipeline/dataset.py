@@ -434,6 +434,9 @@ class CollectorSpec(_Strict):
     broker: BrokerSpec = BrokerSpec()
     client_id: str = "evergreen-collector"
     """The broker keeps this client's session (and unacknowledged messages) across restarts."""
+    shared_group: str | None = None
+    """Scale out past one core: collectors with their own ``client_id`` and the same group share the
+    topics (an MQTT shared subscription), each message going to one of them."""
     roll_seconds: float = Field(10.0, gt=0)
     roll_rows: int = Field(20_000, ge=1, le=60_000)
     """A batch's messages are acknowledged once it has landed, so a batch must fit in the 65,535

@@ -62,8 +62,12 @@ def connect(client: mqtt.Client, spec: BrokerSpec, timeout_s: float = 10.0) -> N
     except OSError as exc:
         raise BrokerError(f"{where}: cannot connect ({exc})") from exc
     deadline = time.monotonic() + timeout_s
-    while "reason" not in answer and time.monotonic() < deadline:
-        client.loop(0.05)
+    while "reason" not in answer and time.monotonic() < deadline and (sock := client.socket()) is not None:
+        # by hand rather than client.loop(), which would set up a wake-up socket written on every ack
+        if select.select([sock], [], [], 0.05)[0]:
+            client.loop_read()
+        if client.want_write():
+            client.loop_write()
     if "reason" not in answer:
         raise BrokerError(f"{where}: no answer to CONNECT within {timeout_s:.0f} s")
     if answer["reason"].is_failure:
@@ -79,6 +83,7 @@ class CollectorLoop:
         self.collector, self.spec = collector, collector.config.collector
         self.client = client_for(self.spec.broker, self.spec.client_id, base_dir, persistent=True)
         self.client.on_message = self._on_message
+        self.client.on_socket_register_write = lambda *_: None  # acks are queued, then written together
         self.pending: list[int] = []
         self.on_landed = on_landed or _log_landed
 
@@ -99,9 +104,8 @@ class CollectorLoop:
     def _session(self, stop: threading.Event) -> None:
         broker = self.spec.broker
         connect(self.client, broker)
-        prefix = broker.topic_prefix
-        self.client.subscribe([(topic(prefix, "+", "+", TELEMETRY), 1), (topic(prefix, "+", "+", PREDICTIONS), 1)])
-        log.info("collecting %s on %s:%s", topic(prefix, "+", "+", "#"), broker.host, broker.port)
+        self.client.subscribe([(name, 1) for name in self.subscriptions()])
+        log.info("collecting %s on %s:%s", " and ".join(self.subscriptions()), broker.host, broker.port)
         try:
             while not stop.is_set():
                 if not self._pump():
@@ -115,6 +119,11 @@ class CollectorLoop:
             else:
                 # the broker delivers the unacknowledged messages again on the new connection
                 self._land(acknowledge=False)
+
+    def subscriptions(self) -> list[str]:
+        prefix, group = self.spec.broker.topic_prefix, self.spec.shared_group
+        names = [topic(prefix, "+", "+", TELEMETRY), topic(prefix, "+", "+", PREDICTIONS)]
+        return [f"$share/{group}/{name}" for name in names] if group else names
 
     def _pump(self) -> bool:
         """Read everything waiting (up to a roll's worth), write acknowledgements, keep alive."""
@@ -140,6 +149,7 @@ class CollectorLoop:
         if acknowledge:
             for mid in self.pending:
                 self.client.ack(mid, 1)
+            self.client.loop_write()
         self.pending = []
         self.on_landed(landed)
 

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,12 +29,6 @@ def make_env(tmp: Path, dataset: Path | None = None) -> Env:
     env = dict(os.environ, DAGSTER_HOME=str(home), EVERGREEN_DATA_DIR=str(data_dir),
                EVERGREEN_DATASET=str(dataset or write_small_dataset(tmp)), DAGSTER_DISABLE_TELEMETRY="1")
     return Env(home, data_dir, env)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(env: Env, *args: str, log: str) -> subprocess.Popen:

@@ -17,7 +17,8 @@ from assets.jobs import MAIN_SELECTION
 from assets.partitions import DAILY
 from tests import ui_client
 from tests.conftest import BYOD_YAML, write_small_dataset
-from tests.e2e import BIN, free_port, make_env, start, stop
+from deploy.broker import free_port
+from tests.e2e import BIN, make_env, start, stop
 
 pytestmark = pytest.mark.slow
 NEWEST_DAYS = DAILY.get_partition_keys()[-3:]

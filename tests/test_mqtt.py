@@ -161,6 +161,28 @@ def test_the_edge_runtime_publishes_predictions_that_land_for_the_drift_report(b
     assert set(frame["model_version"]) == {"v20261101-abc"} and frame["confidence"].to_list() == [0.97, 0.61, 0.88]
 
 
+def test_collectors_sharing_a_group_split_the_stream_and_land_each_message_once(broker, tmp_path):
+    configs = [load_dataset_config(_dataset(tmp_path, broker.port, roll_seconds=0.2, shared_group="fleet", client_id=name))
+               for name in ("collector-a", "collector-b")]
+    running = [_in_process_collector(config) for config in configs]
+    try:
+        time.sleep(0.5)
+        messages = telemetry_messages(configs[0], DAY, dirty=False)
+        client = client_for(configs[0].collector.broker, "devices-shared", configs[0].base_dir)
+        connect(client, configs[0].collector.broker)
+        publish(client, [(m.topic, m.payload) for m in messages])
+        client.disconnect()
+        _wait_for(lambda: _landed(configs[0]).height == len(messages), 30, "the shared stream to land")
+    finally:
+        for thread, stop in running:
+            stop.set()
+            thread.join(timeout=30)
+    landed = _landed(configs[0])
+    assert landed.height == landed["msg_id"].n_unique() == len(messages)
+    by_collector = {name: len(list(configs[0].landing_dir.rglob(f"mqtt-{name}-*"))) for name in ("collector-a", "collector-b")}
+    assert all(files > 0 for files in by_collector.values()), by_collector
+
+
 def test_credentials_come_from_the_environment_and_a_wrong_one_is_refused(tmp_path, monkeypatch):
     _mosquitto_or_skip()
     with local_broker.running(users={"collector": "s3cret"}) as secured:
