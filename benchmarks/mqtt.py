@@ -6,7 +6,8 @@ A local Mosquitto (``deploy.broker``) on 127.0.0.1, the collector as its own pro
 pinned to one core, the broker and the publisher on the other. Three runs:
 - throughput: the messages are queued at the broker while the collector is down, then it drains them,
   so the figure is the collector's and not the publisher's; it is read from the collector's own log
-  (messages per roll and roll times), after its first roll;
+  (messages per roll and roll times), after its first roll. The same drain through a collector that
+  does nothing gives paho's own ceiling on that core;
 - latency: devices publish at ``--rate``; a message's latency is its landed file's time (written,
   then renamed) minus its publish time, so the roll interval is most of it;
 - memory: the same live stream for ``--minutes``, the collector's resident memory sampled each 5 s.
@@ -36,6 +37,7 @@ COLLECTOR_CORE = 0
 
 
 def dataset(workdir: Path, port: int, **collector) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "dataset.yaml"
     path.write_text(yaml.safe_dump({
         "extends": str(ROOT / "examples" / "mqtt" / "dataset.yaml"),
@@ -58,11 +60,11 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
-def wait_for(condition, timeout: float) -> None:
+def wait_for(condition, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not met")
+            raise TimeoutError(f"benchmark condition not met; the collector's log ends:\n{log.read_text()[-2000:]}")
         time.sleep(0.2)
 
 
@@ -100,20 +102,72 @@ def throughput(workdir: Path, port: int, n: int) -> dict:
     path = dataset(workdir, port, roll_rows=20_000, roll_seconds=1.0)
     config, log = load_dataset_config(path), workdir / "throughput.log"
     collector = start_collector(path, log)  # once, so the broker holds its session and subscription
-    wait_for(lambda: "collecting" in log.read_text(), 60)
+    wait_for(lambda: "collecting" in log.read_text(), 60, log)
     stop(collector)
     payloads = messages(config, n)
     started = time.perf_counter()
     publish(publisher(config, "bench-fill"), payloads)
     fill_rate = n / (time.perf_counter() - started)
     collector = start_collector(path, log)
-    wait_for(lambda: sum(count for _, count in landed_rolls(log)) >= n, 600)
+    wait_for(lambda: sum(count for _, count in landed_rolls(log)) >= n, 600, log)
     stop(collector)
     rolls = landed_rolls(log)
     (first, _), rest = rolls[0], rolls[1:]
     drained = sum(count for _, count in rest)
     return {"messages": n, "rate": drained / (rest[-1][0] - first), "publish_rate": fill_rate,
             "payload_bytes": int(np.mean([len(p) for _, p in payloads]))}
+
+
+class CountingCollector:
+    """Receives and counts, validates and lands nothing: what paho alone costs per message."""
+
+    def __init__(self, config):
+        from pipeline.collector import Batch
+
+        self.config, self.batch, self.new_batch = config, Batch(), Batch
+
+    def receive(self, message) -> None:
+        self.batch.messages += 1
+        self.batch.opened_at = self.batch.opened_at or message.received_at
+
+    def due(self, now: float) -> bool:
+        return self.batch.messages >= self.config.collector.roll_rows
+
+    def land(self):
+        from pipeline.collector import Landed
+
+        landed, self.batch = Landed([], {}, 0, 0, self.batch.messages), self.new_batch()
+        return landed
+
+
+def paho_ceiling(workdir: Path, port: int, n: int) -> float:
+    """The same drain through ``CollectorLoop`` with a collector that does nothing, on one core."""
+    from pipeline.dataset import load_dataset_config
+    from pipeline.mqtt import CollectorLoop, publish
+
+    config = load_dataset_config(dataset(workdir / "ceiling", port, roll_rows=20_000, client_id="bench-ceiling"))
+    counted: list[tuple[float, int]] = []
+    stop_event = threading.Event()
+
+    def on_landed(landed) -> None:
+        counted.append((time.perf_counter(), landed.messages))
+        if sum(c for _, c in counted) >= n:
+            stop_event.set()
+
+    loop = CollectorLoop(CountingCollector(config), config.base_dir, on_landed)
+    threading.Timer(2.0, stop_event.set).start()
+    loop.run(stop_event)  # subscribe once, so the broker queues for this session
+    publish(publisher(config, "bench-ceiling-fill"), messages(config, n))
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {COLLECTOR_CORE})
+    try:
+        counted.clear()
+        stop_event = threading.Event()
+        loop.run(stop_event)
+    finally:
+        os.sched_setaffinity(0, before)
+    (first, _), rest = counted[0], counted[1:]
+    return sum(c for _, c in rest) / (rest[-1][0] - first)
 
 
 def live(workdir: Path, port: int, rate: float, seconds: float, roll_seconds: float, name: str) -> dict:
@@ -134,7 +188,7 @@ def live(workdir: Path, port: int, rate: float, seconds: float, roll_seconds: fl
             yield topic, payload
 
     collector = start_collector(path, log)
-    wait_for(lambda: "collecting" in log.read_text(), 60)
+    wait_for(lambda: "collecting" in log.read_text(), 60, log)
     rss, done = [], threading.Event()
 
     def sample() -> None:
@@ -147,7 +201,7 @@ def live(workdir: Path, port: int, rate: float, seconds: float, roll_seconds: fl
     started = time.perf_counter()
     publish(publisher(config, f"bench-devices-{name}"), stamped(), rate=rate)
     elapsed = time.perf_counter() - started
-    wait_for(lambda: sum(count for _, count in landed_rolls(log)) >= len(payloads), 120)
+    wait_for(lambda: sum(count for _, count in landed_rolls(log)) >= len(payloads), 120, log)
     done.set()
     stop(collector)
     latencies = []
@@ -166,11 +220,12 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def report(tp: dict, latency: dict, memory: dict) -> str:
+def report(tp: dict, ceiling: float, latency: dict, memory: dict) -> str:
     from benchmarks.run_all import machine
 
     rss = memory["rss"]
-    minute = [m for t, m in rss if t >= 60]
+    by_minute = " / ".join(f"{min(m for t, m in rss if t <= 60 * k + 2.5 and t >= 60 * k - 2.5):.0f}"
+                           for k in range(1, int(rss[-1][0] // 60) + 1))
     lines = [
         f"## {dt.date.today().isoformat()}: MQTT collector (`python -m benchmarks.mqtt`)",
         f"Machine: {machine()}. Mosquitto 2 on 127.0.0.1; the collector pinned to one core; MQTT 3.1.1, QoS 1,",
@@ -179,11 +234,12 @@ def report(tp: dict, latency: dict, memory: dict) -> str:
         "| figure | value |", "|---|---|",
         f"| sustained ingest, one core (queued {tp['messages']:,} messages drained; {tp['payload_bytes']} bytes each) | "
         f"**{tp['rate']:,.0f} msg/s** (target 20,000) |",
+        f"| same drain, paho alone (a collector that validates and lands nothing), one core | {ceiling:,.0f} msg/s |",
         f"| publish-to-landed latency at {latency['achieved_rate']:,.0f} msg/s, roll every {latency['roll_seconds']} s: p50 / p99 | "
         f"{latency['p50_ms']:,.0f} / {latency['p99_ms']:,.0f} ms |",
         f"| collector memory, {rss[-1][0] / 60:.1f} min live at {memory['achieved_rate']:,.0f} msg/s ({memory['messages']:,} messages, "
-        f"{memory['dedup_keys']:,} keys remembered): first sample / after 1 min (min-max) / last | "
-        f"{rss[0][1]:.0f} / {min(minute):.0f}-{max(minute):.0f} / {rss[-1][1]:.0f} MiB |",
+        f"{memory['dedup_keys']:,} keys remembered): at 5 s, then each minute; peak | "
+        f"{rss[0][1]:.0f}, then {by_minute}; peak {max(m for _, m in rss):.0f} MiB |",
         "",
     ]
     return "\n".join(lines)
@@ -195,6 +251,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=3000.0, help="live stream, messages per second")
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--throughput-only", action="store_true", help="the drain figures alone (a minute, not ten)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from deploy import broker
@@ -205,10 +262,14 @@ def main() -> int:
         workdir = Path(tmp)
         tp = throughput(workdir, local.port, args.messages)
         print({"throughput": tp}, flush=True)
+        ceiling = paho_ceiling(workdir, local.port, args.messages)
+        print({"paho_ceiling": ceiling}, flush=True)
+        if args.throughput_only:
+            return 0
         latency = live(workdir, local.port, args.rate, 30, 1.0, "latency")
         print({k: v for k, v in latency.items() if k != "rss"}, flush=True)
         memory = live(workdir, local.port, args.rate, 60 * args.minutes, 1.0, "memory")
-        text = report(tp, latency, memory)
+        text = report(tp, ceiling, latency, memory)
     print(text)
     if args.record:
         from benchmarks.run_all import record

@@ -1,10 +1,8 @@
-"""The collector's core, without a broker: messages in, validated rows out, landed exactly once.
+"""The collector's core, without a broker: messages in, rows landed exactly once, rejects kept.
 
-Each message is checked against the dataset contract (its fields are the dataset's source columns;
-site and device come from the topic). Valid telemetry lands as Parquet in the landing folder under
-its reading's day, so the landing sensor runs that partition; device predictions land beside it;
-everything else goes to a rejects file with the reason and the payload. Payloads are parsed as
-JSON data and never evaluated.
+Valid telemetry lands as Parquet in the landing folder under its reading's day, so the landing
+sensor runs that partition; device predictions land beside it; every other message goes to a
+rejects file with the reason and the payload (``pipeline.message_contract`` says what is valid).
 
 Exactly once: the network loop (``pipeline.mqtt``) acknowledges a message only after the batch
 holding it has landed (written, then renamed), so a crash before that makes the broker deliver it
@@ -18,167 +16,19 @@ import collections
 import datetime as dt
 import hashlib
 import json
-import math
-import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-import orjson
 import polars as pl
 
-from pipeline import atomic
+from pipeline import atomic, batch_check
 from pipeline.dataset import DatasetConfig
+from pipeline.message_contract import (MESSAGE_KEY, PREDICTIONS, TELEMETRY, InvalidMessage, MessageValidator,
+                                       Received, content_key)
 
-TELEMETRY, PREDICTIONS = "telemetry", "predictions"
-MESSAGE_KEY = "msg_id"
-"""Landed column and payload field: the device's message id, scoped by device (else a content hash)."""
-PREDICTION_COLUMNS = ("prediction", "confidence", "model_version")
-_NUMBERS, _TEXT = frozenset({int, float}), frozenset({str})
-_EPOCH_DAY, _DAY_US = dt.date(1970, 1, 1), 86_400_000_000
 REJECT_PAYLOAD_BYTES = 1024
 """An oversized payload is kept up to this many bytes, with its size and sha256."""
-
-
-class InvalidMessage(ValueError):
-    """A message that breaks the contract; the message names the field and the value."""
-
-
-class Received(NamedTuple):
-    """One message as it came off the wire (a tuple: made tens of thousands of times a second)."""
-
-    topic: str
-    payload: bytes
-    received_at: float
-
-
-def content_key(topic: str, payload: bytes) -> str:
-    """The key of a message without a usable id: a resend carries the same bytes."""
-    return "sha256:" + hashlib.sha256(topic.encode("utf-8") + b"\0" + payload).hexdigest()
-
-
-class MessageValidator:
-    """Turns a message into one landed row (its values in ``columns(kind)`` order) or raises
-    ``InvalidMessage``.
-
-    One core has to take 20,000 messages a second, so each field first meets a quick test that every
-    good value passes; only a value that fails it pays for the check that names the problem."""
-
-    def __init__(self, config: DatasetConfig):
-        self.config, self.roles = config, config.columns
-        self.prefix = config.collector.broker.topic_prefix.split("/")
-        self.max_bytes = config.collector.max_payload_bytes
-        self.skew_s = config.collector.max_clock_skew_s
-        self.numeric = [(f.source_column, -math.inf if f.min is None else f.min, math.inf if f.max is None else f.max)
-                        for f in config.numeric_features]
-        self.lows, self.highs = [lo for _, lo, _ in self.numeric], [hi for _, _, hi in self.numeric]
-        self.categorical = [f.source_column for f in config.categorical_features]
-        self.telemetry_fields = (*(n for n, _, _ in self.numeric), *self.categorical, config.columns.label)
-        self.classes = frozenset(config.classes)
-
-    def columns(self, kind: str) -> tuple[str, ...]:
-        """The landed columns of a kind of message, in the order ``row`` gives their values."""
-        head = (self.roles.timestamp, self.roles.site, self.roles.id, MESSAGE_KEY)
-        return head + (self.telemetry_fields if kind == TELEMETRY else PREDICTION_COLUMNS)
-
-    def parse_topic(self, topic: str) -> tuple[str, str, str]:
-        """(site, device, kind) of ``<prefix>/<site>/<device>/<kind>``."""
-        levels = topic.split("/")
-        n = len(self.prefix)
-        if len(levels) != n + 3 or levels[:n] != self.prefix or levels[-1] not in (TELEMETRY, PREDICTIONS) \
-                or not levels[n] or not levels[n + 1]:
-            raise InvalidMessage(f"topic: {topic!r} is not {'/'.join(self.prefix)}/<site>/<device>/(telemetry|predictions)")
-        return levels[n], levels[n + 1], levels[-1]
-
-    def row(self, message: Received) -> tuple[str, str, tuple]:
-        """(kind, key, values) of a valid message."""
-        site, device, kind = self.parse_topic(message.topic)
-        payload = self._document(message.payload)
-        key = self._key(device, payload, message)
-        stamp = self._timestamp(payload, message.received_at)
-        for column, value in ((self.roles.site, site), (self.roles.id, device)):
-            if payload.get(column, value) != value:
-                raise InvalidMessage(f"{column}: payload says {payload[column]!r}, the topic says {value!r}")
-        values = self._telemetry(payload) if kind == TELEMETRY else self._prediction(payload)
-        return kind, key, (stamp, site, device, key, *values)
-
-    def _document(self, payload: bytes) -> dict:
-        if len(payload) > self.max_bytes:
-            raise InvalidMessage(f"payload: {len(payload)} bytes is over the limit of {self.max_bytes}")
-        try:
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidMessage(f"payload: not JSON ({exc})") from None
-        if not isinstance(document, dict):
-            raise InvalidMessage(f"payload: a JSON object is expected, got {type(document).__name__}")
-        return document
-
-    @staticmethod
-    def _key(device: str, payload: dict, message: Received) -> str:
-        msg_id = payload.get(MESSAGE_KEY)
-        if msg_id is None:
-            return content_key(message.topic, message.payload)
-        if msg_id.__class__ not in (str, int) or msg_id == "":
-            raise InvalidMessage(f"{MESSAGE_KEY}: expected a string or an integer, got {msg_id!r}")
-        return f"{device}:{msg_id}"
-
-    def _timestamp(self, payload: dict, received_at: float) -> int:
-        """Microseconds since the epoch (UTC): a plain int is five times cheaper to land than a datetime."""
-        name = self.roles.timestamp
-        value = payload.get(name)
-        if not isinstance(value, str):
-            raise InvalidMessage(f"{name}: {'missing' if value is None else f'expected an ISO 8601 string, got {value!r}'}")
-        try:
-            stamp = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidMessage(f"{name}: cannot parse {value[:64]!r}") from None
-        seconds = (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
-        if seconds - received_at > self.skew_s:
-            arrived = dt.datetime.fromtimestamp(received_at, dt.UTC).isoformat(timespec="seconds")
-            raise InvalidMessage(f"{name}: {value} is in the future (arrived {arrived})")
-        return round(seconds * 1e6)  # exact: a float holds every microsecond of this century
-
-    def _telemetry(self, payload: dict) -> tuple:
-        values = tuple(map(payload.get, self.telemetry_fields))
-        numbers, texts = values[:len(self.numeric)], values[len(self.numeric):-1]
-        # the quick test, in C-level maps: every reading a number within its range, every category text
-        if not (set(map(type, numbers)) <= _NUMBERS and all(map(operator.le, self.lows, numbers))
-                and all(map(operator.le, numbers, self.highs))):
-            for value, (name, lo, hi) in zip(numbers, self.numeric):
-                if value.__class__ not in _NUMBERS or not lo <= value <= hi:
-                    _number(payload, name, lo, hi)  # raises with the reason, unless a JSON null (a gap)
-        if not (set(map(type, texts)) <= _TEXT and all(map(str.strip, texts))):
-            for value, name in zip(texts, self.categorical):
-                if value.__class__ is not str or not value.strip():
-                    raise InvalidMessage(f"{name}: {'missing' if value is None else f'expected a non-empty string, got {value!r}'}")
-        label = values[-1]
-        if label is not None and label not in self.classes:
-            raise InvalidMessage(f"{self.roles.label}: {label!r} is not one of the classes")
-        return values
-
-    def _prediction(self, payload: dict) -> tuple:
-        label = payload.get("prediction")
-        if label not in self.classes:
-            raise InvalidMessage(f"prediction: {'missing' if label is None else f'{label!r} is not one of the classes'}")
-        version = payload.get("model_version")
-        if version is not None and not isinstance(version, str):
-            raise InvalidMessage(f"model_version: expected a string, got {version!r}")
-        return label, _number(payload, "confidence", 0.0, 1.0, required=True), version
-
-
-def _number(payload: dict, name: str, lo: float, hi: float, required: bool = False) -> float | None:
-    """A reading: absent is an error; JSON null is a sensor gap (imputed downstream) unless required."""
-    if name not in payload or (required and payload[name] is None):
-        raise InvalidMessage(f"{name}: missing")
-    value = payload[name]
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidMessage(f"{name}: expected a number, got {value!r:.64}")
-    if not lo <= value <= hi:
-        raise InvalidMessage(f"{name}: {value} outside valid range [{lo}, {hi}]")
-    return float(value)
 
 
 class RecentKeys:
@@ -206,10 +56,12 @@ class RecentKeys:
 
 @dataclass
 class Batch:
-    """The messages since the last roll, sorted into landed rows and rejects."""
+    """The messages since the last roll."""
 
-    rows: dict[tuple[str, int], list[tuple]] = field(default_factory=lambda: collections.defaultdict(list))
-    """(kind, days since the epoch) -> rows."""
+    telemetry: list[batch_check.Pending] = field(default_factory=list)
+    """Parsed telemetry, checked all at once when the batch lands."""
+    one_by_one: list[tuple[Received, str]] = field(default_factory=list)
+    """Messages for the exact check: predictions (few), and rows the batch check did not pass."""
     rejects: list[dict] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     duplicates: int = 0
@@ -236,6 +88,7 @@ class Collector:
             raise ValueError(f"dataset {config.name!r}: the collector needs source.landing_dir (where batches land)")
         self.config, self.spec = config, config.collector
         self.validator = MessageValidator(config)
+        self.timestamp = config.columns.timestamp
         self.dirs = {TELEMETRY: config.landing_dir, PREDICTIONS: config.predictions_dir}
         self.rejects_dir = config.rejects_dir
         self.run_stamp = stamp or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -245,20 +98,26 @@ class Collector:
         self.batch = Batch()
 
     def receive(self, message: Received) -> None:
-        batch = self.batch
+        """Parse the message and set it aside for its batch; only what cannot be parsed is judged now."""
+        batch, validator = self.batch, self.validator
         batch.messages += 1
         if batch.opened_at is None:
             batch.opened_at = message.received_at
         try:
-            kind, key, row = self.validator.row(message)
+            site, device, kind = validator.parse_topic(message.topic)
+            payload = validator.document(message.payload)
+            key = validator.key(device, payload, message)
         except InvalidMessage as exc:
             key = content_key(message.topic, message.payload)
-            if not self._first_time(key):
-                return
-            batch.rejects.append(_reject(message, key, str(exc)))
+            if self._first_time(key):
+                batch.rejects.append(_reject(message, key, str(exc)))
             return
-        if self._first_time(key):
-            batch.rows[(kind, row[0] // _DAY_US)].append(row)
+        if not self._first_time(key):
+            return
+        if kind == TELEMETRY:
+            batch.telemetry.append(batch_check.Pending(message, key, site, device, tuple(map(payload.get, validator.batch_fields))))
+        else:
+            batch.one_by_one.append((message, key))
 
     def _first_time(self, key: str) -> bool:
         if key in self.batch.keys or key in self.recent:
@@ -273,33 +132,50 @@ class Collector:
             batch.opened_at is not None and now - batch.opened_at >= self.spec.roll_seconds)
 
     def land(self) -> Landed:
-        """Write the batch (each file atomically), remember its keys, start a new batch."""
-        batch, files, counts = self.batch, [], collections.Counter()
-        for (kind, day), rows in sorted(batch.rows.items()):
-            files.append(self._write_rows(kind, _EPOCH_DAY + dt.timedelta(days=day), rows))
-            counts[kind] += len(rows)
+        """Check and write the batch (each file atomically), remember its keys, start a new batch."""
+        batch = self.batch
+        passed, doubtful = batch_check.check(batch.telemetry, self.validator)
+        rows: dict[str, list[tuple]] = {TELEMETRY: [], PREDICTIONS: []}
+        for message, key in [*batch.one_by_one, *((p.message, p.key) for p in doubtful)]:
+            try:
+                kind, _, values = self.validator.row(message)
+            except InvalidMessage as exc:
+                batch.rejects.append(_reject(message, key, str(exc)))
+                continue
+            rows[kind].append(values)
+        frames = {TELEMETRY: pl.concat([passed, self._frame(TELEMETRY, rows[TELEMETRY])]),
+                  PREDICTIONS: self._frame(PREDICTIONS, rows[PREDICTIONS])}
+        files = [self._write_day(kind, day, part) for kind, frame in frames.items() for day, part in self._by_day(frame)]
         if batch.rejects:
             files.append(self._write_rejects(batch.rejects))
         self.recent.add(batch.keys)
         self.batch = Batch()
-        return Landed(files, dict(counts), len(batch.rejects), batch.duplicates, batch.messages)
+        return Landed(files, {kind: frame.height for kind, frame in frames.items() if frame.height}, len(batch.rejects),
+                      batch.duplicates, batch.messages)
 
     def _name(self, suffix: str) -> str:
         self.sequence += 1
         return f"mqtt-{self.spec.client_id}-{self.run_stamp}-{self.sequence:06d}{suffix}"
 
-    def _write_rows(self, kind: str, day: dt.date, rows: list[tuple]) -> Path:
+    def _frame(self, kind: str, rows: list[tuple]) -> pl.DataFrame:
+        """Rows from the exact check (timestamps in microseconds) as landed columns."""
+        names = self.validator.columns(kind)
+        numbers = {n for n, _, _ in self.validator.numeric} | {"confidence"}
+        columns = list(zip(*rows)) if rows else [()] * len(names)
+        frame = pl.DataFrame([pl.Series(name, column, pl.Int64 if name == self.timestamp else pl.Float64 if name in numbers else pl.String)
+                              for name, column in zip(names, columns)])
+        return frame.with_columns(pl.col(self.timestamp).cast(pl.Datetime("us", "UTC")))
+
+    def _by_day(self, frame: pl.DataFrame) -> list[tuple[dt.date, pl.DataFrame]]:
+        """The rows of each day of their reading, oldest day first."""
+        days = frame.with_columns(pl.col(self.timestamp).dt.date().alias("__day")).partition_by("__day", as_dict=True, include_key=False)
+        return sorted((day, part) for (day,), part in days.items())
+
+    def _write_day(self, kind: str, day: dt.date, frame: pl.DataFrame) -> Path:
         target = self.dirs[kind] / day.isoformat() / self._name(".parquet")
-        frame = pl.DataFrame([pl.Series(name, column, dtype) for (name, dtype), column in zip(self._schema(kind).items(), zip(*rows))])
-        frame = frame.with_columns(pl.col(self.config.columns.timestamp).cast(pl.Datetime("us", "UTC")))
         with atomic.atomic_path(target) as tmp:
             frame.write_parquet(tmp)
         return target
-
-    def _schema(self, kind: str) -> dict[str, pl.DataType]:
-        numbers = {n for n, _, _ in self.validator.numeric} | {"confidence"}
-        types = {self.config.columns.timestamp: pl.Int64}  # microseconds, cast to a UTC datetime once landed
-        return {name: types.get(name, pl.Float64 if name in numbers else pl.String) for name in self.validator.columns(kind)}
 
     def _write_rejects(self, rejects: list[dict]) -> Path:
         day = dt.datetime.fromtimestamp(rejects[0]["received_at"], dt.UTC).date()

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from pipeline.collector import PREDICTIONS, TELEMETRY, Collector, Landed, Received
+from pipeline.collector import Collector, Landed
+from pipeline.message_contract import PREDICTIONS, TELEMETRY, Received
 from pipeline.dataset import BrokerSpec
 
 USERNAME_ENV, PASSWORD_ENV = "EVERGREEN_MQTT_USERNAME", "EVERGREEN_MQTT_PASSWORD"
@@ -92,19 +93,18 @@ class CollectorLoop:
         self.pending.append(message.mid)
 
     def run(self, stop: threading.Event) -> None:
-        """Collect until ``stop`` is set; then land what is left and acknowledge it."""
+        """Collect until ``stop`` is set (a session lands and acknowledges what it has as it ends)."""
         while not stop.is_set():
             try:
                 self._session(stop)
             except BrokerError as exc:
                 log.warning("%s; retrying in 2 s", exc)
                 stop.wait(2.0)
-        self._land()
 
     def _session(self, stop: threading.Event) -> None:
         broker = self.spec.broker
         connect(self.client, broker)
-        self.client.subscribe([(name, 1) for name in self.subscriptions()])
+        self._subscribe()
         log.info("collecting %s on %s:%s", " and ".join(self.subscriptions()), broker.host, broker.port)
         try:
             while not stop.is_set():
@@ -119,6 +119,19 @@ class CollectorLoop:
             else:
                 # the broker delivers the unacknowledged messages again on the new connection
                 self._land(acknowledge=False)
+
+    def _subscribe(self, timeout_s: float = 10.0) -> None:
+        """Subscribe and wait for the broker to grant it: until then, what devices publish is not
+        kept for this session, so "collecting" is not said before."""
+        granted: dict = {}
+        self.client.on_subscribe = lambda _c, _u, _mid, reasons, _p: granted.setdefault("reasons", reasons)
+        self.client.subscribe([(name, 1) for name in self.subscriptions()])
+        deadline = time.monotonic() + timeout_s
+        while "reasons" not in granted:
+            if time.monotonic() > deadline or not self._pump():
+                raise BrokerError(f"mqtt://{self.spec.broker.host}:{self.spec.broker.port}: no answer to SUBSCRIBE")
+        if refused := [name for name, reason in zip(self.subscriptions(), granted["reasons"]) if reason.is_failure]:
+            raise BrokerError(f"mqtt://{self.spec.broker.host}:{self.spec.broker.port}: subscription refused for {refused}")
 
     def subscriptions(self) -> list[str]:
         prefix, group = self.spec.broker.topic_prefix, self.spec.shared_group

@@ -1,6 +1,7 @@
 """The collector's core without a broker: the contract per message, rejects, exactly-once landing."""
 
 import datetime as dt
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -9,7 +10,8 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.collector import Collector, MessageValidator, InvalidMessage, Received, read_rejects
+from pipeline.collector import Collector, read_rejects
+from pipeline.message_contract import InvalidMessage, MessageValidator, Received
 from pipeline.dataset import DatasetConfig, DatasetConfigError, load_dataset_config
 from pipeline.devices import DEFECTS, telemetry_messages
 from pipeline.sources import list_landing_files, read_field_predictions, read_landing_day
@@ -176,3 +178,34 @@ def test_device_predictions_land_beside_the_landing_folder_for_the_drift_report(
     assert read_field_predictions(mqtt_config.predictions_dir, DAY) == ["none", "fiber", "none"]
     assert list_landing_files(mqtt_config.landing_dir) == []  # never taken for telemetry
     assert read_rejects(mqtt_config.rejects_dir)[0]["reason"] == "prediction: 'unknown' is not one of the classes"
+
+
+def test_the_batch_check_lands_exactly_what_the_exact_check_accepts(mqtt_config):
+    """Dirty simulated readings (glitches, gaps, duplicates), broken messages and odd spellings:
+    every message lands or is rejected as the one-message-at-a-time check says, with its reason."""
+    odd = [_reading(msg_id=100, ts="2026-11-01T10:15:00"), _reading(msg_id=101, ts="2026-11-01 12:15:00+02:00"),
+           _reading(msg_id=102, fault="fiber"), _reading(msg_id=103, fault=["fiber"]), _reading(msg_id=104, site="north"),
+           _reading(msg_id=105, site="south"), _reading(msg_id=106, temperature_c=None), _reading(msg_id=107, uptime_h=False),
+           _reading(msg_id=108, device_model={"x": 1}), _reading(msg_id=109, ts="2026-11-01T10:15:00.250Z"),
+           _reading(msg_id=110, jitter_ms=...), _reading(msg_id=111, ts=None)]
+    messages = [_message(p) for p in odd]
+    messages += [Received(m.topic, m.payload, NOW) for m in telemetry_messages(mqtt_config, DAY, dirty=True, malformed=0.03)]
+    validator, expected, reasons = MessageValidator(mqtt_config), set(), {}
+    for m in messages:
+        try:
+            expected.add(validator.row(m)[1])
+        except InvalidMessage as exc:
+            reasons[hashlib.sha256(m.payload).hexdigest()] = str(exc)
+    collector = Collector(mqtt_config)
+    for m in messages:
+        collector.receive(m)
+    landed = collector.land()
+    frame = pl.concat([pl.read_parquet(p) for p in mqtt_config.landing_dir.rglob("*.parquet")])
+    assert set(frame["msg_id"]) == expected and frame.height == len(expected) == landed.rows["telemetry"]
+    assert {r["payload_sha256"]: r["reason"] for r in read_rejects(mqtt_config.rejects_dir)} == reasons
+    assert len(reasons) > 100 and landed.messages == len(messages)
+    by_key = {k: r for k, r in zip(frame["msg_id"], frame.iter_rows(named=True))}
+    assert by_key["CPE-NORTH-00001:100"]["ts"] == dt.datetime(2026, 11, 1, 10, 15, tzinfo=dt.UTC)  # naive is UTC
+    assert by_key["CPE-NORTH-00001:101"]["ts"] == dt.datetime(2026, 11, 1, 10, 15, tzinfo=dt.UTC)
+    assert by_key["CPE-NORTH-00001:109"]["ts"] == dt.datetime(2026, 11, 1, 10, 15, 0, 250000, tzinfo=dt.UTC)
+    assert by_key["CPE-NORTH-00001:102"]["fault"] == "fiber" and by_key["CPE-NORTH-00001:106"]["temperature_c"] is None
