@@ -41,10 +41,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def broker_config(port: int, host: str = "127.0.0.1", password_file: Path | None = None) -> str:
-    """Mosquitto's config: one listener on ``host`` only, no in-flight or queue limit."""
+def broker_config(port: int, host: str = "127.0.0.1", password_file: Path | None = None,
+                  tls: tuple[Path, Path] | None = None) -> str:
+    """Mosquitto's config: one listener on ``host`` only (TLS with ``tls`` = (certificate, key)),
+    no in-flight or queue limit."""
     lines = [
         f"listener {port} {host}",
+        *([f"certfile {tls[0]}", f"keyfile {tls[1]}"] if tls else []),
         f"allow_anonymous {'false' if password_file else 'true'}",
         "max_inflight_messages 0",
         "max_queued_messages 0",
@@ -74,13 +77,16 @@ class LocalBroker:
 
 
 def start(port: int | None = None, host: str = "127.0.0.1", workdir: Path | None = None,
-          users: dict[str, str] | None = None) -> LocalBroker:
-    """Start Mosquitto and wait until it accepts connections. ``users`` turns on passwords."""
+          users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None) -> LocalBroker:
+    """Start Mosquitto and wait until it accepts connections. ``users`` turns on passwords; ``tls``
+    (certificate and key files, copied into the broker's folder) turns on TLS."""
     binary, port = mosquitto_binary(), port or free_port(host)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="evergreen-mosquitto-"))
     password_file = _password_file(workdir, users) if users else None
+    if tls:
+        tls = tuple(Path(shutil.copy(path, workdir / f"tls-{path.name}")) for path in tls)
     config = workdir / "mosquitto.conf"
-    config.write_text(broker_config(port, host, password_file))
+    config.write_text(broker_config(port, host, password_file, tls))
     _readable_by_broker(workdir)
     log = (workdir / "mosquitto.log").open("wb")
     process = subprocess.Popen([str(binary), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)

@@ -104,8 +104,8 @@ class CollectorLoop:
     def _session(self, stop: threading.Event) -> None:
         broker = self.spec.broker
         connect(self.client, broker)
-        self._subscribe()
-        log.info("collecting %s on %s:%s", " and ".join(self.subscriptions()), broker.host, broker.port)
+        self.client.on_subscribe = self._granted
+        self.client.subscribe([(name, 1) for name in self.subscriptions()])
         try:
             while not stop.is_set():
                 if not self._pump():
@@ -120,18 +120,13 @@ class CollectorLoop:
                 # the broker delivers the unacknowledged messages again on the new connection
                 self._land(acknowledge=False)
 
-    def _subscribe(self, timeout_s: float = 10.0) -> None:
-        """Subscribe and wait for the broker to grant it: until then, what devices publish is not
-        kept for this session, so "collecting" is not said before."""
-        granted: dict = {}
-        self.client.on_subscribe = lambda _c, _u, _mid, reasons, _p: granted.setdefault("reasons", reasons)
-        self.client.subscribe([(name, 1) for name in self.subscriptions()])
-        deadline = time.monotonic() + timeout_s
-        while "reasons" not in granted:
-            if time.monotonic() > deadline or not self._pump():
-                raise BrokerError(f"mqtt://{self.spec.broker.host}:{self.spec.broker.port}: no answer to SUBSCRIBE")
-        if refused := [name for name, reason in zip(self.subscriptions(), granted["reasons"]) if reason.is_failure]:
-            raise BrokerError(f"mqtt://{self.spec.broker.host}:{self.spec.broker.port}: subscription refused for {refused}")
+    def _granted(self, _client, _userdata, _mid, reasons: list, _properties) -> None:
+        """The broker's answer to SUBSCRIBE: until it comes, what devices publish is not kept for
+        this session, so "collecting" is said only now."""
+        broker = self.spec.broker
+        if refused := [name for name, reason in zip(self.subscriptions(), reasons) if reason.is_failure]:
+            raise BrokerError(f"mqtt://{broker.host}:{broker.port}: subscription refused for {refused}")
+        log.info("collecting %s on %s:%s", " and ".join(self.subscriptions()), broker.host, broker.port)
 
     def subscriptions(self) -> list[str]:
         prefix, group = self.spec.broker.topic_prefix, self.spec.shared_group

@@ -199,6 +199,63 @@ def test_credentials_come_from_the_environment_and_a_wrong_one_is_refused(tmp_pa
         client.disconnect()
 
 
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (made with ``cryptography``)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def certificate(subject: str, key, issuer: str, issuer_key, ca: bool) -> x509.Certificate:
+        now = dt.datetime.now(dt.UTC)
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("evergreen test CA", ca_key, "evergreen test CA", ca_key, ca=True)
+    server = certificate("127.0.0.1", server_key, "evergreen test CA", ca_key, ca=False)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return paths
+
+
+def test_tls_is_configuration_and_a_broker_we_do_not_trust_is_refused(tmp_path):
+    _mosquitto_or_skip()
+    ca, certificate, key = _certificates(tmp_path)
+    with local_broker.running(tls=(certificate, key)) as secured:
+        trusted = load_dataset_config(_dataset(tmp_path, secured.port, roll_seconds=0.2,
+                                               **{"broker": {"port": secured.port, "tls": {"enabled": True, "ca_file": str(ca)}}}))
+        thread, stop = _in_process_collector(trusted)
+        try:
+            client = client_for(trusted.collector.broker, "devices-tls", trusted.base_dir)
+            connect(client, trusted.collector.broker)
+            time.sleep(0.5)
+            messages = telemetry_messages(trusted, DAY, dirty=False)[:50]
+            publish(client, [(m.topic, m.payload) for m in messages])
+            client.disconnect()
+            _wait_for(lambda: _landed(trusted).height == 50, 20, "messages over TLS to land")
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        plain = trusted.collector.broker.model_copy(update={"tls": trusted.collector.broker.tls.model_copy(update={"enabled": False})})
+        with pytest.raises(BrokerError):
+            connect(client_for(plain, "plain", trusted.base_dir), plain, timeout_s=2)
+        untrusted = trusted.collector.broker.model_copy(update={"tls": trusted.collector.broker.tls.model_copy(update={"ca_file": None})})
+        with pytest.raises(BrokerError, match="certificate verify failed"):
+            connect(client_for(untrusted, "untrusted", trusted.base_dir), untrusted)
+
+
 def test_the_collector_command_needs_no_broker_to_fail_clearly(tmp_path):
     """With no broker listening, the collector keeps retrying and says why; it never crashes."""
     dataset = _dataset(tmp_path, local_broker.free_port())
