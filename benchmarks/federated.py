@@ -199,11 +199,9 @@ def main() -> int:
                  for name, changes in VARIANTS.items()}
     distilled = distillation(frame, teacher, config, scorer, federated["FedAvg"]["weights"])
     text = report(central_f1, scorer.teacher_f1, federated, distilled, config, time.perf_counter() - started)
-    print(text)
-    if args.record:
-        from benchmarks.run_all import record
+    from benchmarks.run_all import emit_report
 
-        record(text)
+    emit_report(text, args.record)
     return 0
 
 

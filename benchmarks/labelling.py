@@ -193,11 +193,9 @@ def main() -> int:
     runs = [efficiency(bench) for bench in benches]
     ablation = self_training_ablation(benches[0], 0.05)
     text = report(runs, full, ablation, time.perf_counter() - started)
-    print(text)
-    if args.record:
-        from benchmarks.run_all import record
+    from benchmarks.run_all import emit_report
 
-        record(text)
+    emit_report(text, args.record)
     return 0
 
 

@@ -270,11 +270,9 @@ def main() -> int:
         print({k: v for k, v in latency.items() if k != "rss"}, flush=True)
         memory = live(workdir, local.port, args.rate, 60 * args.minutes, 1.0, "memory")
         text = report(tp, ceiling, latency, memory)
-    print(text)
-    if args.record:
-        from benchmarks.run_all import record
+    from benchmarks.run_all import emit_report
 
-        record(text)
+    emit_report(text, args.record)
     return 0
 
 

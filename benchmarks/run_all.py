@@ -117,6 +117,13 @@ def record(text: str) -> None:
         fh.write("\n" + text)
 
 
+def emit_report(text: str, to_results: bool) -> None:
+    """Print a benchmark's report, and append it to RESULTS.md when asked (``--record``)."""
+    print(text)
+    if to_results:
+        record(text)
+
+
 def report(run: dict, inf: dict) -> str:
     from deploy.edge import bench
 
