@@ -83,7 +83,7 @@ class Landed:
 class Collector:
     """Validates messages into a batch and lands the batch: the network loop decides when."""
 
-    def __init__(self, config: DatasetConfig, stamp: str | None = None):
+    def __init__(self, config: DatasetConfig):
         if config.landing_dir is None:
             raise ValueError(f"dataset {config.name!r}: the collector needs source.landing_dir (where batches land)")
         self.config, self.spec = config, config.collector
@@ -91,7 +91,7 @@ class Collector:
         self.timestamp = config.columns.timestamp
         self.dirs = {TELEMETRY: config.landing_dir, PREDICTIONS: config.predictions_dir}
         self.rejects_dir = config.rejects_dir
-        self.run_stamp = stamp or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        self.run_stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")  # file names unique across restarts
         self.sequence = 0
         self.recent = RecentKeys(self.spec.dedup_keys)
         self.recent.add(load_recent_keys(self.landed_files(), self.spec.dedup_keys))
