@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from pipeline.message_contract import MESSAGE_KEY, MessageValidator, Received
+from pipeline.message_contract import MESSAGE_KEY, TELEMETRY, MessageValidator, Received
 
 _NUMBERS, _TEXT = frozenset({int, float}), frozenset({str})
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%z"
@@ -93,4 +93,4 @@ def _frame(pending: Sequence[Pending], good: np.ndarray, stamps: pl.Series, nume
         **{name: values[good] for (name, _, _), values in zip(validator.numeric, numeric)},
         **{name: pl.Series(kept(column), dtype=pl.String) for name, column in zip(validator.text_fields, texts)},
     })
-    return frame.select(validator.columns("telemetry"))
+    return frame.select(validator.columns(TELEMETRY)).cast(validator.landed_types(TELEMETRY))

@@ -159,12 +159,11 @@ class Collector:
 
     def _frame(self, kind: str, rows: list[tuple]) -> pl.DataFrame:
         """Rows from the exact check (timestamps in microseconds) as landed columns."""
-        names = self.validator.columns(kind)
-        numbers = {n for n, _, _ in self.validator.numeric} | {"confidence"}
-        columns = list(zip(*rows)) if rows else [()] * len(names)
-        frame = pl.DataFrame([pl.Series(name, column, pl.Int64 if name == self.timestamp else pl.Float64 if name in numbers else pl.String)
-                              for name, column in zip(names, columns)])
-        return frame.with_columns(pl.col(self.timestamp).cast(pl.Datetime("us", "UTC")))
+        types = self.validator.landed_types(kind)
+        columns = list(zip(*rows)) if rows else [()] * len(types)
+        frame = pl.DataFrame([pl.Series(name, column, pl.Int64 if name == self.timestamp else dtype)
+                              for (name, dtype), column in zip(types.items(), columns)])
+        return frame.cast(types)
 
     def _by_day(self, frame: pl.DataFrame) -> list[tuple[dt.date, pl.DataFrame]]:
         """The rows of each day of their reading, oldest day first."""

@@ -13,13 +13,15 @@ import math
 from typing import NamedTuple
 
 import orjson
+import polars as pl
 
 from pipeline.dataset import DatasetConfig
 
 TELEMETRY, PREDICTIONS = "telemetry", "predictions"
 MESSAGE_KEY = "msg_id"
 """Landed column and payload field: the device's message id, scoped by device (else a content hash)."""
-PREDICTION_COLUMNS = ("prediction", "confidence", "model_version")
+PREDICTED_CLASS = "prediction"
+PREDICTION_COLUMNS = (PREDICTED_CLASS, "confidence", "model_version")
 _KINDS = frozenset({TELEMETRY, PREDICTIONS})
 
 
@@ -62,6 +64,12 @@ class MessageValidator:
         """The landed columns of a kind of message, in the order ``row`` gives their values."""
         head = (self.roles.timestamp, self.roles.site, self.roles.id, MESSAGE_KEY)
         return head + (self.telemetry_fields if kind == TELEMETRY else PREDICTION_COLUMNS)
+
+    def landed_types(self, kind: str) -> dict[str, pl.DataType]:
+        """The landed columns of a kind of message and their types (the timestamp a UTC datetime)."""
+        numbers = {name for name, _, _ in self.numeric} | {"confidence"}
+        types = {self.roles.timestamp: pl.Datetime("us", "UTC")}
+        return {name: types.get(name, pl.Float64 if name in numbers else pl.String) for name in self.columns(kind)}
 
     def parse_topic(self, topic: str) -> tuple[str, str, str]:
         """(site, device, kind) of ``<prefix>/<site>/<device>/<kind>``."""
@@ -132,9 +140,9 @@ class MessageValidator:
         return tuple(map(payload.get, self.telemetry_fields))
 
     def _prediction(self, payload: dict) -> tuple:
-        label = payload.get("prediction")
+        label = payload.get(PREDICTED_CLASS)
         if label not in self.classes:
-            raise InvalidMessage(f"prediction: {'missing' if label is None else f'{label!r} is not one of the classes'}")
+            raise InvalidMessage(f"{PREDICTED_CLASS}: {'missing' if label is None else f'{label!r} is not one of the classes'}")
         version = payload.get("model_version")
         if version is not None and not isinstance(version, str):
             raise InvalidMessage(f"model_version: expected a string, got {version!r}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.dataset import DatasetConfig
+from pipeline.message_contract import PREDICTED_CLASS
 from pipeline.simulator import TRUTH, simulate_day
 
 SOURCE_FILE, SOURCE_ROW = "_source_file", "_source_row"
@@ -110,5 +111,5 @@ def read_field_predictions(predictions_dir: Path | None, day: dt.date) -> list[s
     predicted = []
     for path in sorted(folder.glob("*.parquet")):
         with path.open("rb") as fh:  # through Python's open, like every read of landed data
-            predicted += pl.read_parquet(fh, columns=["prediction"])["prediction"].to_list()
+            predicted += pl.read_parquet(fh, columns=[PREDICTED_CLASS])[PREDICTED_CLASS].to_list()
     return predicted
