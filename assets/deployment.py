@@ -18,7 +18,7 @@ from pipeline import (
 )
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
-from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Registry, Version
+from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TEST, TRAIN, VALIDATION
@@ -106,11 +106,11 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
     files = _version_files(storage, key, _reference_rows(training_set, config))
     version = registry.register(f"v{key.replace('-', '')}-{context.run.run_id[:8]}", files,
                                 _entry(context, training_set, files, storage, config))
-    moved = _newest_partition_wins(registry, version, reason=f"registered by run {context.run.run_id}", by=actor(context))
+    newer = registry.point_unless_newer(CANDIDATE, version.version, reason=f"registered by run {context.run.run_id}", by=actor(context))
     package, sha256 = released_package(storage, version)
     yield dg.MaterializeResult(metadata={
         "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
-        "candidate_alias": version.version if moved else registry.resolve(CANDIDATE),
+        "candidate_alias": newer.version if newer else version.version,
         "student_macro_f1": dg.MetadataValue.float(version.entry["metrics"]["student"]["macro_f1"]),
         "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
     })
@@ -220,22 +220,20 @@ def production_model(context: dg.AssetExecutionContext, dataset: DatasetResource
     sensor rolls it out or back when the window ends), or, with ``canary.fraction: 0``, become
     production directly (the replaced version is ``previous``). An older day's candidate than the
     one serving (a backfill) is registered but not released."""
-    registry, by = storage.registry, actor(context)
+    registry = storage.registry
     version = registry.get(_registered_version(context))
-    if (newer := _newer_day_serves(registry, version)) is not None:
-        return dg.MaterializeResult(metadata={"released_to": "none", "production": registry.resolve(PRODUCTION), "reason":
-                                              f"{newer.version} serves and is of a newer day than {version.version}"})
     spec = dataset.load().deployment.canary
     sites = release.canary_sites(version.entry["lineage"]["sites"], spec.fraction, version.version) if spec.fraction else ()
-    if registry.has_alias(PRODUCTION) and sites:
-        canary = Canary(version.version, sites, context.partition_key, spec.window_days)
-        registry.start_canary(canary, reason=f"released by run {context.run.run_id}", by=by)
-        return dg.MaterializeResult(metadata={
-            "released_to": "canary", "canary_sites": ", ".join(sites), "production": registry.resolve(PRODUCTION),
-            "canary_window": f"{canary.first_day} .. {canary.last_day}",
-        })
-    replaced = registry.promote(version.version, reason=f"promoted by run {context.run.run_id}", by=by)
-    return dg.MaterializeResult(metadata={"released_to": "all sites", "production": version.version, "previous": replaced or ""})
+    canary = Canary(version.version, sites, context.partition_key, spec.window_days) if sites else None
+    done = registry.release(version.version, canary, reason=f"released by run {context.run.run_id}", by=actor(context))
+    metadata = {"released_to": done.to, "production": registry.resolve(PRODUCTION)}
+    if done.to == "none":
+        metadata["reason"] = f"{done.newer} serves and is of a newer day than {version.version}"
+    elif done.to == "canary":
+        metadata.update({"canary_sites": ", ".join(canary.sites), "canary_window": f"{canary.first_day} .. {canary.last_day}"})
+    else:
+        metadata["previous"] = done.replaced or ""
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[production_model])
@@ -267,31 +265,6 @@ def actor(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> str:
     if backfill := tags.get("dagster/backfill"):
         return f"backfill:{backfill}"
     return tags.get(BY_TAG, "user")
-
-
-def _newer_day_holds(registry: Registry, alias: str, version: Version) -> Version | None:
-    """The version ``alias`` points at, if it is of a newer day than ``version``: a backfill of older
-    days registers their versions but must not turn an alias's clock back."""
-    if not registry.has_alias(alias):
-        return None
-    held = registry.get(alias)
-    return held if held.partition > version.partition else None
-
-
-def _newer_day_serves(registry: Registry, version: Version) -> Version | None:
-    """Production or the gray release in progress, if of a newer day than ``version``."""
-    canary = registry.canary()
-    serving = [registry.get(PRODUCTION)] if registry.has_alias(PRODUCTION) else []
-    serving += [registry.get(canary.version)] if canary else []
-    return next((v for v in serving if v.partition > version.partition), None)
-
-
-def _newest_partition_wins(registry: Registry, version: Version, reason: str, by: str) -> bool:
-    """Point ``candidate`` at ``version`` unless it already holds a newer day's model."""
-    if _newer_day_holds(registry, CANDIDATE, version) is not None:
-        return False
-    registry.set_alias(CANDIDATE, version.version, reason=reason, by=by)
-    return True
 
 
 def _registered_version(context: dg.AssetExecutionContext) -> str:

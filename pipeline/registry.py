@@ -40,6 +40,16 @@ class RegistryError(LookupError):
 
 
 @dataclass(frozen=True)
+class Release:
+    """What ``Registry.release`` did: ``to`` is "all sites", "canary" or "none" (refused because
+    ``newer``, a newer day's version, serves); ``replaced`` is the production it replaced."""
+
+    to: str
+    replaced: str | None = None
+    newer: str | None = None
+
+
+@dataclass(frozen=True)
 class Version:
     version: str
     directory: Path
@@ -137,16 +147,42 @@ class Registry:
         with self._transaction() as state:
             _point(state, alias, version, reason, by)
 
+    def point_unless_newer(self, alias: str, version: str, reason: str, by: str) -> Version | None:
+        """Point ``alias`` at ``version`` unless it holds a newer day's version (returned): a backfill
+        of older days must not turn an alias's clock back. Checked and moved under one lock, so two
+        runs finishing at once cannot both pass the check and leave the older day's model."""
+        candidate = self.get(version)
+        with self._transaction() as state:
+            if (newer := self._newer_day(_held(state, alias), candidate)) is not None:
+                return newer
+            _point(state, alias, version, reason, by)
+            return None
+
+    def release(self, version: str, canary: Canary | None, reason: str, by: str) -> Release:
+        """Serve ``version``: to ``canary.sites`` as a gray release when there is a production to
+        keep serving the rest and ``canary`` is given, otherwise to every site. Refused when
+        production or the gray release is of a newer day. Decided and moved under one lock, so of
+        any number of concurrent releases the newest day's model serves, whatever their order."""
+        candidate = self.get(version)
+        with self._transaction() as state:
+            serving = _held(state, PRODUCTION) + ([state["canary"]["version"]] if state["canary"] else [])
+            if (newer := self._newer_day(serving, candidate)) is not None:
+                return Release("none", newer=newer.version)
+            if canary is not None and PRODUCTION in state["aliases"]:
+                _start_canary(state, canary, reason, by)
+                return Release("canary")
+            return Release("all sites", replaced=_promote(state, version, reason, by))
+
+    def _newer_day(self, versions: list[str], version: Version) -> Version | None:
+        """The first of ``versions`` trained on a newer day than ``version``."""
+        return next((held for held in map(self.get, versions) if held.partition > version.partition), None)
+
     def promote(self, version: str, reason: str, by: str) -> str | None:
         """Make ``version`` production for every site; the version it replaces becomes ``previous``
         (returned). A gray release in progress is over: its outcome is this promotion."""
         self.get(version)
         with self._transaction() as state:
-            replaced = _move_production(state, version, PROMOTION, reason, by)
-            if state["canary"] is not None and state["canary"]["version"] != version:
-                _log(state, CANARY_SUPERSEDED, state["canary"]["version"], reason, by)
-            state["canary"] = None
-            return replaced
+            return _promote(state, version, reason, by)
 
     def rollback(self, target: str, reason: str, by: str) -> tuple[str, str | None]:
         """Point production back at ``target`` (a version or an alias, usually ``previous``) and end
@@ -168,10 +204,7 @@ class Registry:
         """Serve ``canary.version`` to its sites only; a gray release already running is replaced."""
         self.get(canary.version)
         with self._transaction() as state:
-            if state["canary"] is not None:
-                _log(state, CANARY_SUPERSEDED, state["canary"]["version"], f"replaced by {canary.version}", by)
-            state["canary"] = {**asdict(canary), "sites": list(canary.sites)}
-            _log(state, CANARY_STARTED, canary.version, reason, by, sites=list(canary.sites))
+            _start_canary(state, canary, reason, by)
 
     def conclude_canary(self, version: str, roll_out: bool, reason: str, by: str) -> bool:
         """Roll the gray release of ``version`` out to every site, or back (every site keeps
@@ -210,6 +243,27 @@ class Registry:
     def history(self) -> list[dict]:
         """Every production move and gray-release step, oldest first: when, what, why, by whom."""
         return self.state()["history"]
+
+
+def _held(state: dict, alias: str) -> list[str]:
+    """The version ``alias`` points at, as a list of one, or an empty list."""
+    return [state["aliases"][alias]["version"]] if alias in state["aliases"] else []
+
+
+def _promote(state: dict, version: str, reason: str, by: str) -> str | None:
+    """Production moves to ``version``; a gray release in progress is over (this is its outcome)."""
+    replaced = _move_production(state, version, PROMOTION, reason, by)
+    if state["canary"] is not None and state["canary"]["version"] != version:
+        _log(state, CANARY_SUPERSEDED, state["canary"]["version"], reason, by)
+    state["canary"] = None
+    return replaced
+
+
+def _start_canary(state: dict, canary: Canary, reason: str, by: str) -> None:
+    if state["canary"] is not None:
+        _log(state, CANARY_SUPERSEDED, state["canary"]["version"], f"replaced by {canary.version}", by)
+    state["canary"] = {**asdict(canary), "sites": list(canary.sites)}
+    _log(state, CANARY_STARTED, canary.version, reason, by, sites=list(canary.sites))
 
 
 def _point(state: dict, alias: str, version: str, reason: str, by: str) -> None:

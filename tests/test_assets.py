@@ -179,19 +179,6 @@ def test_features_of_a_day_that_was_never_ingested_fail_clearly(tmp_path):
     assert "clean_telemetry 2026-10-19 is not materialized" in str(failure.event_specific_data.error)
 
 
-def test_a_backfilled_older_day_does_not_move_the_candidate_back(tmp_path):
-    from assets.deployment import _newest_partition_wins
-    from pipeline.registry import Registry
-
-    registry = Registry(tmp_path)
-    (tmp_path / "f").write_text("x")
-    newer = registry.register("v-new", {"f": tmp_path / "f"}, {"lineage": {"partition": "2026-10-20"}})
-    older = registry.register("v-old", {"f": tmp_path / "f"}, {"lineage": {"partition": "2026-10-01"}})
-    assert _newest_partition_wins(registry, newer, reason="t", by="user")
-    assert not _newest_partition_wins(registry, older, reason="backfill", by="user")
-    assert registry.resolve("candidate") == "v-new"
-
-
 _OPENED: list[str] | None = None
 
 

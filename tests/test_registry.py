@@ -112,6 +112,43 @@ def test_concurrent_writers_lose_no_update(tmp_path: Path):
     assert registry.resolve(PREVIOUS) == moves[-2]["version"]
 
 
+def test_an_older_day_never_takes_an_alias_or_production_from_a_newer_one(tmp_path: Path):
+    registry = _registry(tmp_path)
+    assert registry.point_unless_newer("candidate", "v3", reason="t", by="user") is None
+    assert registry.point_unless_newer("candidate", "v1", reason="backfill", by="user").version == "v3"
+    assert registry.resolve("candidate") == "v3"
+    assert registry.release("v2", None, reason="first", by="user").to == "all sites"
+    assert registry.release("v3", Canary("v3", ("east",), "2026-10-03", 2), reason="gray", by="user").to == "canary"
+    refused = registry.release("v1", None, reason="backfill", by="user")
+    assert (refused.to, refused.newer) == ("none", "v2")
+    assert registry.resolve(PRODUCTION) == "v2" and registry.canary().version == "v3"
+
+
+def _release_when_told(root: str, version: str, go) -> None:
+    go.wait()
+    Registry(Path(root)).release(version, None, reason=f"run of {version}", by="test")
+
+
+def test_concurrent_releases_leave_the_newest_day_in_production(tmp_path: Path):
+    """Six runs finish at once, in any order: a check made outside the lock would let an older day
+    that checked before a newer one promoted overwrite it afterwards."""
+    registry = _registry(tmp_path, versions=6)
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    workers = [context.Process(target=_release_when_told, args=(str(registry.root), f"v{i}", go)) for i in (3, 1, 6, 2, 5, 4)]
+    for p in workers:
+        p.start()
+    go.set()
+    for p in workers:
+        p.join(timeout=120)
+    assert [p.exitcode for p in workers] == [0] * 6
+    assert registry.resolve(PRODUCTION) == "v6"
+    promoted = [e["version"] for e in registry.history() if e["event"] == PROMOTION]
+    assert promoted == sorted(promoted) and promoted[-1] == "v6"  # production's day only moved forward
+    previous = registry.resolve(PREVIOUS) if len(promoted) > 1 else None
+    assert previous == (promoted[-2] if len(promoted) > 1 else None)
+
+
 KILLED_PROMOTION = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
