@@ -17,6 +17,10 @@ from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, SITE, TIMESTAMP, DatasetC
 from pipeline.sources import SOURCE_FILE, SOURCE_ROW
 
 REASON = "reason"
+MAX_TEXT_CHARS = 256
+"""Ids, sites and categories are short names; a longer cell is a defect (often a quote that never
+closed and swallowed the lines after it), so the row is quarantined rather than trained on."""
+_SHOWN_CHARS = 40
 _TIMESTAMP_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z",
     "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
@@ -109,8 +113,9 @@ def _typed(raw: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
 def parse_column(col: pl.Expr, dtype: pl.DataType, name: str, config: DatasetConfig) -> pl.Expr:
     if name == TIMESTAMP:
         return _parse_timestamp(col, dtype)
-    if name in {f.name for f in config.numeric_features}:
-        return col.cast(pl.Float64, strict=False)
+    if name in {f.name for f in config.numeric_features}:  # " 5 " is five; "nan" and "inf" parse, then are quarantined
+        text = col.str.strip_chars() if dtype == pl.String else col
+        return text.cast(pl.Float64, strict=False)
     return col.cast(pl.String).str.strip_chars()
 
 
@@ -134,26 +139,42 @@ def _val(name: str) -> pl.Expr:
     return pl.col(f"v:{name}")
 
 
+def _shown(name: str) -> pl.Expr:
+    """The raw cell for a reason, cut short: a multi-megabyte cell must not make a multi-megabyte reason."""
+    raw, length = _raw(name), _raw(name).str.len_chars()
+    return pl.when(length > _SHOWN_CHARS).then(
+        pl.format("{}... ({} characters)", raw.str.slice(0, _SHOWN_CHARS), length)).otherwise(raw)
+
+
 def _present(name: str) -> pl.Expr:
     return _raw(name).is_not_null() & (_raw(name).str.strip_chars() != "")
 
 
 def _reason_exprs(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
     """One expression per hard rule: null where the row keeps the rule, else the reason."""
-    return [*_role_reasons(config, day), *_numeric_reasons(config),
-            *(pl.when(~_present(f.name)).then(pl.lit(f"{f.name}: missing")) for f in config.categorical_features)]
+    return [*_role_reasons(config, day), *_numeric_reasons(config), *_text_reasons(config)]
+
+
+def _text_reasons(config: DatasetConfig) -> list[pl.Expr]:
+    """Categories must be there; ids, sites and categories must be short names."""
+    reasons = [pl.when(~_present(f.name)).then(pl.lit(f"{f.name}: missing")) for f in config.categorical_features]
+    for name in (DEVICE_ID, SITE, *(f.name for f in config.categorical_features)):
+        length = _raw(name).str.len_chars()
+        reasons.append(pl.when(length > MAX_TEXT_CHARS)
+                       .then(pl.format(f"{name}: {{}} characters, over the limit of {MAX_TEXT_CHARS}", length)))
+    return reasons
 
 
 def _role_reasons(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
     return [
         pl.when(~_present(TIMESTAMP)).then(pl.lit("timestamp: missing"))
-        .when(_val(TIMESTAMP).is_null()).then(pl.format("timestamp: cannot parse '{}'", _raw(TIMESTAMP)))
+        .when(_val(TIMESTAMP).is_null()).then(pl.format("timestamp: cannot parse '{}'", _shown(TIMESTAMP)))
         .when(_val(TIMESTAMP).dt.date() != day)
-        .then(pl.format("timestamp: {} is outside partition {}", _raw(TIMESTAMP), pl.lit(day.isoformat()))),
+        .then(pl.format("timestamp: {} is outside partition {}", _shown(TIMESTAMP), pl.lit(day.isoformat()))),
         pl.when(~_present(DEVICE_ID)).then(pl.lit("device_id: missing")),
         pl.when(~_present(SITE)).then(pl.lit("site: missing")),
         pl.when(_present(LABEL) & ~_val(LABEL).is_in(list(config.classes)))
-        .then(pl.format("label: '{}' is not one of the classes", _raw(LABEL))),
+        .then(pl.format("label: '{}' is not one of the classes", _shown(LABEL))),
     ]
 
 
@@ -164,10 +185,10 @@ def _numeric_reasons(config: DatasetConfig) -> list[pl.Expr]:
         hi = f.max if f.max is not None else float("inf")
         value = _val(f.name)
         reasons.append(
-            pl.when(_present(f.name) & value.is_null()).then(pl.format(f"{f.name}: not a number '{{}}'", _raw(f.name)))
-            .when(value.is_nan() | value.is_infinite()).then(pl.format(f"{f.name}: not finite ({{}})", _raw(f.name)))
+            pl.when(_present(f.name) & value.is_null()).then(pl.format(f"{f.name}: not a number '{{}}'", _shown(f.name)))
+            .when(value.is_nan() | value.is_infinite()).then(pl.format(f"{f.name}: not finite ({{}})", _shown(f.name)))
             .when((value < lo) | (value > hi))
-            .then(pl.format(f"{f.name}: {{}} outside valid range [{f.min}, {f.max}]", _raw(f.name)))
+            .then(pl.format(f"{f.name}: {{}} outside valid range [{f.min}, {f.max}]", _shown(f.name)))
         )
     numeric = [f.name for f in config.numeric_features]
     if numeric:

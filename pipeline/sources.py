@@ -6,11 +6,16 @@ came: CSV cells stay strings (a malformed cell is not lost to type inference), a
 the file and line it came from, so later errors and quarantine reasons can name them.
 """
 
+import codecs
+import csv
 import datetime as dt
 import hashlib
+import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -21,6 +26,14 @@ from pipeline.simulator import TRUTH, simulate_day
 SOURCE_FILE, SOURCE_ROW = "_source_file", "_source_row"
 LANDING_SUFFIXES = (".csv", ".parquet")
 _DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
+_HEAD_BYTES = 64 * 1024
+"""A CSV header line longer than this is not a header. Checked before polars reads: a 40 MB file
+whose line breaks were lost, read as a header of 21 million columns, took polars 90 s and 12 GB."""
+_LONG_LINE_BYTES = 1024 * 1024
+_SEPARATORS = (",", ";", "\t", "|")
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_MAGIC = {b"PAR1": "a Parquet file", b"\x89PNG": "a PNG image", b"PK\x03\x04": "a ZIP archive (an .xlsx workbook?)",
+          b"\x1f\x8b": "a gzip archive", b"%PDF": "a PDF document", b"\xff\xd8\xff": "a JPEG image"}
 
 
 class SourceError(ValueError):
@@ -62,31 +75,166 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
 
 
 def read_landing_file(path: Path, csv_separator: str = ",") -> pl.DataFrame:
-    """One file as it came, plus ``_source_file`` and ``_source_row`` (1-based data row)."""
-    try:
-        if path.suffix.lower() == ".csv":
-            frame = pl.read_csv(path, infer_schema=False, separator=csv_separator, encoding="utf8-lossy")
-        else:
-            frame = pl.read_parquet(path)
-    except Exception as exc:  # polars raises many types for a broken file; all mean "unreadable"
-        raise SourceError(f"{path}: cannot read as {path.suffix.lstrip('.')}: {exc}") from exc
+    """One file as it came, plus ``_source_file`` and ``_source_row`` (1-based data row).
+
+    Every defect that stops the read is a SourceError starting with the path, naming the line where
+    it can: the operator fixes or removes that one file and the day runs again."""
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path}: empty file (0 bytes)")
+    frame = _read_csv(path, csv_separator) if path.suffix.lower() == ".csv" else _read_parquet(path)
     return frame.with_columns(
         pl.lit(str(path)).alias(SOURCE_FILE),
         pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(SOURCE_ROW),
     )
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    """Parquet starts and ends with ``PAR1``: checking both names a truncated copy or another format
+    plainly, before polars' own message (which says neither)."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(path.stat().st_size - 4, 0))
+        tail = fh.read(4)
+    if not head.startswith(b"PAR1"):
+        raise SourceError(f"{path}: cannot read as parquet: {_not_parquet(head)}")
+    if tail != b"PAR1":
+        raise SourceError(f"{path}: cannot read as parquet: truncated (the file ends without the PAR1 footer)")
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises many types for a broken file; all mean "unreadable"
+        raise SourceError(f"{path}: cannot read as parquet: {_first_line(exc)}") from exc
+
+
+def _read_csv(path: Path, separator: str) -> pl.DataFrame:
+    """CSV as text cells, strictly UTF-8 (a lossy read would turn latin-1 letters into U+FFFD,
+    silently). UTF-16 with a byte-order mark is decoded: the mark makes that unambiguous and lossless."""
+    with path.open("rb") as fh:
+        head = fh.read(_HEAD_BYTES + 1)
+    source: Path | io.BytesIO = path
+    if head.startswith(_UTF16_BOMS):
+        source = io.BytesIO(_utf16_as_utf8(path))
+        head = source.getvalue()[:_HEAD_BYTES + 1]
+    if problem := _head_problem(head):
+        raise SourceError(f"{path}: cannot read as csv: {problem}")
+    try:
+        return pl.read_csv(source, infer_schema=False, separator=separator, encoding="utf8")
+    except Exception as exc:  # polars says what failed, rarely where: a line-by-line pass finds it
+        lines = path.open("rb") if isinstance(source, Path) else source
+        with lines:
+            lines.seek(0)
+            where = _csv_problem(lines, separator)
+        raise SourceError(f"{path}: cannot read as csv: {where or _first_line(exc)}") from exc
+
+
+def _utf16_as_utf8(path: Path) -> bytes:
+    try:
+        return path.read_bytes().decode("utf-16").encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: cannot read as csv: UTF-16 byte-order mark, but invalid UTF-16 at byte {exc.start}") from exc
+
+
+def _head_problem(head: bytes) -> str | None:
+    """Why the file's first bytes cannot start a CSV (another format, binary, no usable header line)."""
+    if kind := _what_it_is(head):
+        return f"this is {kind}, not CSV text"
+    if (nul := head.find(b"\0")) >= 0:
+        return f"binary data, not text (NUL byte at offset {nul}; UTF-16 without a byte-order mark?)"
+    if b"\n" not in head and b"\r" in head:
+        return "line breaks are CR only (old Mac style): save with LF or CRLF line breaks"
+    if b"\n" not in head and len(head) > _HEAD_BYTES:
+        return f"no line break in the first {_HEAD_BYTES // 1024} KiB: that is no header line (line breaks lost?)"
+    return None
+
+
+def _not_parquet(head: bytes) -> str:
+    if kind := _what_it_is(head):
+        return f"this is {kind}, not Parquet"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it starts with text, not the PAR1 signature (a CSV named .parquet?)"
+    return "no PAR1 signature at the start"
+
+
+def _what_it_is(head: bytes) -> str | None:
+    """The format a file's first bytes announce, for files dropped in the landing folder by mistake."""
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _csv_problem(lines: BinaryIO, separator: str) -> str | None:
+    """The first line that breaks CSV: invalid UTF-8, absurd length, more fields than the header, or a
+    quote that never closes. Runs only after polars failed, so the happy path never pays for it."""
+    header: list[bytes] = []
+    for number, line in enumerate(lines, 1):
+        if len(line) > _LONG_LINE_BYTES:
+            return f"line {number} is {len(line):,} bytes long"
+        header = header or line.rstrip(b"\r\n").split(separator.encode())
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            field = line[:exc.start].count(separator.encode())  # ignores quoting: good enough to point at it
+            column = header[field].decode("utf-8", "replace") if field < len(header) else f"#{field + 1}"
+            return (f"line {number}, column {column!r}: not valid UTF-8 (byte 0x{line[exc.start]:02x}); "
+                    "save the file as UTF-8 (latin-1 / cp1252 are not guessed)")
+    lines.seek(0)
+    return _field_problem(io.TextIOWrapper(lines, encoding="utf-8", newline=""), separator)
+
+
+def _field_problem(text: Iterable[str], separator: str) -> str | None:
+    reader = csv.reader(text, delimiter=separator, strict=True)
+    start, width = 1, None
+    try:
+        for record in reader:
+            width = len(record) if width is None else width
+            if len(record) > width:
+                return f"line {start} has {len(record)} fields, the header has {width}"
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        hint = " (a quote that is never closed?)" if "end of data" in str(exc) else ""
+        return f"line {start}: {exc}{hint}"
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def read_landing_day(landing_dir: Path, day: dt.date, required: list[str], csv_separator: str = ",") -> pl.DataFrame:
     """Every landing file of ``day``, stacked. Each file must have the ``required`` columns on its
-    own: stacking first would fill a file's missing column with nulls that look like gaps."""
+    own: stacking first would fill a file's missing column with nulls that look like gaps. A file
+    with a header and no rows is fine beside others (a site that sent nothing); a day of only such
+    files is an error, as a day without files is."""
     files = [f for f in list_landing_files(landing_dir) if f.day == day]
     if not files:
         raise SourceError(f"{landing_dir}: no landing file for {day.isoformat()} (expected a name with that date)")
     frames = [read_landing_file(f.path, csv_separator) for f in files]
     for found, frame in zip(files, frames):
-        if missing := [c for c in required if c not in frame.columns]:
-            raise SourceError(f"{found.path}: missing required column(s) {missing}")
+        _check_columns(found.path, frame, required, csv_separator)
+    if not any(frame.height for frame in frames):
+        raise SourceError(f"{', '.join(str(f.path) for f in files)}: no data rows (header only) for {day.isoformat()}")
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _check_columns(path: Path, frame: pl.DataFrame, required: list[str], separator: str) -> None:
+    """Each required column is there and holds scalars (a list or binary column would fail later,
+    in a cast, without naming the file)."""
+    if missing := [c for c in required if c not in frame.columns]:
+        raise SourceError(f"{path}: {_missing_columns(path, frame, missing, separator)}")
+    for name in required:
+        dtype = frame.schema[name]
+        if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
+            raise SourceError(f"{path}: column {name!r} holds {dtype}, not text, numbers or timestamps")
+
+
+def _missing_columns(path: Path, frame: pl.DataFrame, missing: list[str], separator: str) -> str:
+    """Which columns are missing, and why when the header splits on another separator (then every
+    column is "missing" and listing them would hide the cause); else what the header was."""
+    names = [c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)]
+    header = separator.join(names)
+    for other in _SEPARATORS if path.suffix.lower() == ".csv" else ():
+        if other != separator and set(missing) & {h.strip() for h in header.split(other)}:
+            return (f"missing required column(s): read with separator {separator!r}, but the header looks "
+                    f"{other!r}-separated (set source.csv_separator or export with {separator!r})")
+    shown = header if len(header) <= 200 else f"{header[:200]}... ({len(header):,} characters)"
+    return f"missing required column(s) {missing}; the header has {len(names)} column(s): {shown!r}"
 
 
 def read_raw_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:

@@ -109,3 +109,14 @@ def test_a_missing_required_column_names_the_column_and_the_file(config):
     raw = _raw([_row()]).drop("jitter_ms")
     with pytest.raises(cleaning.SchemaError, match=r"landing/day.csv: missing required column\(s\) \['jitter_ms'\]"):
         cleaning.clean_day(raw, config, DAY, KEY)
+
+
+def test_padded_numbers_parse_and_long_cells_are_cut_short_in_reasons(config):
+    long_number, long_id = "9" * 5000, "CPE-" + "x" * 300
+    rows = [_row(rx_power_dbm=" -18.5 "), _row(ts="2026-11-03 11:00:00", rx_power_dbm=long_number),
+            _row(ts="2026-11-03 12:00:00", device_id=long_id)]
+    result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    assert result.clean["rx_power_dbm"].to_list() == [-18.5]
+    reasons = dict(zip(result.quarantine[SOURCE_ROW].to_list(), result.quarantine[cleaning.REASON].to_list()))
+    assert reasons[2] == f"rx_power_dbm: not finite ({'9' * 40}... (5000 characters))"
+    assert reasons[3] == f"device_id: 304 characters, over the limit of {cleaning.MAX_TEXT_CHARS}"

@@ -53,3 +53,25 @@ def test_each_file_must_have_the_required_columns_itself(tmp_path: Path):
 def test_a_day_without_files_says_so(tmp_path: Path):
     with pytest.raises(sources.SourceError, match="no landing file for 2026-11-05"):
         sources.read_landing_day(tmp_path, dt.date(2026, 11, 5), required=[])
+
+
+def test_a_header_only_file_beside_others_adds_no_rows(tmp_path: Path):
+    (tmp_path / "a_2026-11-03.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "b_2026-11-03.csv").write_text("x,y\n")  # a site that sent nothing that day
+    assert sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), required=["x", "y"]).height == 1
+
+
+def test_a_separator_mismatch_is_named_whichever_way_round(tmp_path: Path):
+    (tmp_path / "a_2026-11-03.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(sources.SourceError, match=r"a_2026-11-03.csv: .*read with separator ';', but the header looks ','-separated"):
+        sources.read_landing_day(tmp_path, dt.date(2026, 11, 3), required=["x", "y"], csv_separator=";")
+
+
+def test_a_bad_line_is_named_with_the_file(tmp_path: Path):
+    bad = tmp_path / "a_2026-11-03.csv"
+    bad.write_bytes("x,y\n1,ok\n2,M\u00fcnchen\n".encode("latin-1"))
+    with pytest.raises(sources.SourceError, match=r"a_2026-11-03.csv: cannot read as csv: line 3, column 'y': not valid UTF-8"):
+        sources.read_landing_file(bad)
+    bad.write_text("x,y\n1,2\n3,4,5\n")
+    with pytest.raises(sources.SourceError, match=r"a_2026-11-03.csv: cannot read as csv: line 3 has 3 fields, the header has 2"):
+        sources.read_landing_file(bad)
