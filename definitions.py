@@ -1,5 +1,6 @@
 """The one place that assembles Evergreen's Definitions: assets, checks, jobs, sensors, resources."""
 
+import os
 import warnings
 
 import dagster as dg
@@ -18,12 +19,19 @@ from sensors.labels import label_sensor
 from sensors.landing import landing_sensor
 
 
-def build_resources(data_dir: str | None = None, dataset_path: str | None = None) -> dict:
-    """Resources configured in one place; tests pass a temporary data directory and dataset."""
+ASSET_STORAGE_ENV = "EVERGREEN_ASSET_STORAGE"
+EXECUTOR_ENV = "EVERGREEN_EXECUTOR"
+
+
+def build_resources(data_dir: str | None = None, dataset_path: str | None = None, asset_storage: str | None = None) -> dict:
+    """Resources configured in one place; tests pass a temporary data directory and dataset. Asset files go
+    to ``asset_storage`` or ``EVERGREEN_ASSET_STORAGE`` (an object-store URL such as ``s3://bucket/prefix``,
+    shared by pods on several nodes), else to ``<data_dir>/assets``."""
     data_dir = data_dir or default_data_dir()
+    asset_storage = asset_storage or os.environ.get(ASSET_STORAGE_ENV)
     dataset = DatasetResource(config_path=dataset_path) if dataset_path else DatasetResource()
     return {
-        "io_manager": PolarsParquetIOManager(base_path=UPath(data_dir) / "assets"),
+        "io_manager": PolarsParquetIOManager(base_path=UPath(asset_storage) if asset_storage else UPath(data_dir) / "assets"),
         "memory_io_manager": dg.InMemoryIOManager(),
         "storage": StorageResource(data_dir=data_dir),
         "dataset": dataset,
@@ -35,6 +43,17 @@ MULTIPROCESS_EXECUTOR = dg.multiprocess_executor.configured(
 )
 """Steps fork from a server that has already imported the heavy libraries: a step starts in well
 under a second instead of re-importing torch, LightGBM and Great Expectations (spawn)."""
+
+
+def build_executor() -> dg.ExecutorDefinition:
+    """``EVERGREEN_EXECUTOR=k8s`` (deploy/helm/values.yaml): every step in its own Kubernetes pod
+    (dagster-k8s, imported only then: 2 s of kubernetes client); otherwise the forkserver executor."""
+    if os.environ.get(EXECUTOR_ENV) == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return MULTIPROCESS_EXECUTOR
+
 
 LAYERS = [data, labelling, feedback, model, federated, deployment, release]
 ASSETS = dg.load_assets_from_modules(LAYERS)
@@ -50,5 +69,5 @@ defs = dg.Definitions(
     jobs=[ingest_job, retrain_job, main_job, federated_site_job, federated_round_job, rollback_job, conclude_canary_job],
     sensors=[landing_sensor, drift_sensor, label_sensor, federated_sensor, canary_sensor, run_failure_alert],
     resources=build_resources(),
-    executor=MULTIPROCESS_EXECUTOR,
+    executor=build_executor(),
 )
