@@ -48,3 +48,31 @@ def stop(proc: subprocess.Popen, grace: float = 20) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def files_holding(root: Path, needles: set[str], skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Each file below ``root`` (but under the ``skip`` folders) that holds any of ``needles``, with
+    the ones it holds. Parquet and zip members are searched decoded: compressed, an id would not
+    show as bytes. Everything else (SQLite event logs, compute logs, JSON, ONNX) is searched raw."""
+    found = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if any(part in skip for part in path.relative_to(root).parts):
+            continue
+        held = {n for n in needles if n in _searchable_text(path)}
+        if held:
+            found[str(path.relative_to(root))] = sorted(held)[:3]
+    return found
+
+
+def _searchable_text(path: Path) -> str:
+    import zipfile
+
+    import polars as pl
+
+    if path.suffix == ".parquet":
+        frame = pl.read_parquet(path)
+        return "\n".join(map(str, frame.select(pl.col(pl.String)).unique().rows())) + " ".join(frame.columns)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            return "\n".join(archive.read(n).decode("latin-1") for n in archive.namelist())
+    return path.read_bytes().decode("latin-1")

@@ -2,6 +2,7 @@
 on a bring-your-own-data landing folder, and the UI's own GraphQL calls against a running
 webserver and daemon."""
 
+import datetime as dt
 import json
 import time
 import zipfile
@@ -18,7 +19,9 @@ from assets.partitions import DAILY
 from tests import ui_client
 from tests.conftest import BYOD_YAML, write_small_dataset
 from deploy.broker import free_port
-from tests.e2e import BIN, make_env, start, stop
+from pipeline.dataset import DEVICE_ID, load_dataset_config
+from pipeline.simulator import simulate_day
+from tests.e2e import BIN, files_holding, make_env, start, stop
 
 pytestmark = pytest.mark.slow
 NEWEST_DAYS = DAILY.get_partition_keys()[-3:]
@@ -49,6 +52,11 @@ def test_the_cli_runs_the_whole_graph_through_the_multiprocess_executor(tmp_path
         assert _materialized(env.home, asset) == {day}, asset
     [package] = (env.data_dir / "packages").glob("*.zip")
     assert json.loads(zipfile.ZipFile(package).read("manifest.json"))["dataset"] == "broadband_cpe"
+    raw_ids = set(simulate_day(load_dataset_config(env.vars["EVERGREEN_DATASET"]).simulator, dt.date.fromisoformat(day))[DEVICE_ID])
+    assert files_holding(env.data_dir / "assets" / "raw_telemetry", raw_ids)  # the search finds ids where they are kept
+    assert files_holding(env.data_dir, raw_ids, skip=("raw_telemetry",)) == {}  # and nowhere else
+    assert files_holding(env.home, raw_ids) == {}  # the event log and every step's captured output
+    assert not any(i in done.stdout + done.stderr for i in raw_ids)
 
 
 def test_a_landing_folder_with_other_column_names_runs_through_the_same_graph(tmp_path: Path):
