@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.labelling --record
 	$(BIN)/python -m benchmarks.federated --record
 	$(BIN)/python -m benchmarks.mqtt --record
+	$(BIN)/python -m benchmarks.scale --record
 
 broker: setup
 	$(BIN)/python -m deploy.broker
