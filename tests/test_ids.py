@@ -14,7 +14,8 @@ def test_processes_racing_on_a_fresh_machine_share_one_key(tmp_path: Path):
     with mp.get_context("spawn").Pool(4) as pool:
         for trial in range(10):
             path = tmp_path / str(trial) / "hash_key"
-            keys = set(pool.starmap(ids.load_or_create_key, [("EVERGREEN_TEST_UNSET_KEY", path)] * 8))
+            # with a timeout: a pool whose worker died waits forever (seen once in a full-suite run)
+            keys = set(pool.starmap_async(ids.load_or_create_key, [("EVERGREEN_TEST_UNSET_KEY", path)] * 8).get(timeout=120))
             assert len(keys) == 1
             assert [p.name for p in path.parent.iterdir()] == ["hash_key"]
             assert path.stat().st_mode & 0o777 == 0o600
