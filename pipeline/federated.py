@@ -151,6 +151,8 @@ def _site_scores(model: StudentMLP, validation: StudentData, held_out: pl.DataFr
 def site_drift(site_rows: pl.DataFrame, config: DatasetConfig) -> dict:
     """The site's newest day against its earlier days of the window, with the configured detector:
     drift seen at one site may be hidden in the fleet-wide report."""
+    if site_rows.is_empty():  # the newest day of no rows is None, and comparing a Date series with it raises
+        return {"drifted_features": [], "compared": "no rows at this site"}
     day = site_rows[TIMESTAMP].dt.date()
     newest = day.max()
     current, reference = site_rows.filter(day == newest), site_rows.filter(day < newest)

@@ -201,3 +201,10 @@ def test_a_site_profile_that_cannot_be_simulated_is_a_config_error_naming_the_fi
         path.write_text(yaml.safe_dump(raw))
         with pytest.raises(DatasetConfigError, match=re.escape(message)):
             load_dataset_config(path)
+
+
+def test_site_drift_of_a_site_without_rows_says_so_instead_of_crashing(trained):
+    # reproduced: a site partition with no rows (a one-site dataset under the simulator's four sites)
+    # crashed with "Series of type Date does not have eq operator" (the newest day of no rows is None)
+    drift = fed.site_drift(trained.frame.clear(), trained.config)
+    assert drift == {"drifted_features": [], "compared": "no rows at this site"}
