@@ -179,9 +179,10 @@ def per_class(frame: pl.DataFrame) -> dg.MetadataValue:
 def training_set(context: dg.AssetExecutionContext, features: pl.DataFrame, gold_labels: pl.DataFrame,
                  weak_labels: pl.DataFrame, pseudo_labels: pl.DataFrame, dataset: DatasetResource) -> dg.MaterializeResult:
     """The newest window of feature days joined with the gold labels that came back, split by device
-    (or time) into train / validation / test on gold labels only (the test split is never used for a
-    choice). Unlabelled rows of training devices take a pseudo-label, else a weak label (within a per-class quota); rare classes
-    get augmented rows; all of these are training rows with a lower weight. Every row says where its
+    (or by time, without an id column or with few devices: the metadata says which and why) into
+    train / validation / test on gold labels only (the test split is never used for a choice).
+    Unlabelled rows of training devices take a pseudo-label, else a weak label (within a per-class
+    quota); rare classes get augmented rows; all of these are training rows with a lower weight. Every row says where its
     label came from (``provenance``); unlabelled rows are kept for distillation."""
     config = dataset.load()
     spec = config.labelling
@@ -191,8 +192,10 @@ def training_set(context: dg.AssetExecutionContext, features: pl.DataFrame, gold
     ])
     counts = training_lib.split_counts(frame)
     days = frame[TIMESTAMP].dt.date()
+    choice = training_lib.split_choice(features, config)
     return dg.MaterializeResult(value=frame, metadata={
         "rows": frame.height, **{f"{k}_rows": v for k, v in sorted(counts.items())},
+        "split_method": choice.method, "split_reason": choice.reason,
         "train_rows_by_source": dg.MetadataValue.json(training_lib.provenance_counts(frame)),
         "first_day": str(days.min()), "last_day": str(days.max()),
     })

@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline import ids
 from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, SITE, TIMESTAMP, DatasetConfig
-from pipeline.sources import SOURCE_FILE, SOURCE_ROW
+from pipeline.sources import SOURCE_FILE, SOURCE_ROW, implicit_roles
 
 REASON = "reason"
 MAX_TEXT_CHARS = 256
@@ -53,7 +53,7 @@ def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: 
         pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON)
     ).with_columns(pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON))
 
-    accepted, conflicts, duplicates = _deduplicate(flagged.filter(pl.col(REASON).is_null()))
+    accepted, conflicts, duplicates = _deduplicate(flagged.filter(pl.col(REASON).is_null()), has_ids=config.columns.id is not None)
     quarantine = pl.concat([flagged.filter(pl.col(REASON).is_not_null()), conflicts])
     clean, imputed = _impute(_canonical(accepted, config), config)
     return CleaningResult(
@@ -64,21 +64,25 @@ def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: 
     )
 
 
-def _deduplicate(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """(accepted, conflicting, number of duplicates) among rows that passed the hard rules.
 
     A repeated reading (same values) is a duplicate; when only one copy carries a label, that copy
     is kept. Two different labels on one reading, or two different readings for one device and
     instant, are conflicts: the first row is kept and the others are quarantined with the reason.
+    Without an id column the per-row ids differ by construction, so they are left out of the
+    comparison: a reading is then its values, and the same values twice are still a duplicate.
     """
-    readings = [c for c in candidates.columns if c.startswith("v:") and c != f"v:{LABEL}"]
+    ignored = {f"v:{LABEL}"} | (set() if has_ids else {f"v:{DEVICE_ID}"})
+    readings = [c for c in candidates.columns if c.startswith("v:") and c not in ignored]
+    entity = [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"] if has_ids else readings
     label = pl.col(f"v:{LABEL}")
     ordered = candidates.sort(label.is_null(), SOURCE_FILE, SOURCE_ROW)  # labelled copies first
     repeated = ~pl.struct(readings).is_first_distinct()
     duplicate = repeated & (~pl.struct([*readings, label]).is_first_distinct() | label.is_null())
     kept = ordered.filter(~duplicate).with_columns(
         (~pl.struct(readings).is_first_distinct()).alias("__label_conflict"),
-        (~pl.struct(f"v:{DEVICE_ID}", f"v:{TIMESTAMP}").is_first_distinct()).alias("__conflict"),
+        (~pl.struct(entity).is_first_distinct()).alias("__conflict"),
     )
     conflicts = kept.filter("__conflict").with_columns(
         pl.when("__label_conflict")
@@ -99,8 +103,10 @@ def _require_columns(raw: pl.DataFrame, config: DatasetConfig) -> None:
 
 
 def _typed(raw: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
-    """Each role and feature twice: ``r:<name>`` as it came (text) and ``v:<name>`` parsed."""
+    """Each role and feature twice: ``r:<name>`` as it came (text) and ``v:<name>`` parsed; a role
+    without a source column (site, id) takes its implicit value in both."""
     cols = [pl.col(SOURCE_FILE), pl.col(SOURCE_ROW)]
+    cols += [expr.alias(f"{kind}:{name}") for name, expr in implicit_roles(config).items() for kind in "rv"]
     for source, name in config.role_renames.items():
         if source not in raw.columns:  # only the label may be absent: it usually arrives later
             cols += [pl.lit(None, pl.String).alias(f"r:{name}"), pl.lit(None, pl.String).alias(f"v:{name}")]
@@ -113,6 +119,8 @@ def _typed(raw: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
 def parse_column(col: pl.Expr, dtype: pl.DataType, name: str, config: DatasetConfig) -> pl.Expr:
     if name == TIMESTAMP:
         return _parse_timestamp(col, dtype)
+    if name == LABEL:
+        return _parse_label(col, config.classes)
     if name in {f.name for f in config.numeric_features}:  # " 5 " is five; "nan" and "inf" parse, then are quarantined
         text = col.str.strip_chars() if dtype == pl.String else col
         return text.cast(pl.Float64, strict=False)
@@ -129,6 +137,22 @@ def _parse_timestamp(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         p = text.str.to_datetime(fmt, strict=False, time_unit="us")
         parsed.append(p.dt.convert_time_zone("UTC") if "%z" in fmt else p.dt.replace_time_zone("UTC"))
     return pl.coalesce(parsed)
+
+
+def _parse_label(col: pl.Expr, classes: tuple[str, ...]) -> pl.Expr:
+    """The label as its class name. Classes are written as in the files ("1", "true"); a cell
+    that spells the same value another way maps to it: "True" / "TRUE" (pandas writes booleans so)
+    to "true", and "1.0" (an integer column with gaps, saved as floats) to "1". A blank cell is no
+    label. Anything else stays as it came and is quarantined as an unknown class."""
+    text = col.cast(pl.String).str.strip_chars()
+    lower = text.str.to_lowercase()
+    number = text.cast(pl.Float64, strict=False)
+    integer = pl.when(number.is_finite() & (number == number.round())).then(number.cast(pl.Int64, strict=False).cast(pl.String))
+    known = list(classes)
+    return (pl.when(text == "").then(None).when(text.is_in(known)).then(text)
+            .when(lower.is_in(["true", "false"]) & lower.is_in(known)).then(lower)
+            .when(integer.is_in(known)).then(integer)
+            .otherwise(text))
 
 
 def _raw(name: str) -> pl.Expr:

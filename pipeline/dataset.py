@@ -11,12 +11,27 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TIMESTAMP, LABEL, DEVICE_ID, SITE = "timestamp", "label", "device_id", "site"
 ROW_ID = "row_id"
 HOUR_FEATURE = "hour"
 """Derived model input: the hour of day of the reading (see pipeline.features)."""
+SINGLE_SITE = "all"
+"""The one site of a dataset without a site column that declares no ``partitions.sites``."""
+
+
+def class_name(value: object) -> str:
+    """A class label as it is written in the files: YAML ``1`` is "1", YAML ``true`` is "true".
+
+    Classes stay strings inside Evergreen; integer and boolean labels are accepted as the user
+    wrote them rather than rejected for not being strings. A float is refused: ``0.5`` as a class
+    is more likely a regression target than a category."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, str)):
+        return str(value)
+    raise ValueError(f"{value!r}: a class label is a string, an integer or a boolean")
 
 
 class _Strict(BaseModel):
@@ -24,12 +39,14 @@ class _Strict(BaseModel):
 
 
 class RoleColumns(_Strict):
-    """Source column names for the roles every dataset must have."""
+    """Source column names of the roles. Every dataset has a timestamp and a label; ``id`` and
+    ``site`` are optional: without a site column every row belongs to one site, without an id column
+    each row is its own entity (see ``pipeline.sources.implicit_roles``)."""
 
     timestamp: str
     label: str
-    id: str
-    site: str
+    id: str | None = None
+    site: str | None = None
 
 
 class FeatureSpec(_Strict):
@@ -83,13 +100,17 @@ class QualitySpec(_Strict):
 class SplitSpec(_Strict):
     """How labelled rows are split into train / validation / test (fractions of labelled rows).
 
-    ``device`` (the default) puts each device's rows in one split, so test devices are never seen
+    ``device`` puts each device's rows in one split, so test devices are never seen
     in training while every day, the newest included, is in every split: a model retrained after a
     drift learns from the post-drift labels. ``time`` puts the oldest rows in train and the newest
     in test, a backtest that withholds exactly the freshest labels from training.
     """
 
-    method: Literal["device", "time"] = "device"
+    method: Literal["auto", "device", "time"] = "auto"
+    """``auto``: by device when the dataset has an id column and the window at least ``min_devices``
+    devices, else by time (whole devices cannot fill three splits); the choice and its reason are
+    in the training set's metadata."""
+    min_devices: int = Field(20, ge=3)
     train: float = Field(0.7, gt=0, lt=1)
     validation: float = Field(0.15, gt=0, lt=1)
 
@@ -292,6 +313,11 @@ class LabellingRule(_Strict):
     label: str
     when: tuple[LabelCondition, ...] = Field(min_length=1)
 
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label_as_written(cls, value: object) -> str:
+        return class_name(value)
+
 
 class WeakSupervisionSpec(_Strict):
     """Labelling functions combined by a label model that learns each one's accuracy."""
@@ -471,6 +497,22 @@ class DatasetConfig(_Strict):
     collector: CollectorSpec = CollectorSpec()
     base_dir: Path = Path(".")
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_as_written(cls, value: object) -> object:
+        return tuple(class_name(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+    @model_validator(mode="after")
+    def _roles_fit(self) -> "DatasetConfig":
+        """Settings that need a role column the dataset does not have."""
+        if self.columns.site is None and len(self.partitions.sites or ()) > 1:
+            raise ValueError(f"partitions.sites: {list(self.partitions.sites)} are several sites, but columns.site "
+                             "is not set: without a site column every row belongs to one site")
+        if self.columns.id is None and self.training.split.method == "device":
+            raise ValueError("training.split.method: 'device' needs columns.id (without an id column each row is "
+                             "its own entity); use 'time' or 'auto'")
+        return self
+
     @model_validator(mode="after")
     def _names_are_unique(self) -> "DatasetConfig":
         names = [f.name for f in self.features]
@@ -500,6 +542,9 @@ class DatasetConfig(_Strict):
 
     @property
     def sites(self) -> tuple[str, ...]:
+        """Without a site column, the one site every row belongs to."""
+        if self.columns.site is None:
+            return self.partitions.sites or (SINGLE_SITE,)
         return self.partitions.sites or self.simulator.sites
 
     @property
@@ -514,7 +559,8 @@ class DatasetConfig(_Strict):
     def role_renames(self) -> dict[str, str]:
         """Source column -> canonical name, for the roles and every feature."""
         c = self.columns
-        renames = {c.timestamp: TIMESTAMP, c.label: LABEL, c.id: DEVICE_ID, c.site: SITE}
+        roles = {c.timestamp: TIMESTAMP, c.label: LABEL, c.id: DEVICE_ID, c.site: SITE}
+        renames = {source: name for source, name in roles.items() if source is not None}
         renames.update({f.source_column: f.name for f in self.features})
         return renames
 
@@ -522,7 +568,8 @@ class DatasetConfig(_Strict):
     def required_source_columns(self) -> list[str]:
         """Source columns every file must have (the label may be absent: labels often come later)."""
         c = self.columns
-        return [c.timestamp, c.id, c.site, *(f.source_column for f in self.features)]
+        roles = [name for name in (c.timestamp, c.id, c.site) if name is not None]
+        return [*roles, *(f.source_column for f in self.features)]
 
     @property
     def landing_dir(self) -> Path | None:

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from pipeline.dataset import DatasetConfig
+from pipeline.dataset import DEVICE_ID, SITE, DatasetConfig
 from pipeline.message_contract import PREDICTED_CLASS
 from pipeline.simulator import TRUTH, simulate_day
 
@@ -248,6 +248,23 @@ def read_raw_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:
     if config.landing_dir is None:
         raise SourceError(f"dataset {config.name!r}: source.kind is 'landing' but source.landing_dir is not set")
     return read_landing_day(config.landing_dir, day, config.required_source_columns, config.source.csv_separator)
+
+
+def implicit_roles(config: DatasetConfig) -> dict[str, pl.Expr]:
+    """The roles the dataset has no column for, as expressions on raw rows (which carry provenance).
+
+    Without a site column every row belongs to the dataset's one site. Without an id column a row is
+    its own entity, named by the file it came from (relative to the landing folder, so moving the
+    folder keeps the names) and its row: stable across re-runs, so row ids, label answers and
+    hashing work as they do for devices; such an entity simply has no history."""
+    roles: dict[str, pl.Expr] = {}
+    if config.columns.site is None:
+        roles[SITE] = pl.lit(config.sites[0], pl.String)
+    if config.columns.id is None:
+        prefix = f"{config.landing_dir}/" if config.landing_dir is not None else ""
+        file = pl.col(SOURCE_FILE).str.strip_prefix(prefix)
+        roles[DEVICE_ID] = pl.concat_str([file, pl.col(SOURCE_ROW).cast(pl.String)], separator="#")
+    return roles
 
 
 def read_field_predictions(predictions_dir: Path | None, day: dt.date) -> list[str]:

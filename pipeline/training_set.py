@@ -1,11 +1,13 @@
 """The training set: a window of recent feature days, the gold labels that came back, and the labels
 the labelling methods add, each row with its provenance and weight.
 
-Labelled rows are split by device (the default) or by time, never shuffled row by row: rows of one
+Labelled rows are split by device or by time, never shuffled row by row: rows of one
 device an hour apart are near copies, so a row-level shuffle would leak test answers into
 training. The device split keeps whole devices out of training, so the test measures unseen
 devices on every day of the window; the time split (oldest to train, newest to test) is a
 backtest, but it withholds the freshest labels, which after a drift are the ones that matter.
+The device split needs devices: without an id column, or with too few devices in the window to
+fill three splits with whole ones, ``auto`` (the default) splits by time and says why.
 The test split is never used for any choice (early stopping, thresholds, model selection use
 validation).
 
@@ -18,11 +20,12 @@ kept as ``unlabelled``: distillation and the labelling methods learn from them.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import polars as pl
 
 from pipeline.augmentation import augment
-from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, TIMESTAMP, DatasetConfig, SplitSpec
+from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, TIMESTAMP, DatasetConfig
 from pipeline.labels import INBOX_SOURCE, LABEL_SOURCE
 
 SPLIT, WEIGHT, PROVENANCE = "split", "weight", "provenance"
@@ -34,6 +37,33 @@ _POSITION, _SOURCE = "__position", "__source"
 
 class TrainingSetError(ValueError):
     """Too few labelled rows in the window to train and evaluate."""
+
+
+@dataclass(frozen=True)
+class SplitChoice:
+    """The split a window gets, and why (shown in the training set's metadata)."""
+
+    method: Literal["device", "time"]
+    reason: str
+
+
+def split_choice(window: pl.DataFrame, config: DatasetConfig) -> SplitChoice:
+    """How the rows of ``window`` (the feature rows of the training window) are split.
+
+    Decided on all the window's rows, labelled or not, so every caller that holds the same window
+    (the training set, the labelling methods choosing training rows) makes the same choice."""
+    spec = config.training.split
+    if spec.method == "time":
+        return SplitChoice("time", "training.split.method is 'time'")
+    if config.columns.id is None:
+        return SplitChoice("time", "no id column: each row is its own entity, so the oldest rows train and the newest test")
+    devices = window[DEVICE_ID].n_unique()
+    if spec.method == "device":
+        return SplitChoice("device", f"training.split.method is 'device' ({devices} devices in the window)")
+    if devices < spec.min_devices:
+        return SplitChoice("time", f"only {devices} device(s) in the window, fewer than training.split.min_devices "
+                                   f"({spec.min_devices}): whole devices cannot fill train / validation / test")
+    return SplitChoice("device", f"{devices} devices in the window: whole devices are held out of training")
 
 
 def split_gold(features: pl.DataFrame, gold: pl.DataFrame, config: DatasetConfig, min_per_split: int = 20) -> pl.DataFrame:
@@ -49,8 +79,8 @@ def split_gold(features: pl.DataFrame, gold: pl.DataFrame, config: DatasetConfig
     ).drop("__gold").sort(TIMESTAMP, ROW_ID)
 
     labelled = joined[LABEL].is_not_null()
-    split = config.training.split
-    joined = joined.with_columns(_position(joined, labelled, split).alias(_POSITION))
+    split, choice = config.training.split, split_choice(joined, config)
+    joined = joined.with_columns(_position(joined, labelled, choice).alias(_POSITION))
     active = pl.col(_SOURCE) == INBOX_SOURCE
     split_col = (
         pl.when(pl.col(LABEL).is_null()).then(pl.lit(UNLABELLED))
@@ -63,11 +93,11 @@ def split_gold(features: pl.DataFrame, gold: pl.DataFrame, config: DatasetConfig
         pl.lit(1.0).alias(WEIGHT),
         pl.when(pl.col(LABEL).is_null()).then(None).when(active).then(pl.lit(ACTIVE)).otherwise(pl.lit(GOLD)).alias(PROVENANCE),
     ).drop(_POSITION, _SOURCE)
-    _require_enough(frame, features, min_per_split)
+    _require_enough(frame, features, min_per_split, choice)
     return frame
 
 
-def _require_enough(frame: pl.DataFrame, features: pl.DataFrame, min_per_split: int) -> None:
+def _require_enough(frame: pl.DataFrame, features: pl.DataFrame, min_per_split: int, choice: SplitChoice) -> None:
     counts = split_counts(frame)
     if min(counts.get(s, 0) for s in (TRAIN, VALIDATION, TEST)) < min_per_split:
         days = features[TIMESTAMP].dt.date().unique().sort().to_list() if features.height else []
@@ -75,17 +105,18 @@ def _require_enough(frame: pl.DataFrame, features: pl.DataFrame, min_per_split: 
         labelled = sum(v for k, v in counts.items() if k != UNLABELLED)
         raise TrainingSetError(
             f"only {labelled} labelled rows in the window {window}: need at least {min_per_split} in each of "
-            "train / validation / test; materialize more days of features and gold_labels"
+            f"train / validation / test, found {counts.get(TRAIN, 0)} / {counts.get(VALIDATION, 0)} / {counts.get(TEST, 0)} "
+            f"split by {choice.method} ({choice.reason}); materialize more days of features and gold_labels"
         )
 
 
-def _position(joined: pl.DataFrame, labelled: pl.Series, split: SplitSpec) -> pl.Series:
+def _position(joined: pl.DataFrame, labelled: pl.Series, choice: SplitChoice) -> pl.Series:
     """Each row's place in [0, 1): below ``train`` goes to train, then validation, then test.
 
     By device: a uniform number from the (keyed-hash) device id, the same for all of a device's
     rows and stable from window to window. By time: the row's rank among labelled rows.
     """
-    if split.method == "device":
+    if choice.method == "device":
         return device_position(joined[DEVICE_ID])
     rank = labelled.cast(pl.Int64).cum_sum() - 1
     return rank / max(int(labelled.sum()), 1)
@@ -97,10 +128,10 @@ def device_position(device_ids: pl.Series) -> pl.Series:
 
 def on_training_device(frame: pl.DataFrame, config: DatasetConfig) -> pl.Series:
     """Rows that may carry a training-only label: with the device split, rows of training devices
-    (a validation or test device must stay unseen); with the time split, any row."""
-    split = config.training.split
-    if split.method == "device":
-        return device_position(frame[DEVICE_ID]) < split.train
+    (a validation or test device must stay unseen); with the time split, any row. ``frame`` is the
+    window (as ``split_gold`` got it or returned it), so the split is chosen as it chose."""
+    if split_choice(frame, config).method == "device":
+        return device_position(frame[DEVICE_ID]) < config.training.split.train
     return pl.Series([True] * frame.height, dtype=pl.Boolean)
 
 

@@ -44,7 +44,8 @@ def _suite_spec(config: DatasetConfig, columns: set[str]) -> dict[str, list]:
 
     quality = config.quality
     mostly_present = 1 - quality.max_null_fraction
-    required = [TIMESTAMP, DEVICE_ID, SITE, *(f.name for f in config.features)]
+    roles = {TIMESTAMP: config.columns.timestamp, DEVICE_ID: config.columns.id, SITE: config.columns.site}
+    required = [*(name for name, column in roles.items() if column is not None), *(f.name for f in config.features)]
     spec: dict[str, list] = {name: [] for name in CHECKS}
     spec["schema"] = [gxe.ExpectColumnToExist(column=c) for c in required]
     spec["null_rates"] = [gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly_present) for c in required if c in columns]
@@ -52,7 +53,7 @@ def _suite_spec(config: DatasetConfig, columns: set[str]) -> dict[str, list]:
         gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max, mostly=quality.min_in_range_fraction)
         for f in config.numeric_features if f.name in columns and (f.min is not None or f.max is not None)
     ]
-    if {DEVICE_ID, TIMESTAMP} <= columns:
+    if {DEVICE_ID, TIMESTAMP} <= columns:  # without an id column each row is its own entity: nothing to check
         spec["uniqueness"] = [gxe.ExpectCompoundColumnsToBeUnique(column_list=[DEVICE_ID, TIMESTAMP], mostly=quality.min_unique_fraction)]
     if LABEL in columns:
         spec["label_values"] = [gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(config.classes))]
