@@ -14,11 +14,13 @@ import signal
 import threading
 from pathlib import Path
 
+from deploy.cli import config_errors_are_plain
 from pipeline.collector import Collector
 from pipeline.dataset import dataset_path, load_dataset_config
 from pipeline.mqtt import CollectorLoop
 
 
+@config_errors_are_plain
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Collect device telemetry from MQTT into the landing folder.")
     parser.add_argument("--dataset", type=Path, default=None, help="dataset YAML (default: $EVERGREEN_DATASET)")

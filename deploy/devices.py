@@ -7,11 +7,13 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from deploy.cli import config_errors_are_plain
 from pipeline.dataset import dataset_path, load_dataset_config
 from pipeline.devices import telemetry_messages
 from pipeline.mqtt import client_for, connect, publish
 
 
+@config_errors_are_plain
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Publish a simulated day of device telemetry over MQTT.")
     parser.add_argument("--day", type=dt.date.fromisoformat, required=True)

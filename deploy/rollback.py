@@ -14,9 +14,11 @@ import argparse
 import getpass
 import sys
 
+from deploy.cli import config_errors_are_plain
 from deploy.home import home_from_env
 
 
+@config_errors_are_plain
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="previous", help="version id or alias to serve (default: previous)")

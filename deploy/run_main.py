@@ -10,12 +10,14 @@ import argparse
 import sys
 import time
 
+from deploy.cli import config_errors_are_plain
 from deploy.home import home_from_env
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The terminal shows one line per run; every event is still in the instance, for the UI."""
 
 
+@config_errors_are_plain
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=14, help="how many of the newest daily partitions")

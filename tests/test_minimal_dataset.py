@@ -181,3 +181,33 @@ def test_the_data_layer_assets_run_on_the_minimal_dataset(tmp_path: Path):
     assert (training["train_rows"] >= 168, training["validation_rows"], training["test_rows"]) == (True, 36, 36)
     frame = pl.read_parquet(next((tmp_path / "data" / "assets" / "training_set").rglob(f"{keys[-1]}*")))
     assert frame["site"].unique().to_list() == [SINGLE_SITE] and set(frame["label"].drop_nulls()) == {"0", "1"}
+
+
+def _bad_yaml(directory: Path) -> Path:
+    """The minimal YAML as a new user might first write it: the label column under a wrong key."""
+    return write_minimal(directory, days=0, columns={"timestamp": "ts", "labels": "y"})
+
+
+def test_a_config_error_is_one_plain_line_from_a_tool(tmp_path: Path, capsys):
+    from deploy import devices
+
+    assert devices.main(["--day", START.isoformat(), "--dataset", str(_bad_yaml(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'dataset.yaml'}: invalid dataset config: ")
+    assert "columns.label: Field required" in err and "columns.labels: Extra inputs are not permitted" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_make_run_on_a_bad_config_names_the_file_and_field_without_a_traceback(tmp_path: Path):
+    """``python -m deploy.run_main``: the YAML is read when the definitions are imported."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EVERGREEN_DATASET": str(_bad_yaml(tmp_path)), "DAGSTER_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "deploy.run_main", "--days", "1"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 2, done.stderr
+    assert "dataset.yaml: invalid dataset config: columns.label: Field required" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
