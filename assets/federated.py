@@ -5,6 +5,15 @@ machine plays every site here; in a real deployment the site's rows never leave 
 ``site_update`` at every site (a run per site, partitioned by day and site, reading only its own
 store, the teacher and the global weights) and then one ``federated_student`` run that averages the
 updates; ``federated_sensor`` launches the rounds. The code is in ``pipeline/federated.py``.
+
+The sites are the dataset's (``pipeline.federated.dataset_sites``), read once when the definitions
+load, as the daily partitions are: ``partitions.sites`` if declared, the simulator's sites, or for a
+landing dataset the site column's values in the files landed so far (only that column is read). Static
+partitions keep the graph, its jobs and the sensor as they are for every source; a site that first
+appears in later files becomes a partition when the code location reloads (until then its rows are
+counted as outside the site partitions), and declaring ``partitions.sites`` pins the list. With fewer
+than two sites the group has nothing to do: its assets say so in their metadata and the sensor
+launches no round.
 """
 
 import warnings
@@ -15,7 +24,7 @@ from pydantic import Field
 import dagster as dg
 
 from assets.model import teacher_model
-from assets.partitions import DAILY, DATASET
+from assets.partitions import DAILY, DATASET, DATASET_PATH
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, federated as fed
 from pipeline.dataset import LABEL, SITE
@@ -23,7 +32,21 @@ from pipeline.evaluation import learning_curve_png, png_markdown
 from pipeline.teacher import Teacher
 
 GROUP = "federated"
-SITES = dg.StaticPartitionsDefinition(list(DATASET.sites))
+
+
+def _partition_sites(sites: tuple[str, ...]) -> tuple[str, ...]:
+    """The sites, each checked to be usable as a partition key (a multi-partition key cannot hold them)."""
+    for site in sites:
+        if any(c in site for c in "|[],") or site != site.strip() or not site.isprintable():
+            raise ValueError(f"{DATASET_PATH}: site {site!r} cannot be a partition key (no | [ ] , or control "
+                             "characters): declare partitions.sites or rename the site in the files")
+    return sites
+
+
+SITE_NAMES = _partition_sites(fed.dataset_sites(DATASET))
+NOTHING_TO_FEDERATE = fed.too_few_sites(SITE_NAMES)
+"""Why the federated group has nothing to do for this dataset (None when it has two sites or more)."""
+SITES = dg.StaticPartitionsDefinition(list(SITE_NAMES))
 SITE_DAILY = dg.MultiPartitionsDefinition({"date": DAILY, "site": SITES})
 with warnings.catch_warnings():  # beta in 1.13; the mapping is what a per-site asset of a day needs
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -35,20 +58,22 @@ class RoundConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY)
-def site_stores(context: dg.AssetExecutionContext, training_set: pl.DataFrame, dataset: DatasetResource,
-                storage: StorageResource) -> dg.MaterializeResult:
+def site_stores(context: dg.AssetExecutionContext, training_set: pl.DataFrame, storage: StorageResource) -> dg.MaterializeResult:
     """Each site's rows of the day's training set, written to that site's own store
     (``sites/<site>/``): what a site keeps and trains on. Rows of a site outside the ``site``
-    partitions are counted, not stored. The class mix per site shows how unlike the sites are."""
-    config, store = dataset.load(), storage.federated
-    for site in config.sites:
+    partitions are counted, not stored. The class mix per site shows how unlike the sites are.
+    With fewer than two sites nothing is written, and the metadata says why."""
+    if NOTHING_TO_FEDERATE:
+        return dg.MaterializeResult(metadata={"federated": NOTHING_TO_FEDERATE, "rows": training_set.height})
+    store = storage.federated
+    for site in SITE_NAMES:
         rows = training_set.filter(pl.col(SITE) == site)
         with atomic.atomic_path(store.site_rows(site, context.partition_key)) as tmp:
             rows.write_parquet(tmp)
     mix = training_set.filter(pl.col(LABEL).is_not_null()).group_by(SITE, LABEL).len().pivot(on=LABEL, index=SITE, values="len")
     return dg.MaterializeResult(metadata={
         "rows_by_site": dg.MetadataValue.json(dict(training_set.group_by(SITE).len().sort(SITE).iter_rows())),
-        "rows_outside_site_partitions": training_set.filter(~pl.col(SITE).is_in(list(config.sites))).height,
+        "rows_outside_site_partitions": training_set.filter(~pl.col(SITE).is_in(list(SITE_NAMES))).height,
         "labels_by_site": dg.MetadataValue.json({row[SITE]: {k: v for k, v in row.items() if k != SITE}
                                                   for row in mix.fill_null(0).sort(SITE).iter_rows(named=True)}),
     })
@@ -62,6 +87,8 @@ def site_update(context: dg.AssetExecutionContext, config: RoundConfig, dataset:
     site's rows only (its own store), distilled from the teacher, with the FedProx term if set. Sends
     back its weights and aggregate numbers: the sample count, how the received global model does on
     the site's held-out rows, and (in round one) the site's own drift, newest day against the rest."""
+    if NOTHING_TO_FEDERATE:
+        return dg.MaterializeResult(metadata={"federated": NOTHING_TO_FEDERATE})
     keys = context.partition_key.keys_by_dimension
     day, site = keys["date"], keys["site"]
     settings, store = dataset.load(), storage.federated
@@ -92,11 +119,13 @@ def federated_student(context: dg.AssetExecutionContext, config: RoundConfig, da
     Shows per-site evaluation (the previous global model on each site's held-out rows), per-site drift,
     the bytes moved, and the global validation loss over the rounds; marks the day converged when it
     stops improving. ``student_model`` can start from the newest global weights."""
+    if NOTHING_TO_FEDERATE:
+        return dg.MaterializeResult(metadata={"federated": NOTHING_TO_FEDERATE})
     day, settings, store = context.partition_key, dataset.load(), storage.federated
     spec = settings.training.federated
     round_ = fed.current_round(store, day, config.round)
-    reports = {s: fed.read_json(store.update_dir(day, s, round_) / fed.REPORT_FILE) for s in store.sites_with_update(day, round_, settings.sites)}
-    missing = [s for s in settings.sites if s not in reports]
+    reports = {s: fed.read_json(store.update_dir(day, s, round_) / fed.REPORT_FILE) for s in store.sites_with_update(day, round_, SITE_NAMES)}
+    missing = [s for s in SITE_NAMES if s not in reports]
     if missing:
         raise ValueError(f"round {round_} of {day}: no update from {missing}; materialize site_update for them first")
     updates = {s: (fed.read_weights(store.update_dir(day, s, round_) / fed.UPDATE_FILE), r["samples"]) for s, r in reports.items()}

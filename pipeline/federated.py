@@ -22,6 +22,7 @@ per day and round under ``artifacts/site_update/``, the global weights per day a
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import polars as pl
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from pipeline import atomic
+from pipeline import atomic, sources
 from pipeline.dataset import TIMESTAMP, DatasetConfig, FederatedSpec, PrivacySpec
 from pipeline.drift import data_drift, make_detector, monitored_features
 from pipeline.student import (StudentData, StudentMLP, Weights, check_compatible, load_weights, new_model,
@@ -40,6 +41,45 @@ from pipeline.training_set import SPLIT, TEST, VALIDATION
 
 SEED_START = "seed"
 """A round-one site update that started from the seeded initial weights (no earlier global fits)."""
+MIN_SITES = 2
+"""FedAvg over one site is that site's own training: federation needs at least two."""
+
+
+def dataset_sites(config: DatasetConfig) -> tuple[str, ...]:
+    """The sites federated training spans: ``partitions.sites`` when declared; for a landing dataset
+    with a site column, the values of that column in the landing files; else ``config.sites`` (the
+    simulator's sites, or the one site of a dataset without a site column)."""
+    column = config.columns.site
+    if config.partitions.sites or config.source.kind != "landing" or column is None or config.landing_dir is None:
+        return config.sites
+    return landing_sites(config.landing_dir, column, config.source.csv_separator)
+
+
+def landing_sites(landing_dir: Path, column: str, csv_separator: str = ",") -> tuple[str, ...]:
+    """The distinct non-empty values of ``column`` (stripped, as cleaning strips them) in the landing
+    files, sorted. Only that column is read. A file that cannot be read is skipped with a warning
+    naming it: ingesting its day reports the defect in full."""
+    found: set[str] = set()
+    for landed in sources.list_landing_files(landing_dir):
+        path = landed.path
+        scan = (pl.scan_csv(path, separator=csv_separator, infer_schema=False) if path.suffix.lower() == ".csv"
+                else pl.scan_parquet(path))
+        try:
+            values = scan.select(pl.col(column).cast(pl.String).str.strip_chars().unique()).collect()[column]
+        except Exception as exc:  # polars raises many types for a broken file; all mean "unreadable"
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            warnings.warn(f"{path}: its sites were not read ({reason})", stacklevel=2)
+            continue
+        found.update(v for v in values if v)
+    return tuple(sorted(found))
+
+
+def too_few_sites(sites: tuple[str, ...]) -> str | None:
+    """Why federated training has nothing to do with these sites, or None when it has."""
+    if len(sites) >= MIN_SITES:
+        return None
+    return (f"federated training needs at least {MIN_SITES} sites; this dataset has {len(sites)}"
+            f"{': ' + ', '.join(sites) if sites else ''}, so there is nothing to federate")
 
 
 def save_weights(path: Path, weights: Weights) -> int:

@@ -12,7 +12,7 @@ loss stops improving.
 
 import dagster as dg
 
-from assets.federated import federated_student, site_stores, site_update
+from assets.federated import NOTHING_TO_FEDERATE, SITE_NAMES, federated_student, site_stores, site_update
 from assets.jobs import federated_round_job, federated_site_job
 from assets.resources import DatasetResource, StorageResource
 from pipeline.federated import next_step
@@ -25,18 +25,20 @@ TRIGGER_TAG, ROUND_TAG = "evergreen/trigger", "evergreen/federated_round"
 def federated_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource,
                      storage: StorageResource) -> dg.SensorResult:
     """Launches the next federated round's site runs, or its aggregation, for the newest day whose
-    site stores were written; skips when federation is off or the day's rounds are done."""
-    config = dataset.load()
-    spec = config.training.federated
+    site stores were written; skips when federation is off, the dataset has fewer than two sites,
+    or the day's rounds are done."""
+    spec = dataset.load().training.federated
     if not spec.enabled:
         return dg.SensorResult(skip_reason="training.federated.enabled is false")
+    if NOTHING_TO_FEDERATE:
+        return dg.SensorResult(skip_reason=NOTHING_TO_FEDERATE)
     days = context.instance.get_materialized_partitions(site_stores.key)
     if not days:
         return dg.SensorResult(skip_reason="no site stores yet: a retrain writes them")
     day = max(days)  # the newest day, not the newest write: a backfilled old day does not take over
     [record] = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=site_stores.key, asset_partitions=[day]), limit=1).records
-    step = next_step(storage.federated, day, config.sites, spec)
+    step = next_step(storage.federated, day, SITE_NAMES, spec)
     if step is None:
         return dg.SensorResult(skip_reason=f"{day}: federated rounds done")
     kind, round_, sites = step

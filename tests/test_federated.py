@@ -203,8 +203,60 @@ def test_a_site_profile_that_cannot_be_simulated_is_a_config_error_naming_the_fi
             load_dataset_config(path)
 
 
-def test_site_drift_of_a_site_without_rows_says_so_instead_of_crashing(trained):
+def test_site_drift_of_a_site_without_rows_says_so_instead_of_crashing(config):
     # reproduced: a site partition with no rows (a one-site dataset under the simulator's four sites)
     # crashed with "Series of type Date does not have eq operator" (the newest day of no rows is None)
-    drift = fed.site_drift(trained.frame.clear(), trained.config)
+    drift = fed.site_drift(pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC")}), config)
     assert drift == {"drifted_features": [], "compared": "no rows at this site"}
+
+
+def _landing_config(config, tmp_path, **partitions):
+    """The default dataset read from a landing folder whose site column is ``Exchange``."""
+    return config.model_copy(update={
+        "source": config.source.model_copy(update={"kind": "landing", "landing_dir": str(tmp_path)}),
+        "columns": config.columns.model_copy(update={"site": "Exchange"}),
+        "partitions": config.partitions.model_copy(update=partitions)})
+
+
+def test_a_landing_datasets_sites_are_its_site_columns_values(tmp_path, config):
+    (tmp_path / "a_2026-10-01.csv").write_text("Exchange,x\n ex-b ,1\nex-a,2\n,3\nex-b,4\n")
+    pl.DataFrame({"Exchange": [7, None], "x": [1, 2]}).write_parquet(tmp_path / "b_2026-10-02.parquet")
+    (tmp_path / "c_2026-10-03.csv").write_text("Other\n1\n")  # no site column: warned about, skipped
+    landing = _landing_config(config, tmp_path)
+    with pytest.warns(UserWarning, match=r"c_2026-10-03.csv: its sites were not read"):
+        assert fed.dataset_sites(landing) == ("7", "ex-a", "ex-b")  # stripped, as cleaning strips them
+    declared = _landing_config(config, tmp_path, sites=("ex-a", "ex-b", "ex-c"))
+    assert fed.dataset_sites(declared) == ("ex-a", "ex-b", "ex-c")  # declared: the files are not read
+    assert fed.dataset_sites(config) == config.simulator.sites == ("north", "south", "east", "west")
+
+
+def test_a_dataset_without_a_site_column_has_one_site_and_nothing_to_federate(tmp_path, config):
+    (tmp_path / "a_2026-10-01.csv").write_text("x\n1\n")
+    single = _landing_config(config, tmp_path).model_copy(
+        update={"columns": config.columns.model_copy(update={"site": None})})
+    sites = fed.dataset_sites(single)
+    assert len(sites) == 1
+    assert fed.too_few_sites(sites) == (f"federated training needs at least 2 sites; this dataset has 1: {sites[0]}, "
+                                        "so there is nothing to federate")
+    assert fed.too_few_sites(()).endswith("has 0, so there is nothing to federate")
+    assert fed.too_few_sites(("ex-a", "ex-b")) is None
+
+
+def test_with_one_site_the_federated_group_says_so_and_the_sensor_launches_no_round(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from assets import federated as fed_assets
+    from assets.resources import DatasetResource, StorageResource
+    from sensors import federated as fed_sensor
+
+    reason = fed.too_few_sites(("only",))
+    monkeypatch.setattr(fed_assets, "NOTHING_TO_FEDERATE", reason)  # as loading a one-site dataset sets it
+    monkeypatch.setattr(fed_sensor, "NOTHING_TO_FEDERATE", reason)
+    storage, frame = StorageResource(data_dir=str(tmp_path)), pl.DataFrame({SITE: ["only"] * 3, "label": ["none"] * 3})
+    result = fed_assets.site_stores(dg.build_asset_context(partition_key="2026-10-20"), training_set=frame, storage=storage)
+    assert result.metadata == {"federated": reason, "rows": 3}
+    assert not (tmp_path / "sites").exists()  # no site store written
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"dataset": DatasetResource(), "storage": storage})
+        tick = fed_sensor.federated_sensor(context)
+    assert not tick.run_requests and tick.skip_reason.skip_message == reason
