@@ -3,7 +3,9 @@
 The work runs as Dagster runs of the project's own jobs on the instance in ``DAGSTER_HOME`` (so
 they appear in the UI afterwards): ``ingest_job`` for each older day of the range, in order (each
 day's features read the days before), then ``main_job`` for the newest day, which trains, exports,
-registers and packages. The range ends at the last complete day.
+registers and packages. The range ends at the last complete day. For a landing-folder dataset each
+run is tagged with the run key the landing sensor computes for the day's files, so the sensor does
+not ingest those days again.
 """
 
 import argparse
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from assets.partitions import DAILY, DATASET
     from definitions import defs
     from pipeline.sources import list_landing_files
+    from sensors.landing import RUN_KEY_TAG, landed_run_keys
 
     keys = DAILY.get_partition_keys()
     landed = [f.partition_key for f in list_landing_files(DATASET.landing_dir)] if DATASET.landing_dir else []
@@ -40,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--end {end_key}: not a daily partition ({keys[0]} .. {keys[-1]})")
     end = keys.index(end_key)
     days = keys[max(0, end - args.days + 1): end + 1]
+    landing_keys = landed_run_keys(DATASET.landing_dir, set(days)) if DATASET.landing_dir else {}
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     for i, day in enumerate(days):
         job = defs.resolve_job_def("main_job" if i == len(days) - 1 else "ingest_job")
         t = time.perf_counter()
-        result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE)
+        tags = {RUN_KEY_TAG: landing_keys[day]} if day in landing_keys else None
+        result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
+                                        tags=tags)
         status = "ok" if result.success else "FAILED"
         print(f"[{i + 1}/{len(days)}] {job.name} {day}: {status} in {time.perf_counter() - t:.1f}s (run {result.run_id})", flush=True)
         if not result.success:

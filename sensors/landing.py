@@ -6,18 +6,52 @@ runs of one partition at once would race. The run key hashes the day's file path
 each file's size, modification time and hash, so a tick hashes only files that changed. A file
 dated after the newest partition (today's micro-batch) stays out of the cursor until its day is a
 partition, so it is never skipped for good.
+
+A day whose newest ``raw_telemetry`` came from a run tagged with the same run key (``RUN_KEY_TAG``:
+the sensor's own runs, and ``make run``'s, which tags its runs with the key the sensor would compute)
+is not run again: the first tick after ``make run`` does not re-ingest the days it has just ingested,
+and a lost cursor costs hashing, not runs. Backfills and UI runs carry no key: a day they ingested
+runs once more when its files are first seen.
 """
 
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Collection
+from pathlib import Path
 
 import dagster as dg
 
+from assets.data import raw_telemetry
 from assets.jobs import ingest_job
 from assets.partitions import DAILY
 from assets.resources import DatasetResource
 from pipeline import sources
+
+RUN_KEY_TAG = "evergreen/landing_run_key"
+"""On a run that ingested a day: the run key of the landing files it read (``run_key``)."""
+
+
+def run_key(day: str, files: list[tuple[str, str]]) -> str:
+    """The day and a sha256 over its files' (path, content sha256) pairs: the same files, the same key."""
+    return f"{day}:{hashlib.sha256(json.dumps(sorted(files)).encode()).hexdigest()}"
+
+
+def landed_run_keys(landing_dir: Path, wanted: Collection[str]) -> dict[str, str]:
+    """The run key of each ``wanted`` day with landed files (what ``make run`` tags its runs with)."""
+    days: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for found in sources.list_landing_files(landing_dir):
+        if found.partition_key in wanted:
+            days[found.partition_key].append((str(found.path), found.content_hash()))
+    return {day: run_key(day, files) for day, files in days.items()}
+
+
+def ingested_key(instance: dg.DagsterInstance, day: str) -> str | None:
+    """The run key tagged on the run of the day's newest ``raw_telemetry`` (None: none, or untagged)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=raw_telemetry.key, asset_partitions=[day]), limit=1).records
+    run = instance.get_run_by_id(records[0].run_id) if records else None
+    return run.tags.get(RUN_KEY_TAG) if run else None
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -44,13 +78,19 @@ def landing_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource
         if not unchanged:
             changed.add(day)
 
-    requests = []
+    requests, ingested = [], []
     for day in sorted(changed):
         if day not in valid:
             context.log.warning(f"{config.landing_dir}: files for {day} are before the first daily partition; not run")
             continue
-        digest = hashlib.sha256(json.dumps(sorted(days[day])).encode()).hexdigest()
-        requests.append(dg.RunRequest(run_key=f"{day}:{digest}", partition_key=day,
-                                      tags={"evergreen/landing_files": str(len(days[day]))}))
+        key = run_key(day, days[day])
+        if ingested_key(context.instance, day) == key:
+            ingested.append(day)
+            continue
+        requests.append(dg.RunRequest(run_key=key, partition_key=day,
+                                      tags={"evergreen/landing_files": str(len(days[day])), RUN_KEY_TAG: key}))
     context.update_cursor(json.dumps(current))
-    return requests or dg.SkipReason("no new or changed landing files")
+    if ingested:
+        context.log.info(f"not run again, already ingested from the same files: {', '.join(ingested)}")
+    return requests or dg.SkipReason("no new or changed landing files"
+                                     + (f" ({len(ingested)} day(s) already ingested from the same files)" if ingested else ""))

@@ -102,3 +102,39 @@ def test_a_file_dated_after_the_newest_partition_runs_once_its_day_exists(landin
         monkeypatch.setattr(landing_module, "DAILY", dg.DailyPartitionsDefinition("2026-10-01", end_date="2026-10-11"))
         requests, _ = _tick(instance, dataset, cursor)
         assert [r.partition_key for r in requests] == ["2026-10-10"]
+
+
+def _ingested(instance, day: str, tags: dict[str, str]) -> None:
+    """A run that materialized ``raw_telemetry`` for ``day`` with ``tags``, as ``make run``'s ingest runs do."""
+    from assets.partitions import DAILY
+
+    @dg.asset(name="raw_telemetry", partitions_def=DAILY, io_manager_key="memory")
+    def stub() -> None:
+        return None
+
+    dg.materialize([stub], partition_key=day, instance=instance, tags=tags, resources={"memory": dg.InMemoryIOManager()})
+
+
+def test_days_make_run_ingested_from_the_same_files_are_not_run_again(landing_dataset):
+    from sensors.landing import RUN_KEY_TAG, landed_run_keys
+
+    landing, dataset = landing_dataset
+    example = BYOD_YAML.parent / "landing" / "isp_export_2026-06-01.csv"
+    for day in ("2026-10-01", "2026-10-02", "2026-10-03"):
+        shutil.copy(example, landing / f"export_{day}.csv")
+    tagged = landed_run_keys(landing, {"2026-10-01", "2026-10-02"})  # what make run tags its runs with
+    assert sorted(tagged) == ["2026-10-01", "2026-10-02"]
+    with dg.instance_for_test() as instance:
+        _ingested(instance, "2026-10-01", {RUN_KEY_TAG: tagged["2026-10-01"]})
+        _ingested(instance, "2026-10-02", {RUN_KEY_TAG: tagged["2026-10-02"]})
+        with open(landing / "export_2026-10-02.csv", "a") as fh:  # changed after make run ingested it
+            fh.write("2026-10-02 23:00:00,CPE-X-1,ex-a,-18,2,40,10,1,0.1,15,2,300,0,1000,F670L,3.1.4,\n")
+        requests, cursor = _tick(instance, dataset, None)  # the sensor's first tick: no cursor yet
+        assert [r.partition_key for r in requests] == ["2026-10-02", "2026-10-03"]
+        assert all(r.tags[RUN_KEY_TAG] == r.run_key for r in requests)
+        assert requests[0].run_key != tagged["2026-10-02"]
+
+        _ingested(instance, "2026-10-02", {RUN_KEY_TAG: requests[0].run_key})
+        _ingested(instance, "2026-10-03", {})  # ingested by hand: no key, so the sensor cannot tell
+        again, _ = _tick(instance, dataset, None)  # a lost cursor: only the untagged day runs again
+        assert [r.partition_key for r in again] == ["2026-10-03"]
