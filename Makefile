@@ -5,9 +5,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DATA_DIR ?= $(CURDIR)/data
+# Each dataset keeps its files in data/<dataset name>/ (Dagster home in its dagster_home/), chosen in
+# assets/resources.py and deploy/home.py; DATA_DIR=... puts them there instead.
+ifdef DATA_DIR
 export EVERGREEN_DATA_DIR := $(DATA_DIR)
 export DAGSTER_HOME := $(DATA_DIR)/dagster_home
+endif
+DATA_ROOT := $(or $(DATA_DIR),$(CURDIR)/data)
 UI_PORT ?= 3000
 
 MQTT_DATASET ?= examples/mqtt/dataset.yaml
@@ -26,15 +30,14 @@ run: setup
 	$(BIN)/python -m deploy.run_main --days 14
 
 ui: setup
-	$(BIN)/python -m deploy.home
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+	home=$$($(BIN)/python -m deploy.home) && DAGSTER_HOME=$$home $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 test: setup
 	$(BIN)/python -m pytest tests
 
 demo: setup
-	rm -rf $(DATA_DIR)/replay
-	$(BIN)/python -m deploy.replay --days 60 --rollout-day 30 --out $(DATA_DIR)/replay
+	rm -rf $(DATA_ROOT)/replay
+	$(BIN)/python -m deploy.replay --days 60 --rollout-day 30 --out $(DATA_ROOT)/replay
 
 rollback: setup
 	$(BIN)/python -m deploy.rollback $(if $(VERSION),--version $(VERSION))
@@ -56,4 +59,4 @@ devices: setup
 	EVERGREEN_DATASET=$(MQTT_DATASET) $(BIN)/python -m deploy.devices --day $(DAY) --malformed 0.02
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR)
+	rm -rf $(VENV) $(DATA_ROOT)

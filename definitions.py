@@ -33,7 +33,7 @@ def build_resources(data_dir: str | None = None, dataset_path: str | None = None
     return {
         "io_manager": PolarsParquetIOManager(base_path=UPath(asset_storage) if asset_storage else UPath(data_dir) / "assets"),
         "memory_io_manager": dg.InMemoryIOManager(),
-        "storage": StorageResource(data_dir=data_dir),
+        "storage": StorageResource(data_dir=data_dir, dataset_path=dataset.config_path),
         "dataset": dataset,
     }
 

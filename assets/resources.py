@@ -8,25 +8,36 @@ from pathlib import Path
 import dagster as dg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from assets.partitions import DATASET_PATH, PROJECT_ROOT
+from assets.partitions import DATASET, DATASET_PATH, PROJECT_ROOT
 from pipeline import ids, signing
 from pipeline.dataset import DatasetConfig, load_dataset_config
 from pipeline.federated import FederatedStore
 from pipeline.label_inbox import LabelInbox
-from pipeline.registry import PRODUCTION, Registry
+from pipeline.registry import PRODUCTION, DatasetIdentity, Registry
 from pipeline.teacher import Teacher
 
 DATA_DIR_ENV = "EVERGREEN_DATA_DIR"
 
 
 def default_data_dir() -> str:
-    return os.environ.get(DATA_DIR_ENV, str(PROJECT_ROOT / "data"))
+    """``EVERGREEN_DATA_DIR``, else ``data/<dataset name>/`` in the project: each dataset keeps its
+    own registry, artifacts and Dagster home, so running another dataset never reads this one's models."""
+    if configured := os.environ.get(DATA_DIR_ENV):
+        return configured
+    name = DATASET.name
+    if not name or name in (".", "..") or Path(name).name != name:
+        raise ValueError(f"{DATASET_PATH}: name {name!r} cannot name a data folder (data/<name>/): "
+                         f"use a name without path separators, or set {DATA_DIR_ENV}")
+    return str(PROJECT_ROOT / "data" / name)
 
 
 class StorageResource(dg.ConfigurableResource):
     """The data directory: asset files, model artifacts, the registry, packages and secrets."""
 
     data_dir: str
+    dataset_path: str | None = None
+    """The dataset YAML the graph runs (as ``DatasetResource``): the registry refuses models of
+    another dataset or other features. None: no check (tools that only list or move aliases)."""
 
     @property
     def root(self) -> Path:
@@ -37,7 +48,8 @@ class StorageResource(dg.ConfigurableResource):
 
     @property
     def registry(self) -> Registry:
-        return Registry(self.root / "registry")
+        dataset = DatasetIdentity.of(_load(self.dataset_path)) if self.dataset_path else None
+        return Registry(self.root / "registry", dataset)
 
     @property
     def label_inbox(self) -> LabelInbox:
@@ -50,7 +62,7 @@ class StorageResource(dg.ConfigurableResource):
         return FederatedStore(self.root)
 
     def production_teacher(self) -> Teacher | None:
-        """The teacher of the production version, if there is one yet."""
+        """The teacher of the production version, if there is one yet (refused if of another dataset)."""
         registry = self.registry
         return Teacher.load(registry.get(PRODUCTION).directory) if registry.has_alias(PRODUCTION) else None
 

@@ -3,12 +3,11 @@
 Used by ``make ui``, ``make run`` (through ``deploy.run_main``) and the end-to-end tests, so every
 instance Evergreen starts has the same configuration.
 
-    python -m deploy.home   # prepares $DAGSTER_HOME
+    python -m deploy.home   # prepares the home and prints its path (make ui passes it to dagster dev)
 """
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 INSTANCE_CONFIG = Path(__file__).resolve().parent / "instance" / "dagster.yaml"
@@ -22,10 +21,14 @@ def prepare_home(home: Path) -> Path:
 
 
 def home_from_env() -> Path:
-    """DAGSTER_HOME must persist (runs, cursors): refuse to run without it."""
+    """``DAGSTER_HOME``, else ``dagster_home/`` in the dataset's data folder (which must persist: runs,
+    cursors), prepared and exported for this process and its children."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        sys.exit("DAGSTER_HOME is not set: run through `make run` / `make ui`, or export it to a persistent folder")
+        from assets.resources import default_data_dir  # reads the dataset YAML: only when needed
+
+        home = str(Path(default_data_dir()) / "dagster_home")
+        os.environ["DAGSTER_HOME"] = home
     return prepare_home(Path(home))
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline import atomic
+from pipeline.dataset import DatasetConfig
 
 ENTRY, STATE_FILE, LOCK_FILE = "entry.json", "state.json", "registry.lock"
 CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
@@ -37,6 +38,25 @@ CANARY_SUPERSEDED = "canary_superseded"
 
 class RegistryError(LookupError):
     pass
+
+
+class ForeignModelError(RegistryError):
+    """A version trained on another dataset, or on other features, than the one running."""
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """What a version was trained on, as its lineage records it: the dataset's name and its features."""
+
+    name: str
+    features: tuple[str, ...]
+
+    @classmethod
+    def of(cls, config: DatasetConfig) -> "DatasetIdentity":
+        return cls(config.name, tuple(f.name for f in config.features))
+
+    def lineage(self) -> dict:
+        return {"dataset": self.name, "features": list(self.features)}
 
 
 @dataclass(frozen=True)
@@ -84,8 +104,13 @@ class Canary:
 
 
 class Registry:
-    def __init__(self, root: Path):
+    """``dataset``: the running dataset. When given, every version registered records it in its lineage,
+    and a version trained on another dataset or other features is refused wherever it is read (a data
+    folder that holds another dataset's registry, or a dataset whose features changed)."""
+
+    def __init__(self, root: Path, dataset: DatasetIdentity | None = None):
         self.root = Path(root)
+        self.dataset = dataset
 
     def _version_dir(self, version: str) -> Path:
         if not _VERSION.match(version):
@@ -97,6 +122,9 @@ class Registry:
     def register(self, version: str, files: dict[str, Path], entry: dict) -> Version:
         """Copy ``files`` (name -> source path) into a new version, with ``entry`` as its record."""
         target = self._version_dir(version)
+        if self.dataset is not None:
+            entry = {**entry, "lineage": {**self.dataset.lineage(), **entry.get("lineage", {})}}
+            self._check_dataset(version, entry)
         record = {**entry, "version": version, "registered_at": _now(),
                   "files": {name: _sha256(path) for name, path in sorted(files.items())}}
         with atomic.atomic_dir(target) as tmp:
@@ -110,7 +138,25 @@ class Registry:
         directory = self._version_dir(version)
         if not (directory / ENTRY).is_file():
             raise RegistryError(f"{directory}: no such version in the registry")
-        return Version(version, directory, json.loads((directory / ENTRY).read_text(encoding="utf-8")))
+        entry = json.loads((directory / ENTRY).read_text(encoding="utf-8"))
+        self._check_dataset(version, entry)
+        return Version(version, directory, entry)
+
+    def _check_dataset(self, version: str, entry: dict) -> None:
+        """Refuse ``version`` when it was trained on another dataset or other features than the
+        running one (versions registered before features were recorded are judged by name)."""
+        if self.dataset is None:
+            return
+        lineage = entry.get("lineage", {})
+        name, features = lineage.get("dataset"), lineage.get("features")
+        if name == self.dataset.name and (features is None or set(features) == set(self.dataset.features)):
+            return  # the order of the features in the YAML does not matter: the encoding names them
+        differs = (f"dataset {name!r}, not {self.dataset.name!r}" if name != self.dataset.name else
+                   f"features {_feature_change(features, self.dataset.features)}")
+        raise ForeignModelError(
+            f"{self.root}: version {version} was trained on {differs}: it cannot serve the running dataset. "
+            f"Each dataset needs its own data folder (EVERGREEN_DATA_DIR; by default data/<dataset name>/); "
+            f"after a change of features, start a new data folder or rename the dataset")
 
     def versions(self) -> list[str]:
         base = self.root / "versions"
@@ -286,6 +332,12 @@ def _log(state: dict, event: str, version: str, reason: str, by: str, **details)
     production = state["aliases"].get(PRODUCTION)
     state["history"].append({"at": _now(), "event": event, "version": version, "reason": reason, "by": by,
                              "production": production["version"] if production else None, **details})
+
+
+def _feature_change(trained: list[str], running: tuple[str, ...]) -> str:
+    """How the running features differ from those a version was trained on."""
+    added, removed = [f for f in running if f not in trained], [f for f in trained if f not in running]
+    return f"other than the running dataset's (it adds {added} and drops {removed})"
 
 
 def _now() -> str:

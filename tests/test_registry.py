@@ -187,3 +187,48 @@ def test_a_promotion_killed_half_way_leaves_production_on_a_complete_version(tmp
     start = time.monotonic()
     registry.promote("v3", reason="after the crash", by="user")
     assert registry.resolve(PRODUCTION) == "v3" and time.monotonic() - start < 10
+
+
+def test_a_model_of_another_dataset_or_other_features_is_refused_with_the_reason(tmp_path: Path):
+    from pipeline.registry import DatasetIdentity, ForeignModelError
+
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    sim = DatasetIdentity("broadband_cpe", ("rx_power_dbm", "device_model"))
+    Registry(tmp_path / "registry", sim).register("v1", {"model.onnx": tmp_path / "model.onnx"},
+                                                  {"lineage": {"partition": "2026-10-01"}})
+    Registry(tmp_path / "registry").promote("v1", reason="first", by="user")
+    assert json.loads((tmp_path / "registry" / "versions" / "v1" / "entry.json").read_text())["lineage"] == {
+        "partition": "2026-10-01", "dataset": "broadband_cpe", "features": ["rx_power_dbm", "device_model"]}
+    reordered = DatasetIdentity("broadband_cpe", ("device_model", "rx_power_dbm"))
+    assert Registry(tmp_path / "registry", reordered).get(PRODUCTION).version == "v1"  # order is not identity
+
+    other = Registry(tmp_path / "registry", DatasetIdentity("stream", ("x1", "x2")))  # a data folder shared by mistake
+    with pytest.raises(ForeignModelError, match=r"version v1 was trained on dataset 'broadband_cpe', not 'stream'.*"
+                                                r"own data folder \(EVERGREEN_DATA_DIR; by default data/<dataset name>/\)"):
+        other.get(PRODUCTION)
+    grown = Registry(tmp_path / "registry", DatasetIdentity("broadband_cpe", ("rx_power_dbm", "device_model", "snr")))
+    with pytest.raises(ForeignModelError, match=r"trained on features other than the running dataset's "
+                                                r"\(it adds \['snr'\] and drops \[\]\)"):
+        grown.get(PRODUCTION)
+    with pytest.raises(ForeignModelError, match="dataset 'stream', not 'broadband_cpe'"):
+        Registry(tmp_path / "registry", sim).register("v2", {}, {"lineage": {"dataset": "stream"}})
+    assert Registry(tmp_path / "registry").versions() == ["v1"]
+
+
+def test_the_storage_registry_checks_the_running_dataset_and_each_dataset_has_its_own_data_folder(tmp_path: Path, monkeypatch):
+    from assets import resources
+    from assets.resources import StorageResource, default_data_dir
+    from pipeline.registry import ForeignModelError
+    from tests.conftest import BYOD_YAML, DEFAULT_YAML
+
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    byod = StorageResource(data_dir=str(tmp_path), dataset_path=str(BYOD_YAML))
+    byod.registry.register("v1", {"model.onnx": tmp_path / "model.onnx"}, {"lineage": {"partition": "2026-06-03"}})
+    byod.registry.promote("v1", reason="first", by="user")
+    with pytest.raises(ForeignModelError, match="trained on dataset 'isp_export', not 'broadband_cpe'"):
+        StorageResource(data_dir=str(tmp_path), dataset_path=str(DEFAULT_YAML)).production_teacher()
+
+    monkeypatch.delenv(resources.DATA_DIR_ENV, raising=False)
+    assert default_data_dir() == str(ROOT / "data" / "broadband_cpe")
+    monkeypatch.setenv(resources.DATA_DIR_ENV, str(tmp_path))
+    assert default_data_dir() == str(tmp_path)
