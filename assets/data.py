@@ -147,9 +147,9 @@ def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame
     inbox = storage.label_inbox
     if config.source.kind == "simulator":
         label_inbox.oracle_answers(inbox, config, day, key)
-    answers = inbox.read_answers(day, config.classes)
-    rejects = inbox.write_rejects(day, answers.rejects)
-    frame = labels.gold_labels(clean_telemetry, config, day, key, answers.labels)
+    answers, returned = inbox.read_answers(day, config.classes), inbox.read_returned(day, config.classes)
+    rejects = inbox.write_rejects(day, pl.concat([answers.rejects, returned.rejects]))
+    frame = labels.gold_labels(clean_telemetry, config, day, key, answers.labels, returned.labels)
     per_source = frame.group_by(labels.LABEL_SOURCE).len().sort(labels.LABEL_SOURCE)
     return dg.MaterializeResult(value=frame, metadata={
         "rows": frame.height, "per_class": per_class(frame),

@@ -51,9 +51,9 @@ def update_methods(out: Path, summary: dict, days_after: int) -> dict:
     from pipeline.teacher import Teacher, fit_teacher
     from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION, build_training_set
 
-    config = load_dataset_config(out / "replay.yaml")
+    config = load_dataset_config(out / "simulator.yaml")
     registry = Registry(out / "data" / "registry")
-    first = summary["retrain_runs"][0]
+    first = summary["retrains"][0]
     [version] = [registry.get(v) for v in registry.versions() if registry.get(v).entry["lineage"]["run_id"] == first["run"]]
     production, trained_through = Teacher.load(version.directory), dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
     day = trained_through + dt.timedelta(days=days_after)
@@ -89,9 +89,9 @@ def drift_cost(out: Path, summary: dict) -> dict:
     from pipeline.registry import Registry
     from pipeline.student import Student
 
-    config = load_dataset_config(out / "replay.yaml")
+    config = load_dataset_config(out / "simulator.yaml")
     version = Registry(out / "data" / "registry").get("production")
-    day = dt.date.fromisoformat(summary["retrain_runs"][-1]["day"]) + dt.timedelta(days=3)
+    day = dt.date.fromisoformat(summary["retrains"][-1]["day"]) + dt.timedelta(days=3)
     features = {d: pl.read_parquet(out / "data" / "assets" / "features" / f"{d}.parquet") for d in (day - dt.timedelta(days=1), day)}
     student, preprocessing = Student.load(version.directory), version.entry["preprocessing"]
     inputs = drift.DriftInputs(day, version.version, pl.read_parquet(version.file("reference.parquet")), features[day],
@@ -109,18 +109,19 @@ def drift_cost(out: Path, summary: dict) -> dict:
 
 
 def report(summary: dict, updates: list[dict], cost: dict) -> str:
+    rollout = summary["events"][0]
     lines = [
         "Feedback loop (`python -m benchmarks.feedback`, part of `make bench`): the 60-day replay of `make demo`.",
         "",
         "| figure | value | target |", "|---|---|---|",
         f"| replay wall time (7 warm-up + 60 days, in process) | {summary['wall_s']:.0f} s | |",
-        f"| accuracy before the roll-out (mean of {summary['stationary_days']} days) | {summary['accuracy_before_rollout']:.3f} | |",
-        f"| trough after the roll-out | {summary['trough']:.3f} | |",
-        f"| days from roll-out to data-drift alarm | {summary['days_rollout_to_data_alarm']} | ≤ 1 |",
-        f"| days from roll-out to concept-drift alarm (labels return from day 0) | {summary['days_rollout_to_concept_alarm']} | ≤ 3 |",
-        f"| days from alarm to recovery (within 2 points of before) | {summary['days_alarm_to_recovery']} | ≤ 3 |",
-        f"| false alarms on the stationary days | {summary['false_alarms_before_rollout']} / {summary['stationary_days']} | ≤ 1 per 30 |",
-        f"| retrain runs | {len(summary['retrain_runs'])}: " + ", ".join(f"{r['day']} {r['action']}" for r in summary["retrain_runs"])
+        f"| accuracy the week before the roll-out | {rollout['accuracy_before']:.3f} | |",
+        f"| trough after the roll-out | {rollout['trough']:.3f} | |",
+        f"| days from roll-out to data-drift alarm | {rollout['days_to_data_alarm']} | ≤ 1 |",
+        f"| days from roll-out to concept-drift alarm (labels return from day 0) | {rollout['days_to_concept_alarm']} | ≤ 3 |",
+        f"| days from roll-out to recovery (within 2 points of before) | {rollout['days_to_recovery']} | |",
+        f"| false alarms on the stationary days | {summary['false_alarm_days']} / {summary['stationary_days']} | ≤ 1 per 30 |",
+        f"| retrain runs | {len(summary['retrains'])}: " + ", ".join(f"{r['day']} {r['action']}" for r in summary["retrains"])
         + " | one per drift event (roll-out, new device model) |",
     ]
     for update in updates:

@@ -79,9 +79,24 @@ class LabelInbox:
     def answer_files(self, day: dt.date) -> list[Path]:
         return [f.path for f in sources.list_landing_files(self.answered_dir) if f.day == day]
 
+    @property
+    def returned_dir(self) -> Path:
+        return self.root / "returned"
+
     def read_answers(self, day: dt.date, classes: tuple[str, ...]) -> Answers:
         """The day's answered files, validated against the queue and the classes."""
-        files = self.answer_files(day)
+        return self._read(self.answer_files(day), classes, self.issued())
+
+    def read_returned(self, day: dt.date, classes: tuple[str, ...]) -> Answers:
+        """Labels that came back on ``day`` for any reading, not only queued ones (``returned/<day>/*.csv``,
+        ``row_id`` and ``label``): late labels from the user's own ticket system, or a backtest's
+        label delay. Checked against the classes like answers; ``observed_at`` is not known."""
+        files = [f.path for f in sources.list_landing_files(self.returned_dir) if f.day == day]
+        return self._read(files, classes, issued=None)
+
+    def _read(self, files: list[Path], classes: tuple[str, ...], issued: pl.DataFrame | None) -> Answers:
+        """Answer files read line by line, checked (queued when ``issued`` is given, a known class,
+        no conflicting answer) into labels to merge and rejects with reasons."""
         read, rejects, unanswered = [], [], 0
         for path in files:
             rows, bad, empty = _read_answer_file(path)
@@ -89,9 +104,9 @@ class LabelInbox:
             rejects += bad
             unanswered += empty
         answers = pl.DataFrame(read, schema=ANSWER_SCHEMA, orient="row")
-        issued = self.issued()
+        queued = pl.lit(True) if issued is None else pl.col(ROW_ID).is_in(issued[ROW_ID].implode())
         answers = answers.with_columns(
-            pl.when(~pl.col(ROW_ID).is_in(issued[ROW_ID].implode())).then(pl.lit("row_id was never queued for labelling"))
+            pl.when(~queued).then(pl.lit("row_id was never queued for labelling"))
             .when(~pl.col(LABEL).is_in(list(classes))).then(pl.format("label '{}' is not one of " + ", ".join(classes), pl.col(LABEL)))
             .alias(REASON)
         )
@@ -100,7 +115,10 @@ class LabelInbox:
         merged = valid.unique(ROW_ID, keep="first", maintain_order=True)
         rejected = pl.concat([pl.DataFrame(rejects, schema=REJECT_SCHEMA, orient="row"),
                               answers.filter(pl.col(REASON).is_not_null()).select(list(REJECT_SCHEMA)), conflicts.select(list(REJECT_SCHEMA))])
-        labels = merged.join(issued.rename({TIMESTAMP: "observed_at"}), on=ROW_ID, how="left")
+        if issued is None:
+            labels = merged.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("observed_at"))
+        else:
+            labels = merged.join(issued.rename({TIMESTAMP: "observed_at"}), on=ROW_ID, how="left")
         counts = {"files": len(files), "rows": len(read) + len(rejects) + unanswered, "merged": merged.height,
                   "rejected": rejected.height, "unanswered": unanswered, "duplicates": valid.height - merged.height}
         return Answers(labels.select(ROW_ID, LABEL, "observed_at", ANSWER_FILE, ANSWER_LINE), rejected, counts)

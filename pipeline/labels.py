@@ -16,15 +16,16 @@ from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP, DatasetConfig
 from pipeline.simulator import TRUTH, returned_labels
 
 OBSERVED_AT, ARRIVED_ON, LABEL_SOURCE = "observed_at", "arrived_on", "label_source"
-INBOX_SOURCE = "inbox"
+INBOX_SOURCE, RETURNED_SOURCE = "inbox", "returned"
 GOLD_SCHEMA = {ROW_ID: pl.String, LABEL: pl.String, OBSERVED_AT: pl.Datetime("us", "UTC"), ARRIVED_ON: pl.Date, LABEL_SOURCE: pl.String}
 
 
 def gold_labels(clean: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: bytes,
-                answers: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Labels that arrived on ``day``: in-data labels of the day's rows, the oracle's returns, and the
-    label inbox's checked ``answers`` (``row_id``, ``label``, ``observed_at``). A row labelled twice
-    keeps the first: the data's own label, then the ticket system's, then the inbox's."""
+                answers: pl.DataFrame | None = None, returned: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Labels that arrived on ``day``: in-data labels of the day's rows, the oracle's returns, the
+    label inbox's checked ``answers`` and its ``returned`` late labels (each ``row_id``, ``label``,
+    ``observed_at``). A row labelled twice keeps the first: the data's own label, then the ticket
+    system's, then the inbox's."""
     in_data = clean.filter(pl.col(LABEL).is_not_null()).select(
         ROW_ID, LABEL, pl.col(TIMESTAMP).alias(OBSERVED_AT), pl.lit(day).alias(ARRIVED_ON),
         pl.lit("data").alias(LABEL_SOURCE),
@@ -37,10 +38,11 @@ def gold_labels(clean: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_k
             pl.col(TRUTH).alias(LABEL), pl.col("ts").alias(OBSERVED_AT), pl.lit(day).alias(ARRIVED_ON),
             pl.lit("oracle").alias(LABEL_SOURCE),
         ).cast(GOLD_SCHEMA))
-    if answers is not None:
-        parts.append(answers.select(
-            ROW_ID, LABEL, pl.col(OBSERVED_AT), pl.lit(day).alias(ARRIVED_ON), pl.lit(INBOX_SOURCE).alias(LABEL_SOURCE),
-        ).cast(GOLD_SCHEMA))
+    for source, frame in ((RETURNED_SOURCE, returned), (INBOX_SOURCE, answers)):
+        if frame is not None:
+            parts.append(frame.select(
+                ROW_ID, LABEL, pl.col(OBSERVED_AT), pl.lit(day).alias(ARRIVED_ON), pl.lit(source).alias(LABEL_SOURCE),
+            ).cast(GOLD_SCHEMA))
     return pl.concat(parts).unique(subset=ROW_ID, keep="first", maintain_order=True)
 
 
