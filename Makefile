@@ -1,5 +1,7 @@
 # Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test`,
-# `make demo` (60 simulated days with a firmware roll-out, through the real sensors),
+# `make backtest DATASET=... [WARMUP=14] [OUT=...] [DAYS=N] [LABEL_DELAY=D]` (replay your own history
+# through the loop, against the baselines), `make demo` (the backtest on 60 simulated days with a
+# firmware roll-out),
 # `make rollback [VERSION=v...]` (serve the previous or a named version again),
 # `make broker` / `make collect` / `make devices DAY=...` (live telemetry over MQTT, see README).
 PYTHON ?= python3
@@ -16,7 +18,7 @@ UI_PORT ?= 3000
 
 MQTT_DATASET ?= examples/mqtt/dataset.yaml
 
-.PHONY: setup run ui test bench demo rollback broker collect devices clean
+.PHONY: setup run ui test bench backtest demo rollback broker collect devices clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +36,13 @@ ui: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+WARMUP ?= 14
+backtest: setup
+	@test -n "$(DATASET)" || { echo "make backtest needs DATASET=path/to/dataset.yaml" >&2; exit 2; }
+	$(BIN)/python -m deploy.backtest --dataset $(DATASET) --warmup $(WARMUP) \
+		--out $(or $(OUT),$(CURDIR)/data/backtests/$(shell date +%Y%m%d-%H%M%S)) \
+		$(if $(DAYS),--days $(DAYS)) $(if $(LABEL_DELAY),--label-delay $(LABEL_DELAY))
 
 demo: setup
 	rm -rf $(DATA_ROOT)/replay
