@@ -35,6 +35,9 @@ class Backtest:
                         **{f"retrain_{w}d": w for w in options.retrain_windows}}
         self.models: dict[str, object] = {}
         self.staged: dict[dt.date, dict[str, Path]] = {}
+        """Per day, each staged landing file and the user's file it is a copy of."""
+        self.withheld: set[dt.date] = set()
+        """Days whose files landed without their labels (under a label delay)."""
 
     # -- the days of the history
 
@@ -122,16 +125,19 @@ class Backtest:
                 with atomic.atomic_path(target) as tmp:  # the sensor never sees half a file
                     shutil.copyfile(found.path, tmp)
             self.staged[day][str(target)] = found.path
-        if withhold_labels and self.options.label_delay:
+        if withhold_labels:
+            self.withheld.add(day)
             self.return_labels(day - dt.timedelta(days=self.options.label_delay), arriving=day)
 
     def return_labels(self, of_day: dt.date, arriving: dt.date) -> None:
-        """The labels of ``of_day``'s readings come back today, through the label inbox."""
-        if of_day not in self.staged:
+        """The labels of ``of_day``'s readings come back today, through the label inbox (days that
+        landed with their labels, the warm-up's, have theirs already)."""
+        if of_day not in self.withheld:
             return
         truth = self.truth(of_day)
         if truth.height:
-            target = self.storage.label_inbox.returned_dir / arriving.isoformat() / f"labels-of-{of_day.isoformat()}.csv"
+            name = f"{arriving.isoformat()}-labels-of-{of_day.isoformat()}.csv"  # the first date in a name is its day
+            target = self.storage.label_inbox.returned_dir / arriving.isoformat() / name
             target.parent.mkdir(parents=True, exist_ok=True)
             truth.select(ROW_ID, LABEL).write_csv(target)
 

@@ -32,8 +32,8 @@ def gold_labels(clean: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_k
     )
     parts = [in_data.cast(GOLD_SCHEMA)]
     if config.source.kind == "simulator":
-        returned = returned_labels(config.simulator, day)
-        parts.append(returned.select(
+        oracle = returned_labels(config.simulator, day)
+        parts.append(oracle.select(
             ids.row_id(pl.col("device_id"), pl.col("ts"), hash_key).alias(ROW_ID),
             pl.col(TRUTH).alias(LABEL), pl.col("ts").alias(OBSERVED_AT), pl.lit(day).alias(ARRIVED_ON),
             pl.lit("oracle").alias(LABEL_SOURCE),
