@@ -15,7 +15,7 @@ from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, evaluation as evaluation_lib
 from pipeline.federated import read_weights
-from pipeline.student import Student, Weights, encoding_fingerprint, fit_student, transfer_counts
+from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, fit_student, transfer_counts
 from pipeline.registry import PRODUCTION
 from pipeline.teacher import Teacher
 from pipeline.teacher_update import update_teacher
@@ -71,7 +71,7 @@ def student_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
     config = dataset.load()
     teacher = Teacher.load(storage.artifact_dir("teacher_model", context.partition_key))
     adapted = (read_decision(storage, context.partition_key) or {}).get("student") or {}
-    spec = config.training.student.model_copy(update=adapted)
+    spec = adapted_spec(training_set, config, adapted)
     student = fit_student(training_set, teacher, config, spec, _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None)
     directory = storage.artifact_dir("student_model", context.partition_key)
     with atomic.atomic_dir(directory) as tmp:

@@ -131,8 +131,13 @@ class TeacherSpec(_Strict):
 
 class StudentSpec(_Strict):
     hidden: tuple[int, ...] = (64, 32)
-    epochs: int = 15
-    batch_size: int = 256
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(256, ge=1)
+    """Epochs and batch size of a student fitted without the pipeline's sizing; the pipeline sizes both
+    to the transfer set (``pipeline.sample_sizes.student_schedule``), and early stopping ends sooner."""
+    patience: int = Field(5, ge=1)
+    """Early stopping: training ends after this many epochs without a better validation loss (the best
+    epoch's weights are kept)."""
     learning_rate: float = 3e-3
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
@@ -191,7 +196,12 @@ class DataDriftSpec(_Strict):
     """Categorical features and predicted classes: population stability index floor."""
     reference_days: int = Field(1, ge=1)
     """The newest days of the production model's training window: the world it was fitted to."""
+    reference_min_rows: int = Field(500, ge=1)
+    """Days hold fewer rows than this: the reference takes more of the window's newest days."""
     reference_max_rows: int = Field(5000, ge=100)
+    min_rows: int = Field(200, ge=2)
+    """A test needs this many current rows: the newest days since the model was trained are pooled
+    until it has them, otherwise it is reported as not tested (never as "not drifted")."""
 
 
 class ConceptDriftSpec(_Strict):
@@ -200,6 +210,10 @@ class ConceptDriftSpec(_Strict):
     p_value: float = Field(0.01, gt=0, lt=1)
     min_accuracy_drop: float = Field(0.03, ge=0, le=1)
     min_labels: int = Field(100, ge=1)
+    """Fresh labels the test needs: those of the newest days since the model was trained are pooled
+    until there are this many, otherwise it is reported as not tested (never as "not drifted")."""
+    pool_days: int = Field(7, ge=1)
+    """At most this many days of returned labels (and of inputs, for the data tests) are pooled."""
     lookback_days: int = Field(3, ge=0)
     """Labels that come back today are matched with the readings of this many days before."""
 
@@ -216,7 +230,9 @@ class PolicySpec(_Strict):
     forget_tolerance: float = Field(0.02, ge=0, le=1)
     """An incremental teacher may lose at most this much macro-F1 on the older window."""
     min_new_rows: int = Field(200, ge=1)
-    """Fewer labelled training rows since the production model than this: no incremental update."""
+    """Fewer labelled training rows since the production model than this: no incremental update.
+    A cap: a stream whose day brings fewer labelled training rows needs one day's worth
+    (``pipeline.sample_sizes``)."""
     min_validation_rows: int = Field(50, ge=1)
     """Fewer new validation rows than this cannot judge an incremental update: retrain the window."""
     memory_days: int = Field(14, ge=1)
@@ -242,6 +258,8 @@ class GateSpec(_Strict):
     """A regression fails the gate only when it exceeds the tolerance with this confidence."""
     regression_days: int = Field(3, ge=1)
     """How many of the newest days of the test split the candidate and production are compared on."""
+    regression_min_rows: int = Field(300, ge=1)
+    """Days with fewer test rows than this: the comparison takes more of the newest days."""
     max_int8_drop: float = Field(0.01, ge=0, le=1)
     """Macro-F1 the int8 model may lose against fp32 on the validation rows."""
     max_package_bytes: int = Field(100_000, ge=1)
@@ -257,7 +275,9 @@ class CanarySpec(_Strict):
     """Share of sites (at least one) that get the new version first; 0 promotes to all at once."""
     window_days: int = Field(2, ge=1)
     min_labels: int = Field(100, ge=1)
-    """Returned labels each arm needs before the canary can be judged; until then it waits."""
+    """Returned labels each arm needs before the canary can be judged; until then it waits. A cap: a
+    stream that returns fewer labels to an arm over the window needs what it returns
+    (``pipeline.sample_sizes``)."""
     tolerance: float = Field(0.02, ge=0, le=1)
     """Canary sites may be at most this much less accurate than control sites and still roll out."""
 

@@ -8,13 +8,13 @@ incremental update otherwise. Hyper-parameters adapt to severity and data volume
 """
 
 import datetime as dt
-import math
 from dataclasses import asdict, dataclass
 
 import polars as pl
 
 from pipeline.dataset import DatasetConfig, PolicySpec, TrainingSpec
 from pipeline.drift import DAY, PRODUCTION_VERSION, DriftSummary, monitored_features, summarise
+from pipeline.sample_sizes import student_schedule
 
 NONE, WAIT, INCREMENTAL, FULL = "none", "wait", "incremental", "full"
 RETRAIN = (INCREMENTAL, FULL)
@@ -71,16 +71,15 @@ def adapted_hyperparameters(severity: float, window_rows: int, training: Trainin
     """Teacher: a stronger drift learns faster (learning rate up to 2x, more continued rounds, a
     refit that keeps less of the old leaf values). Student: the batch grows with the transfer set
     (``window_rows``: about 1% of it, a power of two in 64..1024) and the epochs keep the optimiser steps near
-    ``student_steps`` (5..40)."""
+    ``student_steps`` (5..40). An unknown volume (0 rows: no drift report yet) leaves the student to
+    size itself on its transfer set (``student.adapted_spec``) rather than assume a tiny one."""
     teacher = training.teacher
-    rows = max(window_rows, 1)
-    batch = int(min(1024, max(64, 2 ** round(math.log2(max(rows / 100, 1))))))
-    epochs = int(min(40, max(5, math.ceil(spec.student_steps * batch / rows))))
+    student = student_schedule(window_rows, spec.student_steps) if window_rows > 0 else {}
     return (
         {"learning_rate": round(teacher.learning_rate * (1 + severity), 5),
          "rounds": max(20, round(teacher.rounds * (0.2 + 0.4 * severity))),
          "refit_decay": round(min(0.95, max(0.3, 0.9 - 0.5 * severity)), 3)},
-        {"batch_size": batch, "epochs": epochs},
+        student,
     )
 
 

@@ -4,14 +4,17 @@ Distillation loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * wei
 on the rows' labels, where ``_T`` means softmax of scores divided by the temperature T (the T^2
 keeps the soft term's gradients on the hard term's scale). The transfer set is what the teacher
 scores for the student to imitate: the labelled training rows, the window's unlabelled rows (the
-soft labels are what make them useful) and the augmented rows. The epoch kept is the one with the
-best validation loss. The same loss trains a site's local update in federated training
+soft labels are what make them useful) and the augmented rows. The batch size and epochs follow the
+transfer set's size, training stops once the validation loss has not improved for ``patience``
+epochs, and the epoch kept is the one with the best validation loss. The same loss trains a site's local update in federated training
 (``pipeline.federated``), where a FedProx term may hold the weights near the global ones.
 """
 
 import copy
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import polars as pl
 from pipeline import atomic
 from pipeline.dataset import DatasetConfig, StudentSpec
 from pipeline.encoding import NO_LABEL, label_codes, student_matrix
+from pipeline.sample_sizes import student_schedule
 from pipeline.teacher import Teacher
 from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TRAIN, UNLABELLED, VALIDATION, WEIGHT
 
@@ -208,15 +212,28 @@ def new_model(input_width: int, n_classes: int, spec: StudentSpec, seed: int) ->
     return StudentMLP(input_width, spec.hidden, n_classes)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the duration: the student's matrices are too small to split, and on a
+    shared two-core machine a second thread made each optimiser step 2-3x slower (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_epochs(model: StudentMLP, train: StudentData, validation: StudentData, spec: StudentSpec, epochs: int,
-                 seed: int, proximal_mu: float = 0.0) -> list[dict]:
-    """Train ``model`` in place for ``epochs``, keeping the epoch with the best validation loss (an
-    empty validation set keeps the last); returns the learning curve. ``proximal_mu`` > 0 adds the
+                 seed: int, proximal_mu: float = 0.0, patience: int | None = None) -> list[dict]:
+    """Train ``model`` in place for at most ``epochs``, keeping the epoch with the best validation loss
+    (an empty validation set keeps the last); returns the learning curve. ``patience``: stop once that
+    many epochs in a row did not improve on the best validation loss. ``proximal_mu`` > 0 adds the
     FedProx term anchored at the weights ``model`` starts from."""
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     anchor = [p.detach().clone() for p in model.parameters()]
-    best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
+    best_loss, best_state, best_epoch, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(train), generator=generator)
@@ -233,7 +250,9 @@ def train_epochs(model: StudentMLP, train: StudentData, validation: StudentData,
         val_loss = validation_loss(model, validation, spec)
         history.append({"epoch": epoch + 1, "train_loss": total / max(len(order), 1), "validation_loss": val_loss})
         if len(validation) == 0 or val_loss < best_loss:
-            best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch + 1
+        elif patience is not None and epoch + 1 - best_epoch >= patience:
+            break
     model.load_state_dict(best_state)
     model.eval()
     return history
@@ -250,7 +269,7 @@ def validation_loss(model: StudentMLP, data: StudentData, spec: StudentSpec) -> 
 def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec | None = None,
                 start: tuple[str, Weights] | None = None) -> Student:
     """Distil ``teacher`` into a student on the transfer set, validated on the validation rows.
-    ``spec`` overrides the configured one (the retraining policy adapts batch size and epochs);
+    ``spec`` overrides the configured one (see ``adapted_spec``);
     ``start`` (a name and weights, e.g. the federated global model) replaces the random start when
     its shapes fit, and the student records which start it had."""
     spec = spec or config.training.student
@@ -267,8 +286,21 @@ def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetCon
             started = name
         except ValueError as exc:
             started = f"scratch: {name} does not fit ({exc})"
-    history = train_epochs(model, train, validation, spec, spec.epochs, seed)
+    with one_thread():
+        history = train_epochs(model, train, validation, spec, spec.epochs, seed, patience=spec.patience)
     return Student(model, architecture(model), history, started)
+
+
+def adapted_spec(training_set: pl.DataFrame, config: DatasetConfig, adapted: dict) -> StudentSpec:
+    """The configured student with the retraining policy's batch size and epochs (``adapted``) or,
+    when the policy could not size them (a first model: no drift report yet, so no idea of the
+    volume), sized to this transfer set. Never the small-data maximum for a large window: that made
+    a first student on 14,000 rows run 40 epochs of batch 64."""
+    spec = config.training.student
+    if not adapted:
+        rows = transfer_set(training_set, spec).height
+        adapted = student_schedule(rows, config.feedback.policy.student_steps)
+    return spec.model_copy(update=adapted)
 
 
 def architecture(model: StudentMLP) -> dict:

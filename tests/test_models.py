@@ -8,7 +8,9 @@ import pytest
 
 from pipeline import evaluation, export
 from pipeline.encoding import label_codes, student_matrix
-from pipeline.student import WEIGHTS_FILE, Student, StudentMLP
+from pipeline.sample_sizes import student_schedule
+from pipeline.student import (WEIGHTS_FILE, Student, StudentData, StudentMLP, adapted_spec, new_model, student_data,
+                              train_epochs, transfer_set, validation_loss)
 from pipeline.teacher import MODEL_FILE, Teacher
 from pipeline.training_set import SPLIT, TEST
 
@@ -78,3 +80,34 @@ def test_evaluation_reports_consistent_metrics_and_slices(trained):
         assert 0 < metrics["newest_day"]["rows"] <= test_rows
     png = evaluation.confusion_png({m: report[m]["confusion_matrix"] for m in ("teacher", "student")}, config.classes)
     assert png.startswith(b"\x89PNG") and len(png) < 60_000
+
+
+def test_student_training_stops_early_and_keeps_the_best_epoch(trained):
+    """Validation rows that contradict the training rows: their loss gets worse as the student learns,
+    so training must end ``patience`` epochs after the best one, with the best weights restored."""
+    config, frame, teacher = trained.config, trained.frame, trained.teacher
+    spec = config.training.student.model_copy(update={"batch_size": 256, "patience": 2})
+    data = student_data(transfer_set(frame, spec), teacher, config, spec)
+    contradicting = StudentData(data.x[:500], data.soft[:500].flip(1), data.labels[:500].clamp(min=0) * 0, data.weights[:500])
+    model = new_model(data.x.shape[1], data.soft.shape[1], spec, seed=1)
+    history = train_epochs(model, data, contradicting, spec, epochs=30, seed=1, patience=2)
+    best = min(history, key=lambda h: h["validation_loss"])
+    assert len(history) == best["epoch"] + 2 < 30
+    assert validation_loss(model, contradicting, spec) == pytest.approx(best["validation_loss"])
+
+
+def test_student_batch_and_epochs_follow_the_transfer_set_unless_the_policy_sized_them(trained):
+    config, frame = trained.config, trained.frame
+    rows = transfer_set(frame, config.training.student).height
+    sized = adapted_spec(frame, config, {})
+    assert (sized.batch_size, sized.epochs) == tuple(student_schedule(rows, config.feedback.policy.student_steps).values())
+    assert sized.batch_size * sized.epochs >= config.feedback.policy.student_steps * sized.batch_size / rows
+    small = adapted_spec(frame.head(300), config, {})
+    assert small.batch_size == 64 and small.epochs == 40  # a small transfer set gets the most epochs of the smallest batch
+    assert adapted_spec(frame, config, {"batch_size": 512, "epochs": 7}).model_dump(include={"batch_size", "epochs"}) == \
+        {"batch_size": 512, "epochs": 7}
+
+
+@pytest.mark.parametrize(("rows", "batch", "epochs"), [(336, 64, 40), (14_000, 128, 14), (26_880, 256, 15), (400_000, 1024, 5)])
+def test_student_schedule_keeps_the_optimiser_steps_near_the_target(rows, batch, epochs):
+    assert student_schedule(rows, 1500) == {"batch_size": batch, "epochs": epochs}
