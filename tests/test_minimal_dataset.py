@@ -80,6 +80,18 @@ def test_rows_without_site_or_id_get_one_site_and_their_own_ids(tmp_path: Path):
     assert clean[LABEL].to_list() == [str(v) for v in pl.read_csv(tmp_path / "landing" / f"{START}.csv")["y"]]
 
 
+def test_row_ids_survive_moving_the_landing_folder(tmp_path: Path):
+    """Ids come from the file's path inside the landing folder, not from where the folder lives."""
+    def row_ids(directory: Path) -> list[str]:
+        config = load_dataset_config(directory / "dataset.yaml")
+        return cleaning.clean_day(sources.read_raw_day(config, START), config, START, KEY).clean["row_id"].to_list()
+
+    write_minimal(tmp_path / "here", days=1)
+    before = row_ids(tmp_path / "here")
+    (tmp_path / "here").rename(tmp_path / "there")
+    assert row_ids(tmp_path / "there") == before and len(set(before)) == 80
+
+
 def test_the_same_values_twice_are_still_a_duplicate_without_ids(tmp_path: Path):
     config = load_dataset_config(write_minimal(tmp_path, days=1))
     landed = tmp_path / "landing" / f"{START}.csv"
