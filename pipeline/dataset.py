@@ -102,14 +102,17 @@ class SplitSpec(_Strict):
 
     ``device`` puts each device's rows in one split, so test devices are never seen
     in training while every day, the newest included, is in every split: a model retrained after a
-    drift learns from the post-drift labels. ``time`` puts the oldest rows in train and the newest
-    in test, a backtest that withholds exactly the freshest labels from training.
+    drift learns from the post-drift labels. ``daily_time`` splits each day by time: its oldest
+    labelled rows train, the next validate, the newest test; every day, the newest included, is in
+    every split too, and within a day nothing is tested on that is older than what trained.
+    ``time`` puts the window's oldest rows in train and its newest in test, a backtest that
+    withholds exactly the freshest labels from training.
     """
 
-    method: Literal["auto", "device", "time"] = "auto"
+    method: Literal["auto", "device", "daily_time", "time"] = "auto"
     """``auto``: by device when the dataset has an id column and the window at least ``min_devices``
-    devices, else by time (whole devices cannot fill three splits); the choice and its reason are
-    in the training set's metadata."""
+    devices, else ``daily_time`` (whole devices cannot fill three splits); the choice and its reason
+    are in the training set's metadata."""
     min_devices: int = Field(20, ge=3)
     train: float = Field(0.7, gt=0, lt=1)
     validation: float = Field(0.15, gt=0, lt=1)

@@ -4,10 +4,12 @@ the labelling methods add, each row with its provenance and weight.
 Labelled rows are split by device or by time, never shuffled row by row: rows of one
 device an hour apart are near copies, so a row-level shuffle would leak test answers into
 training. The device split keeps whole devices out of training, so the test measures unseen
-devices on every day of the window; the time split (oldest to train, newest to test) is a
-backtest, but it withholds the freshest labels, which after a drift are the ones that matter.
-The device split needs devices: without an id column, or with too few devices in the window to
-fill three splits with whole ones, ``auto`` (the default) splits by time and says why.
+devices on every day of the window. The daily time split cuts each day by time (its oldest rows
+train, its newest test), so the newest day, the one that matters after a drift, is learned from as
+every other; the window time split (oldest days to train, newest to test) is a backtest, but it
+withholds the freshest labels. The device split needs devices: without an id column, or with too
+few devices in the window to fill three splits with whole ones, ``auto`` (the default) splits each
+day by time and says why.
 The test split is never used for any choice (early stopping, thresholds, model selection use
 validation).
 
@@ -43,7 +45,7 @@ class TrainingSetError(ValueError):
 class SplitChoice:
     """The split a window gets, and why (shown in the training set's metadata)."""
 
-    method: Literal["device", "time"]
+    method: Literal["device", "daily_time", "time"]
     reason: str
 
 
@@ -53,16 +55,17 @@ def split_choice(window: pl.DataFrame, config: DatasetConfig) -> SplitChoice:
     Decided on all the window's rows, labelled or not, so every caller that holds the same window
     (the training set, the labelling methods choosing training rows) makes the same choice."""
     spec = config.training.split
-    if spec.method == "time":
-        return SplitChoice("time", "training.split.method is 'time'")
+    if spec.method in ("time", "daily_time"):
+        return SplitChoice(spec.method, f"training.split.method is '{spec.method}'")
+    by_time = "each day's oldest labelled rows train, the next validate, its newest test"
     if config.columns.id is None:
-        return SplitChoice("time", "no id column: each row is its own entity, so the oldest rows train and the newest test")
+        return SplitChoice("daily_time", f"no id column: each row is its own entity, so {by_time}")
     devices = window[DEVICE_ID].n_unique()
     if spec.method == "device":
         return SplitChoice("device", f"training.split.method is 'device' ({devices} devices in the window)")
     if devices < spec.min_devices:
-        return SplitChoice("time", f"only {devices} device(s) in the window, fewer than training.split.min_devices "
-                                   f"({spec.min_devices}): whole devices cannot fill train / validation / test")
+        return SplitChoice("daily_time", f"only {devices} device(s) in the window, fewer than training.split.min_devices "
+                                         f"({spec.min_devices}): whole devices cannot fill train / validation / test, so {by_time}")
     return SplitChoice("device", f"{devices} devices in the window: whole devices are held out of training")
 
 
@@ -114,12 +117,15 @@ def _position(joined: pl.DataFrame, labelled: pl.Series, choice: SplitChoice) ->
     """Each row's place in [0, 1): below ``train`` goes to train, then validation, then test.
 
     By device: a uniform number from the (keyed-hash) device id, the same for all of a device's
-    rows and stable from window to window. By time: the row's rank among labelled rows.
+    rows and stable from window to window. By time: the row's rank among the labelled rows of the
+    window, or of its day (``daily_time``); ``joined`` is in time order.
     """
     if choice.method == "device":
         return device_position(joined[DEVICE_ID])
-    rank = labelled.cast(pl.Int64).cum_sum() - 1
-    return rank / max(int(labelled.sum()), 1)
+    frame = pl.DataFrame({"labelled": labelled.cast(pl.Int64), "day": joined[TIMESTAMP].dt.date()})
+    over = "day" if choice.method == "daily_time" else pl.lit(0)
+    rank = (pl.col("labelled").cum_sum() - 1).over(over)
+    return frame.select((rank / pl.col("labelled").sum().over(over).clip(1)).alias(_POSITION)).to_series()
 
 
 def device_position(device_ids: pl.Series) -> pl.Series:

@@ -140,17 +140,29 @@ def _window(config, days: list[dt.date]) -> tuple[pl.DataFrame, pl.DataFrame]:
     return feats, gold
 
 
-def test_without_ids_the_split_is_by_time_and_says_why(tmp_path: Path):
+def test_without_ids_each_day_is_split_by_time_and_says_why(tmp_path: Path):
     config = load_dataset_config(write_minimal(tmp_path, days=3))
     feats, gold = _window(config, days_from(START, 3))
     choice = training_set.split_choice(feats, config)
-    assert choice.method == "time" and "no id column" in choice.reason
+    assert choice.method == "daily_time" and "no id column" in choice.reason
     frame = training_set.split_gold(feats, gold, config)
     counts = training_set.split_counts(frame)
     assert (counts["train"], counts["validation"], counts["test"]) == (168, 36, 36)
+    by_day = frame.with_columns(pl.col("timestamp").dt.date().alias("day"))
+    for (day,), rows in by_day.partition_by("day", as_dict=True).items():
+        # every day, the newest included, trains, validates and tests, in that order of time
+        per_split = {s: rows.filter(pl.col("split") == s)["timestamp"] for s in ("train", "validation", "test")}
+        assert [len(v) for v in per_split.values()] == [56, 12, 12], day
+        assert per_split["train"].max() <= per_split["validation"].min() <= per_split["test"].min()
+    assert training_set.on_training_device(frame, config).all()
+
+
+def test_the_window_time_split_still_withholds_the_newest_rows_when_asked(tmp_path: Path):
+    config = load_dataset_config(write_minimal(tmp_path, days=3, training={"split": {"method": "time"}}))
+    feats, gold = _window(config, days_from(START, 3))
+    frame = training_set.split_gold(feats, gold, config)
     newest_train = frame.filter(pl.col("split") == "train")["timestamp"].max()
     assert newest_train < frame.filter(pl.col("split") == "test")["timestamp"].min()
-    assert training_set.on_training_device(frame, config).all()
 
 
 def test_a_constant_id_is_split_by_time_not_by_its_one_device(tmp_path: Path):
@@ -160,7 +172,7 @@ def test_a_constant_id_is_split_by_time_not_by_its_one_device(tmp_path: Path):
     config = load_dataset_config(path)
     feats, gold = _window(config, days_from(START, 3))
     choice = training_set.split_choice(feats, config)
-    assert choice.method == "time" and "only 1 device(s)" in choice.reason
+    assert choice.method == "daily_time" and "only 1 device(s)" in choice.reason
     counts = training_set.split_counts(training_set.split_gold(feats, gold, config))
     assert min(counts["train"], counts["validation"], counts["test"]) >= 20
 
@@ -189,7 +201,7 @@ def test_the_data_layer_assets_run_on_the_minimal_dataset(tmp_path: Path):
     assert meta["gold_labels"]["per_class"] == dict(
         pl.read_csv(tmp_path / "landing" / f"{keys[-1]}.csv")["y"].cast(pl.String).value_counts().sort("y").iter_rows())
     training = meta["training_set"]
-    assert training["split_method"] == "time" and "no id column" in training["split_reason"]
+    assert training["split_method"] == "daily_time" and "no id column" in training["split_reason"]
     assert (training["train_rows"] >= 168, training["validation_rows"], training["test_rows"]) == (True, 36, 36)
     frame = pl.read_parquet(next((tmp_path / "data" / "assets" / "training_set").rglob(f"{keys[-1]}*")))
     assert frame["site"].unique().to_list() == [SINGLE_SITE] and set(frame["label"].drop_nulls()) == {"0", "1"}
