@@ -14,7 +14,7 @@ from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
 from deploy.edge import evergreen_edge
 from pipeline import (
-    atomic, edge_package as package_lib, export, features as feature_lib, quantize, release, training_set as training_lib,
+    atomic, edge_package as package_lib, export, features as feature_lib, quantize, release, sample_sizes, training_set as training_lib,
 )
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
@@ -172,7 +172,7 @@ def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage:
     quality = release.macro_f1(test[LABEL].to_numpy(), shipped(test), config.classes)
     production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
     champion = release.predictor(production) if production else None
-    rows = release.newest_test_rows(training_set, spec.regression_days)
+    rows = release.newest_test_rows(training_set, sample_sizes.measured(training_set, config).regression_days)
     latency = release.single_row_latency_us(package, storage.public_key_path, test.head(200))
     return [
         release.quality_gate(quality, spec),
@@ -201,14 +201,15 @@ def verified_manifest(storage: StorageResource, package: Path) -> dict:
 
 
 def _reference_rows(training_set: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
-    """The model inputs of the newest ``reference_days`` of the window (a seeded sample of at most
-    ``reference_max_rows``): the world this model was fitted to, for the drift report. Augmented rows
-    are not of that world: they over-represent the rare classes on purpose."""
-    spec = config.feedback.drift
+    """The model inputs of the newest ``reference_days`` of the window, more on a stream whose days are
+    small (``sample_sizes``; a seeded sample of at most ``reference_max_rows``): the world this model
+    was fitted to, for the drift report. Augmented rows are not of that world: they over-represent
+    the rare classes on purpose."""
+    spec, reference_days = config.feedback.drift, sample_sizes.measured(training_set, config).reference_days
     training_set = training_set.filter(pl.col(PROVENANCE).ne_missing(AUGMENTED))
     numeric, categorical = feature_lib.model_feature_names(config)
     training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
-    newest = training_set.filter(pl.col(TIMESTAMP).dt.date().is_in(training_days[-spec.reference_days:]))
+    newest = training_set.filter(pl.col(TIMESTAMP).dt.date().is_in(training_days[-reference_days:]))
     rows = newest.select(TIMESTAMP, *numeric, *categorical)
     return rows.sample(spec.reference_max_rows, seed=config.training.seed) if rows.height > spec.reference_max_rows else rows
 

@@ -10,9 +10,10 @@ import json
 import dagster as dg
 import polars as pl
 
-from assets.partitions import DAILY, LABEL_LOOKBACK, POLICY_MEMORY, WINDOW_INPUT, partition_day
+from assets.partitions import DAILY, DRIFT_POOL, DRIFT_READINGS, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, drift, policy, sources
+from pipeline.dataset import DatasetConfig
 from pipeline.encoding import student_matrix
 from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
 from pipeline.student import Student
@@ -22,21 +23,32 @@ DECISION_FILE = "decision.json"
 
 
 def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame,
-                  field_predictions: list[str]) -> drift.DriftInputs:
+                  field_predictions: list[str], config: DatasetConfig) -> drift.DriftInputs:
     lineage, student = version.entry["lineage"], version.entry["metrics"]["student"]
     return drift.drift_inputs(
         day, version.version, pl.read_parquet(version.file(REFERENCE_FILE)), recent_features, gold,
         trained_through=dt.date.fromisoformat(lineage["trained_through"]),
         reference_accuracy=student["accuracy"], reference_test_rows=lineage["training_rows"].get("test", 0),
-        field_predictions=field_predictions,
+        field_predictions=field_predictions, drift=config.feedback.drift, concept=config.feedback.concept,
     )
 
 
+def _cell(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _verdict(row: dict) -> str:
+    if not row["tested"]:
+        return f"not tested (n < {row['min_n']})"
+    return "**yes**" if row["drifted"] else "no"
+
+
 def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.DriftInputs, detector: str) -> dict:
-    inputs_table = report.filter(pl.col("kind").is_in([drift.NUMERIC, drift.CATEGORICAL])).sort("effect", descending=True)
-    lines = ["| feature | kind | statistic | p (corrected) | effect | floor | drifted |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['test']} | {r['kind']} | {r['statistic']:.4g} | {r['p_adjusted']:.3g} | {r['effect']:.3f} | {r['floor']} | "
-              f"{'**yes**' if r['drifted'] else 'no'} |" for r in inputs_table.iter_rows(named=True)]
+    inputs_table = report.filter(pl.col("kind").is_in([drift.NUMERIC, drift.CATEGORICAL])).sort("effect", descending=True, nulls_last=True)
+    lines = ["| feature | kind | statistic | p (corrected) | effect | floor | rows | drifted |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['test']} | {r['kind']} | {_cell(r['statistic'], '.4g')} | {_cell(r['p_adjusted'], '.3g')} | "
+              f"{_cell(r['effect'], '.3f')} | {r['floor']} | {r['n_current']} | {_verdict(r)} |" for r in inputs_table.iter_rows(named=True)]
+    concept = report.filter(pl.col("kind") == drift.CONCEPT).row(0, named=True)
     return {
         "production_version": inputs.production_version, "detector": detector,
         "alarm": summary.alarm, "data_drift": summary.data_drift, "prediction_drift": summary.prediction_drift,
@@ -44,10 +56,14 @@ def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.D
         "drifted_features": len(summary.drifted_features),
         "max_effect_ratio": dg.MetadataValue.float(summary.max_effect_ratio),
         "fresh_labels": summary.fresh_labels,
+        "concept_test": (f"tested on {concept['n_current']} labels of {concept['days']} day(s)" if concept["tested"]
+                         else f"not tested (n {concept['n_current']} < {concept['min_n']})"),
+        "untested": dg.MetadataValue.json(summary.untested),
+        "pooled_days": inputs.current_days,
         "fresh_label_accuracy": dg.MetadataValue.float(summary.fresh_accuracy if summary.fresh_accuracy is not None else float("nan")),
         "reference_accuracy": dg.MetadataValue.float(summary.reference_accuracy),
         "severity": dg.MetadataValue.float(summary.severity),
-        "rows": inputs.current.height, "reference_rows": inputs.reference.height,
+        "rows": inputs.todays_rows.height, "tested_rows": inputs.current.height, "reference_rows": inputs.reference.height,
         "device_predictions": len(inputs.field_predictions or []),
         "features": dg.MetadataValue.md("\n".join(lines)),
     }
@@ -55,19 +71,22 @@ def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.D
 
 @dg.asset(
     group_name=GROUP, partitions_def=DAILY,
-    ins={"recent_features": dg.AssetIn("features", partition_mapping=LABEL_LOOKBACK, metadata=WINDOW_INPUT)},
+    ins={"recent_features": dg.AssetIn("features", partition_mapping=DRIFT_READINGS, metadata=WINDOW_INPUT),
+         "gold_labels": dg.AssetIn("gold_labels", partition_mapping=DRIFT_POOL, metadata=WINDOW_INPUT)},
 )
 def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFrame, gold_labels: pl.DataFrame,
                  dataset: DatasetResource, storage: StorageResource) -> dg.Output[pl.DataFrame]:
     """Today against the production model's reference rows: a test per input (KS / chi-squared,
     corrected for many features, with an effect-size floor), inputs against yesterday, the
-    predicted-class distribution, and accuracy on the labels that came back today."""
+    predicted-class distribution, and accuracy on the labels that came back today. A small day is
+    pooled with the newest days since the model was trained until each test has its minimum of
+    rows; a test that still lacks them is reported as not tested, not as "not drifted"."""
     config, day, registry = dataset.load(), partition_day(context), storage.registry
     if not registry.has_alias(PRODUCTION):
         return dg.Output(drift.empty_report(), metadata={"production_version": "none", "alarm": False,
                                                           "reason": "no production model yet: nothing to compare"})
     version = registry.get(PRODUCTION)
-    inputs = _drift_inputs(day, version, recent_features, gold_labels, sources.read_field_predictions(config.predictions_dir, day))
+    inputs = _drift_inputs(day, version, recent_features, gold_labels, sources.read_field_predictions(config.predictions_dir, day), config)
     student = Student.load(version.directory)
     preprocessing = version.entry["preprocessing"]
     numeric, categorical = drift.monitored_features(config)
@@ -96,6 +115,7 @@ def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataF
     return dg.MaterializeResult(metadata={
         "action": decision.action, "reason": decision.reason, "retrain": decision.retrain,
         "event_key": decision.event_key or "", "production_version": decision.production_version or "",
+        "untested": dg.MetadataValue.json(list(decision.untested)),
         "severity": dg.MetadataValue.float(decision.severity),
         "teacher": dg.MetadataValue.json(decision.teacher), "student": dg.MetadataValue.json(decision.student),
     })

@@ -40,6 +40,12 @@ TRAINING_WINDOW = _window(DATASET.partitions.window_days - 1)
 LABEL_LOOKBACK = _window(DATASET.feedback.concept.lookback_days)
 """The partition and the days whose readings today's returned labels may refer to."""
 
+DRIFT_POOL = _window(DATASET.feedback.concept.pool_days - 1)
+"""The days whose returned labels (and inputs) the drift report may pool when a day has too few."""
+
+DRIFT_READINGS = _window(DATASET.feedback.concept.pool_days - 1 + DATASET.feedback.concept.lookback_days)
+"""The readings the labels of the pooled days may refer to."""
+
 POLICY_MEMORY = _window(DATASET.feedback.policy.memory_days)
 """The drift reports the retraining policy reads to find where a drift event started."""
 

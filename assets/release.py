@@ -13,8 +13,8 @@ from pydantic import Field
 from assets.deployment import actor, released_package
 from assets.partitions import DAILY, LABEL_LOOKBACK, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import labels, release
-from pipeline.dataset import LABEL, ROW_ID
+from pipeline import labels, release, sample_sizes
+from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP
 from pipeline.registry import PRODUCTION
 
 GROUP = "release"
@@ -36,8 +36,10 @@ def canary_report(context: dg.AssetExecutionContext, recent_features: pl.DataFra
     canary = registry.canary()
     if canary is None or day < canary.first_day:
         return dg.MaterializeResult(metadata={"canary_version": "", "verdict": "", "reason": "no gray release in progress"})
-    spec = dataset.load().deployment.canary
+    config = dataset.load()
     labelled = recent_features.drop(LABEL).join(labels.unbiased(recent_labels).select(ROW_ID, LABEL), on=ROW_ID, how="inner")
+    per_day = labelled.height / max(labelled[TIMESTAMP].dt.date().n_unique(), 1)
+    spec = config.deployment.canary.model_copy(update={"min_labels": sample_sizes.canary_min_labels(per_day, config)})
     candidate, production = registry.get(canary.version), registry.get(PRODUCTION)
     verdict = release.judge_canary(day, canary, labelled, release.predictor(candidate), release.predictor(production), spec)
     return dg.MaterializeResult(metadata={

@@ -9,7 +9,10 @@ Three questions, one table (a row per test):
   a one-sided binomial test, which catches a new label rule even when the inputs look the same.
 
 A test only counts when its effect size also clears a floor (KS statistic, population stability
-index, accuracy drop): with thousands of rows a day every trivial shift is significant.
+index, accuracy drop): with thousands of rows a day every trivial shift is significant. With few rows
+a day the opposite holds: the newest days since the model was trained are pooled until a test has
+its minimum of rows (``min_rows``, ``min_labels``), and a test that still has not is reported as not
+tested (``tested`` false, no p-value), never as a p-value of 1 that reads "not drifted".
 
 The statistics come from a ``Detector``: alibi-detect by default, scipy by configuration. alibi-detect
 is BSL-licensed and slow to import, so it is imported only when its detector is built.
@@ -26,7 +29,7 @@ import polars as pl
 from scipy import stats
 
 from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP, ConceptDriftSpec, DataDriftSpec, DatasetConfig
-from pipeline.labels import unbiased
+from pipeline.labels import ARRIVED_ON, unbiased
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
@@ -36,8 +39,10 @@ DAY, PRODUCTION_VERSION = "day", "production_version"
 REPORT_SCHEMA = {
     DAY: pl.Date, PRODUCTION_VERSION: pl.String, "test": pl.String, "kind": pl.String, "statistic": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
     "effect": pl.Float64, "floor": pl.Float64, "drifted": pl.Boolean, "n_reference": pl.Int64, "n_current": pl.Int64,
-    "reference_value": pl.Float64, "current_value": pl.Float64,
+    "reference_value": pl.Float64, "current_value": pl.Float64, "tested": pl.Boolean, "days": pl.Int64, "min_n": pl.Int64,
 }
+"""``tested``: false when the test lacked rows (``n_current`` or ``n_reference`` below ``min_n``, even after pooling);
+``days``: how many days the current rows (or fresh labels) were pooled from."""
 _PSI_EPSILON = 1e-4
 
 
@@ -124,11 +129,15 @@ def _finite(series: pl.Series) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def _enough(n_reference: int, n_current: int, spec: DataDriftSpec) -> bool:
+    return min(n_reference, n_current) >= spec.min_rows
+
+
 def _numeric_row(name: str, reference: pl.Series, current: pl.Series, spec: DataDriftSpec, detector: Detector) -> dict:
     ref, cur = _finite(reference), _finite(current)
-    statistic, p_value = detector.numeric(ref, cur) if len(ref) and len(cur) else (0.0, 1.0)
+    statistic, p_value = detector.numeric(ref, cur) if _enough(len(ref), len(cur), spec) else (None, None)
     return {"test": name, "kind": NUMERIC, "statistic": statistic, "p_value": p_value, "effect": statistic,
-            "floor": spec.ks_floor, "n_reference": len(ref), "n_current": len(cur),
+            "floor": spec.ks_floor, "n_reference": len(ref), "n_current": len(cur), "min_n": spec.min_rows,
             "reference_value": float(np.median(ref)) if len(ref) else None,
             "current_value": float(np.median(cur)) if len(cur) else None}
 
@@ -136,17 +145,21 @@ def _numeric_row(name: str, reference: pl.Series, current: pl.Series, spec: Data
 def _categorical_row(name: str, kind: str, reference: pl.Series, current: pl.Series, spec: DataDriftSpec,
                      detector: Detector) -> dict:
     ref, cur, n = _codes(reference, current)
-    statistic, p_value = detector.categorical(ref, cur, n) if n > 1 and len(ref) and len(cur) else (0.0, 1.0)
-    return {"test": name, "kind": kind, "statistic": statistic, "p_value": p_value, "effect": psi(ref, cur, n),
-            "floor": spec.psi_floor, "n_reference": len(ref), "n_current": len(cur)}
+    tested = _enough(len(ref), len(cur), spec)
+    statistic, p_value = (detector.categorical(ref, cur, n) if n > 1 else (0.0, 1.0)) if tested else (None, None)
+    return {"test": name, "kind": kind, "statistic": statistic, "p_value": p_value, "effect": psi(ref, cur, n) if tested else None,
+            "floor": spec.psi_floor, "n_reference": len(ref), "n_current": len(cur), "min_n": spec.min_rows}
 
 
 def _adjust(p_values: np.ndarray, correction: str) -> np.ndarray:
-    if len(p_values) == 0:
-        return p_values
-    if correction == "fdr":
-        return stats.false_discovery_control(p_values, method="bh")
-    return np.minimum(p_values * len(p_values), 1.0)
+    """Corrected for the tests that ran (NaN: not tested, stays NaN)."""
+    tested = np.isfinite(p_values)
+    adjusted = np.full(len(p_values), np.nan)
+    if not tested.any():
+        return adjusted
+    ran = p_values[tested]
+    adjusted[tested] = stats.false_discovery_control(ran, method="bh") if correction == "fdr" else np.minimum(ran * len(ran), 1.0)
+    return adjusted
 
 
 def data_drift(reference: pl.DataFrame, current: pl.DataFrame, numeric: list[str], categorical: list[str],
@@ -155,8 +168,8 @@ def data_drift(reference: pl.DataFrame, current: pl.DataFrame, numeric: list[str
     rows = [_numeric_row(n, reference[n], current[n], spec, detector) for n in numeric]
     rows += [_categorical_row(n, CATEGORICAL, reference[n], current[n], spec, detector) for n in categorical]
     table = pl.DataFrame(rows, schema={k: REPORT_SCHEMA[k] for k in rows[0]} if rows else None)
-    adjusted = _adjust(table["p_value"].to_numpy(), spec.correction) if rows else np.array([])
-    return _finish(table.with_columns(pl.Series("p_adjusted", adjusted, dtype=pl.Float64)), spec.p_value)
+    adjusted = _adjust(table["p_value"].cast(pl.Float64).to_numpy(), spec.correction) if rows else np.array([])
+    return _finish(table.with_columns(pl.Series("p_adjusted", adjusted, dtype=pl.Float64).fill_nan(None)), spec.p_value)
 
 
 def prediction_drift(reference: np.ndarray, current: np.ndarray, classes: tuple[str, ...], spec: DataDriftSpec,
@@ -164,39 +177,45 @@ def prediction_drift(reference: np.ndarray, current: np.ndarray, classes: tuple[
     """The predicted classes (argmax codes) of the reference rows against today's."""
     names = np.asarray(classes)
     row = _categorical_row(test, PREDICTION, pl.Series(names[reference]), pl.Series(names[current]), spec, detector)
-    return _finish(pl.DataFrame([{**row, "p_adjusted": row["p_value"]}]), spec.p_value)
+    row["p_adjusted"] = row["p_value"]
+    return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
 
 
-def concept_drift(correct: np.ndarray, reference_accuracy: float, reference_rows: int, spec: ConceptDriftSpec) -> pl.DataFrame:
-    """Accuracy on fresh labels against the model's test accuracy: a one-sided binomial test of the
-    error count, and an accuracy-drop floor. Fewer than ``min_labels`` fresh labels: not tested."""
+def concept_drift(correct: np.ndarray, reference_accuracy: float, reference_rows: int, spec: ConceptDriftSpec,
+                  days: int = 1) -> pl.DataFrame:
+    """Accuracy on fresh labels (of ``days`` pooled days) against the model's test accuracy: a
+    one-sided binomial test of the error count, and an accuracy-drop floor. Fewer than ``min_labels``
+    fresh labels: not tested (no p-value; the accuracy is still shown)."""
     n = int(len(correct))
     accuracy = float(np.mean(correct)) if n else None
     tested = n >= spec.min_labels
-    p_value = float(stats.binomtest(int(n - correct.sum()), n, 1 - reference_accuracy, alternative="greater").pvalue) if tested else 1.0
+    p_value = float(stats.binomtest(int(n - correct.sum()), n, 1 - reference_accuracy, alternative="greater").pvalue) if tested else None
     drop = reference_accuracy - accuracy if accuracy is not None else 0.0
     row = {"test": CONCEPT_TEST, "kind": CONCEPT, "statistic": accuracy, "p_value": p_value, "p_adjusted": p_value,
            "effect": drop, "floor": spec.min_accuracy_drop, "n_reference": reference_rows, "n_current": n,
-           "reference_value": reference_accuracy, "current_value": accuracy}
+           "reference_value": reference_accuracy, "current_value": accuracy, "tested": tested, "days": days,
+           "min_n": spec.min_labels}
     return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
 
 
 def stability(previous: pl.DataFrame | None, current: pl.DataFrame, numeric: list[str], categorical: list[str],
               spec: DataDriftSpec, detector: Detector) -> pl.DataFrame:
     """One row: how many inputs drifted since the previous day (none: the world has settled)."""
-    if previous is None or previous.height == 0:
-        drifted, n_previous = 0, 0
-    else:
-        drifted, n_previous = int(data_drift(previous, current, numeric, categorical, spec, detector)["drifted"].sum()), previous.height
-    row = {"test": STABILITY_TEST, "kind": STABILITY, "statistic": float(drifted), "drifted": drifted > 0,
-           "n_reference": n_previous, "n_current": current.height}
+    n_previous = 0 if previous is None else previous.height
+    tested = _enough(n_previous, current.height, spec)
+    drifted = int(data_drift(previous, current, numeric, categorical, spec, detector)["drifted"].sum()) if tested else 0
+    row = {"test": STABILITY_TEST, "kind": STABILITY, "statistic": float(drifted) if tested else None, "drifted": drifted > 0,
+           "n_reference": n_previous, "n_current": current.height, "tested": tested, "min_n": spec.min_rows}
     return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
 
 
 def _finish(table: pl.DataFrame, p_value: float) -> pl.DataFrame:
-    """Fill the report's columns; ``drifted`` = significant after correction and above the floor."""
+    """Fill the report's columns; ``drifted`` = significant after correction and above the floor;
+    a row without a p-value was not tested (and did not drift)."""
+    if "tested" not in table.columns:
+        table = table.with_columns(pl.col("p_adjusted").is_not_null().alias("tested"))
     if "drifted" not in table.columns:
-        table = table.with_columns(((pl.col("p_adjusted") < p_value) & (pl.col("effect") >= pl.col("floor"))).alias("drifted"))
+        table = table.with_columns(((pl.col("p_adjusted") < p_value) & (pl.col("effect") >= pl.col("floor"))).fill_null(False).alias("drifted"))
     missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in REPORT_SCHEMA.items() if name not in table.columns]
     return table.with_columns(missing).select([pl.col(n).cast(t) for n, t in REPORT_SCHEMA.items()])
 
@@ -222,10 +241,22 @@ class DriftSummary:
     accuracy_drop: float = 0.0
     settled: bool = True
     severity: float = 0.0
+    untested: list[str] = field(default_factory=list)
+    """Tests that lacked rows even after pooling, each as "name (n < min)": no evidence either way."""
+    concept_tested: bool = True
 
     @property
     def alarm(self) -> bool:
         return self.data_drift or self.prediction_drift or self.concept_drift
+
+
+def untested(report: pl.DataFrame) -> list[str]:
+    """The report's tests that did not run, as "test (n < min)"."""
+    rows = report.filter(pl.col("tested").not_()) if "tested" in report.columns else report.clear()
+    def short(r: dict) -> int:  # the sample that fell short: today's (pooled) rows, else the reference
+        return r["n_current"] if r["kind"] == CONCEPT or (r["n_current"] or 0) < r["min_n"] else r["n_reference"] or 0
+
+    return [f"{r['test']} (n {short(r)} < {r['min_n']})" for r in rows.iter_rows(named=True)]
 
 
 def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -> DriftSummary:
@@ -253,6 +284,7 @@ def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -
         concept_drift=concept_drift, fresh_labels=int(concept_row.get("n_current") or 0),
         fresh_accuracy=concept_row.get("current_value"), reference_accuracy=concept_row.get("reference_value"),
         accuracy_drop=drop, settled=not (settled_rows.height and settled_rows["drifted"][0]), severity=round(severity, 4),
+        untested=untested(report), concept_tested=bool(concept_row.get("tested", True)) if concept.height else True,
     )
 
 
@@ -271,22 +303,58 @@ class DriftInputs:
     reference_test_rows: int
     field_predictions: list[str] | None = None
     """The classes devices predicted today and published (landed by the MQTT collector), if any."""
+    today: pl.DataFrame | None = None
+    """Today's rows alone when ``current`` pools earlier days (stability compares today with yesterday)."""
+    current_days: int = 1
+    fresh_days: int = 1
+
+    @property
+    def todays_rows(self) -> pl.DataFrame:
+        return self.current if self.today is None else self.today
+
+
+def pool_newest(frame: pl.DataFrame, day_of: pl.Expr, day: dt.date, fresh_after: dt.date, minimum: int,
+                max_days: int) -> tuple[pl.DataFrame, int]:
+    """The rows of ``day``, then of the days before it, newest first, until there are ``minimum``
+    rows or ``max_days`` days. Earlier days only count if they come after ``fresh_after`` (the
+    newest day the model learned from): older rows are the model's own training data."""
+    days = [day] + [d for d in (day - dt.timedelta(days=k) for k in range(1, max_days)) if d > fresh_after]
+    counts = dict(frame.group_by(day_of.alias("d")).len().iter_rows())
+    taken, rows = [], 0
+    for d in days:
+        taken.append(d)
+        rows += counts.get(d, 0)
+        if rows >= minimum:
+            break
+    return frame.filter(day_of.is_in(taken)), len(taken)
 
 
 def drift_inputs(day: dt.date, production_version: str, reference: pl.DataFrame, recent_features: pl.DataFrame,
                  gold: pl.DataFrame, trained_through: dt.date, reference_accuracy: float,
-                 reference_test_rows: int, field_predictions: list[str] | None = None) -> DriftInputs:
+                 reference_test_rows: int, field_predictions: list[str] | None = None,
+                 drift: DataDriftSpec | None = None, concept: ConceptDriftSpec | None = None) -> DriftInputs:
     """Today's rows, yesterday's (from ``recent_features``, the last days of features) and the labels
     that arrived today joined with the readings they label (not the label inbox's answers: see
     ``labels.unbiased``). A model trained through day T learned
     from the labels that arrived by T, so every label arriving after T is fresh to it, whatever
-    the age of its reading; on T or before, none is."""
+    the age of its reading; on T or before, none is. With ``drift`` / ``concept`` given, the rows
+    and labels of the newest days after T are pooled with today's until the tests have their
+    minimum (``min_rows``, ``min_labels``), over at most ``concept.pool_days`` days; ``gold`` then
+    holds the labels that arrived over those days."""
     def on(offset: int) -> pl.DataFrame:
         return recent_features.filter(pl.col(TIMESTAMP).dt.date() == day - dt.timedelta(days=offset))
 
-    fresh = recent_features.drop(LABEL).join(unbiased(gold).select(ROW_ID, LABEL), on=ROW_ID, how="inner")
-    return DriftInputs(day, production_version, reference, on(0), on(1), fresh if day > trained_through else fresh.clear(),
-                       reference_accuracy, reference_test_rows, field_predictions or None)
+    max_days = concept.pool_days if concept else 1
+    current, current_days = pool_newest(recent_features, pl.col(TIMESTAMP).dt.date(), day, trained_through,
+                                        drift.min_rows if drift else 0, max_days)
+    labels = unbiased(gold)
+    if ARRIVED_ON not in labels.columns:
+        labels = labels.with_columns(pl.lit(day).alias(ARRIVED_ON))
+    labels, fresh_days = pool_newest(labels, pl.col(ARRIVED_ON), day, trained_through, concept.min_labels if concept else 0, max_days)
+    fresh = recent_features.drop(LABEL).join(labels.select(ROW_ID, LABEL), on=ROW_ID, how="inner")
+    return DriftInputs(day, production_version, reference, current, on(1), fresh if day > trained_through else fresh.clear(),
+                       reference_accuracy, reference_test_rows, field_predictions or None,
+                       today=on(0) if current_days > 1 else None, current_days=current_days, fresh_days=fresh_days)
 
 
 def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np.ndarray], numeric: list[str],
@@ -297,13 +365,14 @@ def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np
     reference = predict_proba(inputs.reference).argmax(axis=1)
     parts = [
         data_drift(inputs.reference, inputs.current, numeric, categorical, drift, detector),
-        stability(inputs.previous, inputs.current, numeric, categorical, drift, detector),
         prediction_drift(reference, predict_proba(inputs.current).argmax(axis=1), classes, drift, detector),
     ]
     if inputs.field_predictions:
         codes = np.array([classes.index(label) for label in inputs.field_predictions])
         parts.append(prediction_drift(reference, codes, classes, drift, detector, FIELD_PREDICTION_TEST))
+    parts = [part.with_columns(pl.lit(inputs.current_days, dtype=pl.Int64).alias("days")) for part in parts]
+    parts.append(stability(inputs.previous, inputs.todays_rows, numeric, categorical, drift, detector))
     labels = inputs.fresh[LABEL].to_numpy()
     predicted = np.asarray(classes)[predict_proba(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
-    parts.append(concept_drift(predicted == labels, inputs.reference_accuracy, inputs.reference_test_rows, concept))
+    parts.append(concept_drift(predicted == labels, inputs.reference_accuracy, inputs.reference_test_rows, concept, inputs.fresh_days))
     return pl.concat(parts).with_columns(pl.lit(inputs.day).alias(DAY), pl.lit(inputs.production_version).alias(PRODUCTION_VERSION))

@@ -40,6 +40,8 @@ class Decision:
     severity: float
     teacher: dict
     student: dict
+    untested: tuple[str, ...] = ()
+    """Today's tests that lacked rows: "no drift" then only speaks for the tests that ran."""
 
     @property
     def retrain(self) -> bool:
@@ -91,13 +93,16 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     teacher, student = adapted_hyperparameters(summary.severity, window_rows, config.training, spec)
 
     def decision(action: str, reason: str, event_key: str | None = None) -> Decision:
-        return Decision(action, reason, day, production_version, event_key, summary.severity, teacher, student)
+        return Decision(action, reason, day, production_version, event_key, summary.severity, teacher, student,
+                        tuple(summary.untested))
 
     if production_version is None:
         if days_of_data < window_days:
             return decision(WAIT, f"no production model yet: waiting for a full training window ({days_of_data} of {window_days} days)")
         return decision(FULL, "no production model yet: train the first one", f"bootstrap@{day.isoformat()}")
     if not summary.alarm:
+        if summary.untested:
+            return decision(NONE, f"no drift in the tests that ran; not tested (too few rows, even pooled): {', '.join(summary.untested)}")
         return decision(NONE, "no drift: inputs, predictions and fresh-label accuracy match the reference")
     start = event_start(day, production_version, earlier)
     waited = (day - start).days
@@ -120,9 +125,16 @@ def decide_from_reports(day: dt.date, reports: pl.DataFrame, config: DatasetConf
     today = reports.filter(pl.col(DAY) == day)
     judged = today[PRODUCTION_VERSION][0] if today.height else None
     earlier = day_states(reports.filter(pl.col(DAY) < day), n_features, full_drop)
-    window_rows = (int(today["n_current"].max()) if today.height else 0) * config.partitions.window_days
+    window_rows = round(_rows_per_day(today) * config.partitions.window_days)
     days_of_data = (day - config.partitions.start_date).days + 1
     return decide(day, summarise(today, n_features, full_drop), judged, earlier, window_rows, days_of_data, config)
+
+
+def _rows_per_day(report: pl.DataFrame) -> float:
+    """A day's rows as the report saw them (tests on pooled days count their rows per day); 0: unknown."""
+    if not report.height:
+        return 0.0
+    return float((report["n_current"] / report["days"].fill_null(1).clip(lower_bound=1)).max() or 0.0)
 
 
 def _evidence(summary: DriftSummary) -> str:

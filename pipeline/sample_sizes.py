@@ -10,7 +10,10 @@ defaults and caps, so a stream with the simulator's volume behaves exactly as co
 import math
 from dataclasses import dataclass
 
-from pipeline.dataset import DatasetConfig
+import polars as pl
+
+from pipeline.dataset import TIMESTAMP, DatasetConfig
+from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, UNLABELLED
 
 MIN_BATCH, MAX_BATCH, MIN_EPOCHS, MAX_EPOCHS = 64, 1024, 5, 40
 
@@ -49,17 +52,34 @@ def sample_sizes(rows_per_day: float, labelled_per_day: float, config: DatasetCo
     pooling later days, until it has them)."""
     window = config.partitions.window_days
     drift, policy = config.feedback.drift, config.feedback.policy
-    gates, canary, split = config.deployment.gates, config.deployment.canary, config.training.split
+    gates, split = config.deployment.gates, config.training.split
     test_per_day = labelled_per_day * (1 - split.train - split.validation)
-    arm_share = max(canary.fraction, 1 / max(len(config.sites), 1)) if canary.fraction else 1.0
-    arm_labels = math.floor(labelled_per_day * canary.window_days * arm_share)
     return SampleSizes(
         rows_per_day=rows_per_day, labelled_per_day=labelled_per_day,
         reference_days=days_for(drift.reference_min_rows, rows_per_day, drift.reference_days, window),
         min_new_rows=max(1, min(policy.min_new_rows, math.floor(labelled_per_day * split.train))),
         regression_days=days_for(gates.regression_min_rows, test_per_day, gates.regression_days, window),
-        canary_min_labels=max(1, min(canary.min_labels, arm_labels)),
+        canary_min_labels=canary_min_labels(labelled_per_day, config),
     )
+
+
+def canary_min_labels(labelled_per_day: float, config: DatasetConfig) -> int:
+    """``canary.min_labels``, or the labels the smaller arm (its share of the sites) returns over the
+    canary window when that is fewer: the canary is judged on readings the label lookback still
+    holds, so a larger demand would leave a small stream's canary pending for ever."""
+    canary, sites = config.deployment.canary, max(len(config.sites), 2)
+    on_canary = min(sites - 1, max(1, round(canary.fraction * sites)))  # as release.canary_sites picks them
+    arm_share = min(on_canary, sites - on_canary) / sites
+    return max(1, min(canary.min_labels, math.floor(labelled_per_day * canary.window_days * arm_share)))
+
+
+def measured(training_set: pl.DataFrame, config: DatasetConfig) -> SampleSizes:
+    """The sample sizes for the stream a training window shows: its rows and labelled rows per day
+    (synthetic augmented rows are not the stream's)."""
+    real = training_set.filter(pl.col(PROVENANCE).ne_missing(AUGMENTED)) if PROVENANCE in training_set.columns else training_set
+    days = max(real[TIMESTAMP].dt.date().n_unique(), 1) if real.height else 1
+    labelled = real.filter(pl.col(SPLIT).ne_missing(UNLABELLED)).height if SPLIT in real.columns else real.height
+    return sample_sizes(real.height / days, labelled / days, config)
 
 
 def student_schedule(rows: int, steps: int) -> dict:

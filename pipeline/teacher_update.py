@@ -21,6 +21,7 @@ from sklearn.metrics import f1_score
 from pipeline.dataset import DEVICE_ID, TIMESTAMP, DatasetConfig
 from pipeline.encoding import label_codes, teacher_matrix
 from pipeline.policy import FULL
+from pipeline.sample_sizes import measured
 from pipeline.teacher import Teacher, fit_teacher, train_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 
@@ -92,9 +93,10 @@ def update_teacher(training_set: pl.DataFrame, production: Teacher | None, train
     if decision["action"] != FULL and production is not None and trained_through is not None:
         train = training_set.filter(pl.col(SPLIT) == TRAIN)
         new = train.filter(_after(train, trained_through))
-        if new.height >= config.feedback.policy.min_new_rows:
+        minimum = measured(training_set, config).min_new_rows
+        if new.height >= minimum:
             return _incremental(training_set, production, trained_through, new, decision, config)
-        reason = f"only {new.height} new labelled training rows since {trained_through} (< {config.feedback.policy.min_new_rows})"
+        reason = f"only {new.height} new labelled training rows since {trained_through} (< {minimum})"
     elif production is None:
         reason = "no production teacher to update"
     else:

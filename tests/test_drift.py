@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from pipeline import drift
+from pipeline.labels import ARRIVED_ON
 from tests.helpers import days_from, labelled_features
 
 STATIONARY = dt.date(2026, 9, 1)  # weeks before the firmware roll-out (2026-10-15)
@@ -116,3 +117,84 @@ def test_labels_arriving_after_the_model_was_trained_are_fresh_whatever_the_age_
     assert inputs.current["row_id"].to_list() == ["d"] and inputs.previous["row_id"].to_list() == ["c"]
     on_training_day = drift.drift_inputs(trained_through, "v1", readings, readings, gold, trained_through, 0.9, 1000)
     assert on_training_day.fresh.height == 0
+
+
+SMALL_DAY = dt.date(2026, 3, 10)
+
+
+def _small_days(n_days: int, rows: int = 48, seed: int = 0) -> pl.DataFrame:
+    """``n_days`` days up to SMALL_DAY of ``rows`` readings each, every one labelled on its own day."""
+    rng = np.random.default_rng(seed)
+    start = SMALL_DAY - dt.timedelta(days=n_days - 1)
+    return pl.DataFrame({
+        "timestamp": [dt.datetime.combine(start + dt.timedelta(days=d), dt.time(0), dt.timezone.utc) + dt.timedelta(minutes=30 * i)
+                      for d in range(n_days) for i in range(rows)],
+        "row_id": [f"r{d}-{i}" for d in range(n_days) for i in range(rows)],
+        "label": [None] * (n_days * rows),
+        "price": rng.normal(100, 5, n_days * rows),
+        "sector": rng.choice(list("abc"), n_days * rows),
+    }, schema_overrides={"label": pl.String})
+
+
+def _gold(frame: pl.DataFrame, right: np.ndarray) -> pl.DataFrame:
+    """Every reading labelled on its own day: "up" where the model is right (it always says "up")."""
+    return frame.select("row_id", pl.when(pl.Series(right)).then(pl.lit("up")).otherwise(pl.lit("down")).alias("label"),
+                        pl.col("timestamp").dt.date().alias(ARRIVED_ON))
+
+
+def test_a_small_day_is_not_tested_and_says_so_never_p_1_not_drifted(config):
+    """The reported case: 48 fresh labels at 0.417 against 0.930 used to read as p = 1.0, not drifted."""
+    right = np.arange(48) < 20  # 20 of 48: 0.417
+    report = drift.concept_drift(right, 0.93, 1000, config.feedback.concept)
+    row = report.row(0, named=True)
+    assert not row["tested"] and row["p_value"] is None and not row["drifted"] and row["current_value"] == pytest.approx(0.417, abs=1e-3)
+    summary = drift.summarise(report, 2, config.feedback.policy.full_retrain_drop)
+    assert not summary.concept_tested and summary.untested == ["fresh-label accuracy (n 48 < 100)"]
+
+
+def test_small_days_are_pooled_since_the_model_was_trained_until_the_tests_have_their_rows(config):
+    frame = _small_days(10)
+    right = np.tile(np.arange(48) < 20, 10)  # the model is right on 0.417 of every day's rows
+    trained_through = SMALL_DAY - dt.timedelta(days=6)
+    inputs = drift.drift_inputs(SMALL_DAY, "v1", frame.head(400), frame, _gold(frame, right), trained_through, 0.93, 1000,
+                                drift=config.feedback.drift, concept=config.feedback.concept)
+    assert (inputs.fresh_days, inputs.fresh.height) == (3, 144)  # 48 + 48 + 48 >= 100 labels
+    assert (inputs.current_days, inputs.current.height) == (5, 240)  # 5 x 48 >= 200 rows
+    assert inputs.todays_rows.height == 48 and inputs.previous.height == 48
+    report = drift.drift_report(inputs, lambda f: np.tile([[1.0, 0.0]], (f.height, 1)), ["price"], ["sector"], ("up", "down"),
+                                config.feedback.drift, config.feedback.concept, drift.make_detector("scipy"))
+    concept = report.filter(pl.col("kind") == drift.CONCEPT).row(0, named=True)
+    assert concept["tested"] and concept["drifted"] and concept["days"] == 3 and concept["n_current"] == 144
+    data = report.filter(pl.col("kind").is_in([drift.NUMERIC, drift.CATEGORICAL]))
+    assert data["tested"].all() and data["days"].to_list() == [5, 5] and not data["drifted"].any()
+    stability = report.filter(pl.col("kind") == drift.STABILITY).row(0, named=True)
+    assert not stability["tested"] and stability["n_current"] == 48  # today against yesterday: 48 rows each
+
+
+def test_pooling_never_reaches_into_the_days_the_model_learned_from(config):
+    frame = _small_days(10)
+    trained_through = SMALL_DAY - dt.timedelta(days=2)
+    inputs = drift.drift_inputs(SMALL_DAY, "v1", frame.head(400), frame, _gold(frame, np.ones(480, dtype=bool)), trained_through,
+                                0.93, 1000, drift=config.feedback.drift, concept=config.feedback.concept)
+    assert (inputs.current_days, inputs.current.height, inputs.fresh.height) == (2, 96, 96)
+    report = drift.drift_report(inputs, lambda f: np.tile([[1.0, 0.0]], (f.height, 1)), ["price"], ["sector"], ("up", "down"),
+                                config.feedback.drift, config.feedback.concept, drift.make_detector("scipy"))
+    assert not report["tested"].any() and not report["drifted"].any() and report["p_value"].null_count() == report.height
+    summary = drift.summarise(report, 2, config.feedback.policy.full_retrain_drop)
+    assert not summary.alarm and "price (n 96 < 200)" in summary.untested and "fresh-label accuracy (n 96 < 100)" in summary.untested
+
+
+def test_a_stationary_stream_of_48_rows_a_day_raises_no_data_alarm(config):
+    """Three weeks after the model's window, each day tested on pooled days: no day alarms."""
+    frame = _small_days(28, seed=3)
+    trained_through = SMALL_DAY - dt.timedelta(days=21)
+    reference = frame.filter(pl.col("timestamp").dt.date() <= trained_through).tail(336)
+    tested = 0
+    for k in range(1, 22):
+        day = trained_through + dt.timedelta(days=k)
+        current, _ = drift.pool_newest(frame, pl.col("timestamp").dt.date(), day, trained_through, config.feedback.drift.min_rows,
+                                       config.feedback.concept.pool_days)
+        report = drift.data_drift(reference, current, ["price"], ["sector"], config.feedback.drift, drift.make_detector("scipy"))
+        tested += report["tested"].all()
+        assert not report["drifted"].any(), day
+    assert tested == 21 - 4  # the first 4 days after training cannot pool 200 rows

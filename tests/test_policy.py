@@ -9,6 +9,7 @@ import polars as pl
 from pipeline import drift, policy
 from pipeline.dataset import load_dataset_config
 from pipeline.drift import DriftSummary
+from pipeline.sample_sizes import sample_sizes
 from tests.conftest import DEFAULT_YAML
 
 DAY = dt.date(2026, 10, 17)
@@ -98,3 +99,30 @@ def test_decisions_from_a_window_of_reports_find_the_event_start():
     assert quiet.action == policy.NONE
     first = policy.decide_from_reports(DAY, drift.empty_report(), CONFIG)
     assert first.action == policy.FULL and first.production_version is None
+
+
+def test_no_alarm_with_untested_tests_says_what_was_not_tested():
+    summary = DriftSummary(untested=["fresh-label accuracy (n 48 < 100)"], concept_tested=False)
+    decision = _decide(summary, _days(False))
+    assert decision.action == policy.NONE and decision.untested == ("fresh-label accuracy (n 48 < 100)",)
+    assert "not tested" in decision.reason and "fresh-label accuracy (n 48 < 100)" in decision.reason
+    assert "match the reference" in _decide(DriftSummary(), _days(False)).reason
+
+
+def test_the_student_is_sized_on_rows_per_day_of_pooled_reports_and_left_to_itself_without_a_report():
+    pooled = _report(DAY, "v1", False).with_columns(pl.lit(240).alias("n_current"), pl.lit(5).alias("days"))
+    assert policy.decide_from_reports(DAY, pooled, CONFIG).student == {"batch_size": 64, "epochs": 40}  # 48 rows x 7 days
+    assert policy.decide_from_reports(DAY, drift.empty_report(), CONFIG).student == {}  # unknown volume
+
+
+def test_sample_sizes_keep_the_simulators_values_and_scale_for_48_rows_a_day():
+    simulator = sample_sizes(3840, 1150, CONFIG)
+    gates, canary = CONFIG.deployment.gates, CONFIG.deployment.canary
+    assert (simulator.reference_days, simulator.min_new_rows, simulator.regression_days, simulator.canary_min_labels) == \
+        (CONFIG.feedback.drift.reference_days, SPEC.min_new_rows, gates.regression_days, canary.min_labels)
+    small = sample_sizes(48, 48, CONFIG)
+    assert small.reference_days == CONFIG.partitions.window_days  # 500 rows would take 11 days: the whole window
+    assert small.min_new_rows == 33  # a day's labelled training rows: 48 x 0.7
+    assert small.regression_days == CONFIG.partitions.window_days  # 7.2 test rows a day
+    assert small.canary_min_labels == 24  # one site of four, 48 labels a day, over a 2-day window
+    assert sample_sizes(150, 150, CONFIG).reference_days == 4  # 500 rows in 4 days of 150
