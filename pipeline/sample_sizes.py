@@ -41,9 +41,6 @@ class SampleSizes:
     canary_min_labels: int
     """Returned labels each canary arm needs."""
 
-    def to_json(self) -> dict:
-        return {k: round(v, 2) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-
 
 def sample_sizes(rows_per_day: float, labelled_per_day: float, config: DatasetConfig) -> SampleSizes:
     """Reference and regression windows widen until they hold the rows their statistics need; the
