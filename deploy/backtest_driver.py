@@ -199,16 +199,21 @@ class Backtest:
             if tick.skip_message:
                 sensor_notes.append(f"{name}: {tick.skip_message}")
             for request in tick.run_requests or []:
-                result = self.execute_request("retrain_job", request)
+                result = self.execute_request("retrain_job", request, may_fail=True)
                 record.runs.append(result.run_id)
                 record.retrained, record.retrain_run = True, result.run_id
+                if not result.success:  # a gate that blocks a candidate fails its run: an outcome, not an error
+                    record.release = f"retrain run failed: {_failures(result)}"
+                    continue
                 record.retrain_trigger = request.tags.get("evergreen/trigger", name)
                 record.retrain_action = request.tags.get("evergreen/policy_action", record.action)
                 released = _metadata(result, "production_model")
                 if released.get("released_to") == "canary":
                     record.release = f"started canary on {released['canary_sites']}"
-                elif released.get("released_to") in ("all", "production"):
+                elif released.get("released_to") == "all sites":
                     record.release = f"released {released.get('production', '')} to all sites"
+                elif released:
+                    record.release = f"not released: {released.get('reason', released.get('released_to'))}"
         record.sensor = " | ".join(sensor_notes)
 
     def tick(self, name: str):
@@ -227,13 +232,14 @@ class Backtest:
                              f"open the instance with DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev")
         return result
 
-    def execute_request(self, job: str, request: dg.RunRequest):
-        """A sensor's request, with its partition, config, run key and tags."""
+    def execute_request(self, job: str, request: dg.RunRequest, may_fail: bool = False):
+        """A sensor's request, with its partition, config, run key and tags; a failed run ends the
+        backtest unless it ``may_fail``."""
         run_config = {**(request.run_config or {}), **QUIET}
         result = defs.resolve_job_def(job).execute_in_process(
             partition_key=request.partition_key, instance=self.instance, run_config=run_config, raise_on_error=False,
             tags={**request.tags, "dagster/run_key": request.run_key})
-        if not result.success:
+        if not result.success and not may_fail:
             raise SystemExit(f"{job} ({request.run_key}) failed (run {result.run_id}): "
                              f"open the instance with DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev")
         return result
@@ -283,6 +289,12 @@ class _Serving:
 def _metadata(result, asset: str) -> dict:
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
+
+
+def _failures(result) -> str:
+    """The failed blocking checks and steps of a run, in a few words."""
+    checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    return ", ".join([*(f"check {c}" for c in checks), *(f"step {s}" for s in result.get_failed_step_keys())])
 
 
 def _simulator_events(config: DatasetConfig) -> list[dt.date]:
