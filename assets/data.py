@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
+from assets.io_manager import PUBLISH_TOGETHER
 from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import cleaning, features as feature_lib, label_inbox, labels, sources, training_set as training_lib, validation
@@ -54,14 +55,16 @@ def _expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
     return create_dagster_pandas_dataframe_type(name="ExpectationFrame", columns=columns)
 
 
-CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR}
+CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR, "landing_files": dg.AssetCheckSeverity.ERROR}
 
 
 @dg.asset(
     group_name=GROUP,
     partitions_def=DAILY,
-    check_specs=[dg.AssetCheckSpec(name, asset="raw_telemetry", description=f"Great Expectations: {name.replace('_', ' ')}")
-                 for name in validation.CHECKS],
+    check_specs=[*(dg.AssetCheckSpec(name, asset="raw_telemetry", description=f"Great Expectations: {name.replace('_', ' ')}")
+                   for name in validation.CHECKS),
+                 dg.AssetCheckSpec("landing_files", asset="raw_telemetry",
+                                   description="every landing entry named for the day was read (none skipped)")],
 )
 def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
     """The day's telemetry exactly as it came from the source (simulator or landing files), with the
@@ -80,40 +83,67 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
             severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
             metadata={"expectations": outcome.evaluated, "failures": dg.MetadataValue.json(outcome.failures)},
         )
+    skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, partition_day(context))}
+    yield dg.AssetCheckResult(check_name="landing_files", passed=not skipped, severity=CHECK_SEVERITY["landing_files"],
+                              metadata={"skipped": dg.MetadataValue.json(skipped)})
     files = raw[sources.SOURCE_FILE].unique().sort().to_list()
-    yield dg.Output(raw, metadata={"rows": raw.height, "files": dg.MetadataValue.json(files), "columns": len(raw.columns)})
+    yield dg.Output(raw, metadata={"rows": raw.height, "files": dg.MetadataValue.json(files), "columns": len(raw.columns),
+                                   "skipped_files": dg.MetadataValue.json(skipped)})
+
+
+CLEANING_OUTPUTS = ["clean_telemetry", "quarantine"]
+"""Published together or not at all: raw = clean + quarantined + duplicates only within one run."""
 
 
 @dg.multi_asset(
     group_name=GROUP,
     partitions_def=DAILY,
     outs={
-        "clean_telemetry": dg.AssetOut(description="Typed, deduplicated, imputed readings; device ids keyed-hashed."),
-        "quarantine": dg.AssetOut(description="Rows that broke a hard rule, as they came, each with its reason, file and row."),
+        "clean_telemetry": dg.AssetOut(description="Typed, deduplicated, imputed readings; device ids keyed-hashed.",
+                                       metadata={PUBLISH_TOGETHER: CLEANING_OUTPUTS}),
+        "quarantine": dg.AssetOut(description="Rows that broke a hard rule, as they came, each with its reason, file and row.",
+                                  metadata={PUBLISH_TOGETHER: CLEANING_OUTPUTS}),
     },
     check_specs=[dg.AssetCheckSpec("rows_reconcile", asset="clean_telemetry",
-                                   description="raw rows = clean + quarantined + exact duplicates")],
+                                   description="raw rows = clean + quarantined + exact duplicates"),
+                 dg.AssetCheckSpec("clean_share", asset="clean_telemetry", blocking=True,
+                                   description="clean rows are at least quality.min_clean_fraction of the day's rows")],
 )
 def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame,
                     dataset: DatasetResource, storage: StorageResource):
     """Cleaning with quarantine: nothing is dropped silently. Exact duplicates are counted, conflicting
     duplicates and rows outside their valid ranges or partition are quarantined with a reason, a few
     missing readings are imputed with the day's median, and device ids are replaced by a keyed hash."""
-    result = cleaning.clean_day(raw_telemetry, dataset.load(), partition_day(context), storage.hash_key())
-    reasons = result.quarantine.group_by(cleaning.REASON).len().sort("len", descending=True).head(10)
+    config = dataset.load()
+    result = cleaning.clean_day(raw_telemetry, config, partition_day(context), storage.hash_key())
+    reasons = result.top_reasons()
     yield dg.Output(result.clean, output_name="clean_telemetry", metadata={
         "rows": result.clean.height, "duplicates": result.duplicates,
         "imputed": dg.MetadataValue.json(result.imputed),
     })
     yield dg.Output(result.quarantine, output_name="quarantine", metadata={
-        "rows": result.quarantine.height,
-        "top_reasons": dg.MetadataValue.json({r[cleaning.REASON]: r["len"] for r in reasons.iter_rows(named=True)}),
+        "rows": result.quarantine.height, "top_reasons": dg.MetadataValue.json(reasons),
     })
+    yield clean_share_check(result, config.quality.min_clean_fraction)
     yield dg.AssetCheckResult(
         check_name="rows_reconcile", asset_key="clean_telemetry",
         passed=result.raw_rows == raw_telemetry.height,
         metadata={"raw": raw_telemetry.height, "clean": result.clean.height,
                   "quarantined": result.quarantine.height, "duplicates": result.duplicates},
+    )
+
+
+def clean_share_check(result: cleaning.CleaningResult, floor: float) -> dg.AssetCheckResult:
+    """Blocking: a day whose rows are mostly quarantined (a wrong export or a wrong contract) must not
+    look green or feed training; the description names the top reason with an example."""
+    top = next(iter(result.top_reasons()), None)
+    reason = "none" if top is None else f"{top} ({result.top_reasons()[top]} rows), e.g. {result.example(top)!r}"
+    passed = result.clean_fraction >= floor
+    return dg.AssetCheckResult(
+        check_name="clean_share", asset_key="clean_telemetry", passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if passed else (f"{result.clean_fraction:.1%} of the rows are clean, below "
+                                         f"quality.min_clean_fraction {floor:.0%}; top reason: {reason}"),
+        metadata={"clean_fraction": result.clean_fraction, "floor": floor, "top_reason": reason},
     )
 
 
@@ -127,7 +157,7 @@ def features(context: dg.AssetExecutionContext, clean_window: pl.DataFrame, data
     device's mean over the previous days (read through a time-window partition mapping)."""
     _require_own_partition(context, dg.AssetKey("clean_telemetry"))
     day = partition_day(context)
-    on_day = clean_window[TIMESTAMP].dt.date() == day
+    on_day = clean_window.select(cleaning.partition_day(pl.col(TIMESTAMP), dataset.load().source.timezone) == day).to_series()
     frame = feature_lib.build_features(clean_window.filter(on_day), clean_window.filter(~on_day), dataset.load())
     with_history = sum(frame[c].is_not_null().sum() for c in frame.columns if c.endswith("_delta"))
     return dg.MaterializeResult(value=frame, metadata={

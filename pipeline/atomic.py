@@ -79,6 +79,11 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fsync(path: Path) -> None:
+    """Flush a file or a directory's entries to disk (for writers that publish in their own way)."""
+    _fsync(path)
+
+
 def _fsync(path: Path) -> None:
     """Flush a file or a directory's entries to disk, so the rename publishes complete data."""
     fd = os.open(path, os.O_RDONLY)

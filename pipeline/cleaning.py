@@ -26,6 +26,9 @@ _TIMESTAMP_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
 )
+_ISO_OR_EPOCH = "ISO 8601 (2026-06-01 13:45:00, offset optional) or epoch seconds / milliseconds"
+_EPOCH_MS_FROM = 1e11
+"""Epoch numbers from here on are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973."""
 
 
 class SchemaError(ValueError):
@@ -42,6 +45,24 @@ class CleaningResult:
     @property
     def raw_rows(self) -> int:
         return self.clean.height + self.quarantine.height + self.duplicates
+
+    @property
+    def clean_fraction(self) -> float:
+        """Clean rows over the rows that are not exact duplicates (1.0 for a day without rows)."""
+        considered = self.clean.height + self.quarantine.height
+        return self.clean.height / considered if considered else 1.0
+
+    def top_reasons(self, n: int = 10) -> dict[str, int]:
+        """Quarantined rows per field (or rule) of their first reason, most frequent first. Reasons
+        quote the value, so counting whole reasons would give each row its own."""
+        field = pl.col(REASON).str.extract(r"^([^:;]+)", 1).alias(REASON)
+        counts = self.quarantine.group_by(field).len().sort(["len", REASON], descending=[True, False]).head(n)
+        return {r[REASON]: r["len"] for r in counts.iter_rows(named=True)}
+
+    def example(self, field: str) -> str | None:
+        """The first quarantine reason that starts with ``field``."""
+        found = self.quarantine.filter(pl.col(REASON).str.starts_with(f"{field}"))
+        return found[REASON][0] if found.height else None
 
 
 def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: bytes) -> CleaningResult:
@@ -118,7 +139,7 @@ def _typed(raw: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
 
 def parse_column(col: pl.Expr, dtype: pl.DataType, name: str, config: DatasetConfig) -> pl.Expr:
     if name == TIMESTAMP:
-        return _parse_timestamp(col, dtype)
+        return _parse_timestamp(col, dtype, config.source.timestamp_format, config.source.timezone)
     if name == LABEL:
         return _parse_label(col, config.classes)
     if name in {f.name for f in config.numeric_features}:  # " 5 " is five; "nan" and "inf" parse, then are quarantined
@@ -127,16 +148,37 @@ def parse_column(col: pl.Expr, dtype: pl.DataType, name: str, config: DatasetCon
     return col.cast(pl.String).str.strip_chars()
 
 
-def _parse_timestamp(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def _parse_timestamp(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone: str) -> pl.Expr:
+    """UTC instants. Without an offset a time is read in the contract's ``timezone``; the contract's
+    ``timestamp_format`` is tried first, then ISO 8601, then epoch seconds or milliseconds."""
     if isinstance(dtype, pl.Datetime):
-        aware = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        aware = _localised(col, timezone) if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
         return aware.dt.cast_time_unit("us")
+    if dtype.is_numeric():
+        return _from_epoch(col.cast(pl.Float64))
     text = col.cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00")
     parsed = []
-    for fmt in _TIMESTAMP_FORMATS:
-        p = text.str.to_datetime(fmt, strict=False, time_unit="us")
-        parsed.append(p.dt.convert_time_zone("UTC") if "%z" in fmt else p.dt.replace_time_zone("UTC"))
-    return pl.coalesce(parsed)
+    for form in (fmt, *_TIMESTAMP_FORMATS) if fmt else _TIMESTAMP_FORMATS:
+        p = text.str.to_datetime(form, strict=False, time_unit="us")
+        parsed.append(p.dt.convert_time_zone("UTC") if "%z" in form else _localised(p, timezone))
+    epoch = pl.when(text.str.contains(r"^\d{9,13}(\.\d*)?$")).then(text.cast(pl.Float64, strict=False))
+    return pl.coalesce([*parsed, _from_epoch(epoch)])
+
+
+def _localised(naive: pl.Expr, timezone: str) -> pl.Expr:
+    """A wall-clock time of ``timezone`` as UTC (a time the clock skips is no time: unparsed)."""
+    local = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    return local.dt.convert_time_zone("UTC")
+
+
+def _from_epoch(number: pl.Expr) -> pl.Expr:
+    micros = pl.when(number.abs() >= _EPOCH_MS_FROM).then(number * 1e3).otherwise(number * 1e6)
+    return pl.from_epoch(micros.round().cast(pl.Int64, strict=False), time_unit="us").dt.replace_time_zone("UTC")
+
+
+def partition_day(timestamp: pl.Expr, timezone: str) -> pl.Expr:
+    """The partition a UTC instant belongs to: its calendar day in the contract's time zone."""
+    return timestamp.dt.convert_time_zone(timezone).dt.date()
 
 
 def _parse_label(col: pl.Expr, classes: tuple[str, ...]) -> pl.Expr:
@@ -190,11 +232,17 @@ def _text_reasons(config: DatasetConfig) -> list[pl.Expr]:
 
 
 def _role_reasons(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
+    zone, fmt = config.source.timezone, config.source.timestamp_format
+    expected = (f"source.timestamp_format {fmt!r}, or {_ISO_OR_EPOCH}" if fmt
+                else f"{_ISO_OR_EPOCH}; set source.timestamp_format for another form")
+    local = _val(TIMESTAMP).dt.convert_time_zone(zone)
     return [
         pl.when(~_present(TIMESTAMP)).then(pl.lit("timestamp: missing"))
-        .when(_val(TIMESTAMP).is_null()).then(pl.format("timestamp: cannot parse '{}'", _shown(TIMESTAMP)))
-        .when(_val(TIMESTAMP).dt.date() != day)
-        .then(pl.format("timestamp: {} is outside partition {}", _shown(TIMESTAMP), pl.lit(day.isoformat()))),
+        .when(_val(TIMESTAMP).is_null())
+        .then(pl.format(f"timestamp: cannot parse '{{}}' (expected {expected})", _shown(TIMESTAMP)))
+        .when(partition_day(_val(TIMESTAMP), zone) != day)
+        .then(pl.format(f"timestamp: {{}} is outside partition {{}}: it is {{}} in {zone}",
+                        _shown(TIMESTAMP), pl.lit(day.isoformat()), local.dt.strftime("%Y-%m-%d %H:%M:%S"))),
         pl.when(~_present(DEVICE_ID)).then(pl.lit("device_id: missing")),
         pl.when(~_present(SITE)).then(pl.lit("site: missing")),
         pl.when(_present(LABEL) & ~_val(LABEL).is_in(list(config.classes)))

@@ -7,6 +7,7 @@ through the same graph once their YAML maps them. The simulator is just one sour
 
 import datetime as dt
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,27 @@ class SourceSpec(_Strict):
     landing_dir: str | None = None
     """Folder of CSV / Parquet files; relative paths are relative to the dataset YAML."""
     csv_separator: str = ","
+    timestamp_format: str | None = None
+    """A strftime format (``%d/%m/%Y %H:%M``) for timestamps that are neither ISO 8601 nor epoch
+    seconds / milliseconds; those two are always read."""
+    timezone: str = "UTC"
+    """The zone whose calendar days are the partitions; timestamps without an offset are read in it."""
+
+    @field_validator("csv_separator")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1 or value in "\"\r\n":
+            raise ValueError(f"csv_separator: {value!r} must be one character, not a quote or a line break")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone: {value!r} is not an IANA time zone (e.g. 'Europe/Paris')") from exc
+        return value
 
 
 class PartitionSpec(_Strict):
@@ -95,6 +117,9 @@ class QualitySpec(_Strict):
     min_in_range_fraction: float = Field(0.99, ge=0, le=1)
     min_unique_fraction: float = Field(0.98, ge=0, le=1)
     """(device, timestamp) pairs; both rows of a duplicated pair count as not unique."""
+    min_clean_fraction: float = Field(0.5, ge=0, le=1)
+    """Clean rows over raw rows less exact duplicates: a day below it fails a blocking check (a day
+    that is all quarantined is a wrong export or a wrong contract, not a quiet day)."""
 
 
 class SplitSpec(_Strict):
@@ -545,6 +570,10 @@ class DatasetConfig(_Strict):
         reserved = {TIMESTAMP, LABEL, DEVICE_ID, SITE, ROW_ID} & set(names)
         if reserved:
             raise ValueError(f"features: {sorted(reserved)} are reserved role names")
+        derived = {HOUR_FEATURE} | {f"{n}_delta" for n in names}
+        if clash := sorted(derived & set(names)):
+            raise ValueError(f"features: {clash} are names of derived features (the hour of day, <feature>_delta)")
+        self._columns_are_distinct()
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ValueError("classes: need at least two distinct class names")
         if self.deployment.canary.window_days > self.feedback.concept.lookback_days + 1:
@@ -553,6 +582,17 @@ class DatasetConfig(_Strict):
                              "that returned labels can still be matched with")
         self._rules_are_known()
         return self
+
+    def _columns_are_distinct(self) -> None:
+        """Each source column plays one part: two roles or features on one column would be renamed
+        twice when the files are read."""
+        parts = [(f"columns.{role}", column) for role, column in self.columns.model_dump().items() if column is not None]
+        parts += [(f"features.{f.name}", f.source_column) for f in self.features]
+        seen: dict[str, str] = {}
+        for part, column in parts:
+            if column in seen:
+                raise ValueError(f"{part}: column {column!r} is already used by {seen[column]}")
+            seen[column] = part
 
     def _rules_are_known(self) -> None:
         names = {f.name for f in self.features} | {f"{f.name}_delta" for f in self.features if f.history} | {HOUR_FEATURE}
@@ -645,7 +685,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """The YAML as a mapping; ``extends: <other.yaml>`` starts from that file and overrides it
     section by section (mappings merge, anything else replaces), so a variant names only what differs."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise DatasetConfigError(f"{path}: cannot read dataset config: {exc}") from exc
     if not isinstance(raw, dict):
@@ -657,6 +697,22 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if base in seen or base == path.resolve():
         raise DatasetConfigError(f"{path}: extends: {parent} extends itself")
     return _merged(_read_yaml(base, (*seen, path.resolve())), raw)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping: plain YAML keeps the last one
+    silently, and a second ``classes:`` would quietly replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on line {line} (first on line {seen[key]})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def _merged(base: dict, override: dict) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import atomic, ids, sources
+from pipeline import atomic, ids, people_csv, sources
 from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP, DatasetConfig
 from pipeline.simulator import TRUTH, simulate_day
 
@@ -60,12 +60,10 @@ class LabelInbox:
         return self.root / "rejects" / f"{day.isoformat()}.csv"
 
     def write_queue(self, day: dt.date, rows: pl.DataFrame) -> Path:
-        """The day's queue, atomically, with an empty ``label`` column last (the one to fill in)."""
-        path = self.queue_path(day)
+        """The day's queue, atomically, with an empty ``label`` column last (the one to fill in).
+        Labellers open it in a spreadsheet: formula-leading cells are neutralised (``people_csv``)."""
         frame = rows.drop(LABEL, strict=False).with_columns(pl.lit(None, pl.String).alias(LABEL))
-        with atomic.atomic_path(path) as tmp:
-            frame.write_csv(tmp)
-        return path
+        return people_csv.write(frame, self.queue_path(day))
 
     def issued(self) -> pl.DataFrame:
         """Every queued row so far: ``row_id`` and the reading's ``timestamp``."""
@@ -129,9 +127,7 @@ class LabelInbox:
         if rejects.height == 0:
             path.unlink(missing_ok=True)
             return None
-        with atomic.atomic_path(path) as tmp:
-            rejects.sort(ANSWER_FILE, ANSWER_LINE).write_csv(tmp)
-        return path
+        return people_csv.write(rejects.sort(ANSWER_FILE, ANSWER_LINE), path)
 
 
 def _read_answer_file(path: Path) -> tuple[list[tuple], list[tuple], int]:
@@ -160,7 +156,7 @@ def _read_answer_file(path: Path) -> tuple[list[tuple], list[tuple], int]:
         if len(fields) != len(header):
             rejects.append((name, number, None, None, f"{len(fields)} fields where the header has {len(header)}"))
             continue
-        row_id, label = fields[at_id].strip(), fields[at_label].strip()
+        row_id, label = (people_csv.restored(fields[at].strip()) for at in (at_id, at_label))
         if not label:
             unanswered += 1
             continue

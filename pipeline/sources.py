@@ -1,7 +1,10 @@
 """Where raw telemetry comes from: the simulator, or CSV / Parquet files in a landing folder.
 
 A landing file belongs to the daily partition whose date (``YYYY-MM-DD``) its name or folder carries,
-so the landing sensor can map a new file to its partition without opening it. Raw is kept as it
+so the landing sensor can map a new file to its partition without opening it. Every other entry of
+the landing folder (another format, a date that is not one, a dangling link) is reported with its
+reason, never passed over: ``landing_inventory``. Hidden entries (a leading dot) are in-flight
+copies of writers that rename into place, and are not entries yet. Raw is kept as it
 came: CSV cells stay strings (a malformed cell is not lost to type inference), and every row records
 the file and line it came from, so later errors and quarantine reasons can name them.
 """
@@ -9,7 +12,9 @@ the file and line it came from, so later errors and quarantine reasons can name 
 import codecs
 import csv
 import datetime as dt
+import gzip
 import hashlib
+import zlib
 import io
 import re
 from collections.abc import Iterable
@@ -24,8 +29,8 @@ from pipeline.message_contract import PREDICTED_CLASS
 from pipeline.simulator import TRUTH, simulate_day
 
 SOURCE_FILE, SOURCE_ROW = "_source_file", "_source_row"
-LANDING_SUFFIXES = (".csv", ".parquet")
-_DATE_IN_PATH = re.compile(r"(\d{4}-\d{2}-\d{2})")
+LANDING_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+_DATE_IN_PATH = re.compile(r"(?<!\d)(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)")
 _HEAD_BYTES = 64 * 1024
 """A CSV header line longer than this is not a header. Checked before polars reads: a 40 MB file
 whose line breaks were lost, read as a header of 21 million columns, took polars 90 s and 12 GB."""
@@ -53,25 +58,82 @@ class LandingFile:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
+@dataclass(frozen=True)
+class SkippedEntry:
+    """An entry of the landing folder that is not read, why, and the day its name gives (if any)."""
+
+    path: Path
+    reason: str
+    day: dt.date | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class LandingInventory:
+    """Every entry of a landing folder: the files read, and the entries skipped with their reasons."""
+
+    files: list[LandingFile]
+    skipped: list[SkippedEntry]
+
+    def skipped_on(self, day: dt.date | None) -> list[SkippedEntry]:
+        """Entries of ``day`` that are not read (``None``: those whose name gives no day)."""
+        return [e for e in self.skipped if e.day == day]
+
+
+def landing_suffix(path: Path) -> str | None:
+    """The data format a name announces (``.csv``, ``.csv.gz``, ``.parquet``), else None."""
+    name = path.name.lower()
+    return next((s for s in sorted(LANDING_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+
+
 def landing_file(path: Path) -> LandingFile | None:
     """The landing file at ``path`` with its day, or None when it is not a dated data file."""
-    if path.suffix.lower() not in LANDING_SUFFIXES or path.name.startswith("."):
+    entry = _landing_entry(path)
+    return entry if isinstance(entry, LandingFile) else None
+
+
+def _landing_entry(path: Path) -> LandingFile | SkippedEntry | None:
+    """A dated data file, or why the entry is skipped; None for hidden in-flight entries."""
+    if path.name.startswith("."):
         return None
+    day, problem = _day_of(path)
+    if path.is_symlink() and not path.exists():
+        return SkippedEntry(path, "a symbolic link whose target is missing", day)
+    if landing_suffix(path) is None:
+        return SkippedEntry(path, f"not a data file (read are {', '.join(LANDING_SUFFIXES)})", day)
+    if day is None:
+        return SkippedEntry(path, problem)
+    return LandingFile(path, day)
+
+
+def _day_of(path: Path) -> tuple[dt.date | None, str]:
+    """The day of the last date in the path (file name first, then folders), or why there is none."""
     for part in reversed(path.parts):
         if match := _DATE_IN_PATH.search(part):
+            text = match.group(0)
+            if len(text) != 10:
+                return None, f"date {text!r} in the name is not written YYYY-MM-DD"
             try:
-                return LandingFile(path, dt.date.fromisoformat(match.group(1)))
+                return dt.date.fromisoformat(text), ""
             except ValueError:
-                return None
-    return None
+                return None, f"{text!r} in the name is not a calendar date"
+    return None, "no date (YYYY-MM-DD) in the name or folder: it belongs to no day"
+
+
+def landing_inventory(landing_dir: Path) -> LandingInventory:
+    """Every entry below ``landing_dir``: dated data files, oldest day first, and skipped entries."""
+    if not landing_dir.is_dir():
+        return LandingInventory([], [])
+    entries = [_landing_entry(p) for p in sorted(landing_dir.rglob("*")) if p.is_file() or p.is_symlink()]
+    files = sorted((e for e in entries if isinstance(e, LandingFile)), key=lambda f: (f.day, str(f.path)))
+    return LandingInventory(files, [e for e in entries if isinstance(e, SkippedEntry)])
 
 
 def list_landing_files(landing_dir: Path) -> list[LandingFile]:
     """Dated data files below ``landing_dir``, oldest day first (hidden in-flight files skipped)."""
-    if not landing_dir.is_dir():
-        return []
-    found = (landing_file(p) for p in sorted(landing_dir.rglob("*")) if p.is_file())
-    return sorted((f for f in found if f is not None), key=lambda f: (f.day, str(f.path)))
+    return landing_inventory(landing_dir).files
 
 
 def read_landing_file(path: Path, csv_separator: str = ",") -> pl.DataFrame:
@@ -81,7 +143,7 @@ def read_landing_file(path: Path, csv_separator: str = ",") -> pl.DataFrame:
     it can: the operator fixes or removes that one file and the day runs again."""
     if path.stat().st_size == 0:
         raise SourceError(f"{path}: empty file (0 bytes)")
-    frame = _read_csv(path, csv_separator) if path.suffix.lower() == ".csv" else _read_parquet(path)
+    frame = _read_parquet(path) if landing_suffix(path) == ".parquet" else _read_csv(path, csv_separator)
     return frame.with_columns(
         pl.lit(str(path)).alias(SOURCE_FILE),
         pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(SOURCE_ROW),
@@ -108,13 +170,12 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 def _read_csv(path: Path, separator: str) -> pl.DataFrame:
     """CSV as text cells, strictly UTF-8 (a lossy read would turn latin-1 letters into U+FFFD,
     silently). UTF-16 with a byte-order mark is decoded: the mark makes that unambiguous and lossless."""
-    with path.open("rb") as fh:
-        head = fh.read(_HEAD_BYTES + 1)
-    source: Path | io.BytesIO = path
+    source: Path | io.BytesIO = io.BytesIO(_gunzipped(path)) if landing_suffix(path) == ".csv.gz" else path
+    head = source.getvalue()[:_HEAD_BYTES + 1] if isinstance(source, io.BytesIO) else _head(path)
     if head.startswith(_UTF16_BOMS):
-        source = io.BytesIO(_utf16_as_utf8(path))
+        source = io.BytesIO(_utf16_as_utf8(path, source))
         head = source.getvalue()[:_HEAD_BYTES + 1]
-    if problem := _head_problem(head):
+    if problem := _head_problem(head) or _header_problem(head, separator):
         raise SourceError(f"{path}: cannot read as csv: {problem}")
     try:
         return pl.read_csv(source, infer_schema=False, separator=separator, encoding="utf8")
@@ -126,9 +187,36 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         raise SourceError(f"{path}: cannot read as csv: {where or _first_line(exc)}") from exc
 
 
-def _utf16_as_utf8(path: Path) -> bytes:
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(_HEAD_BYTES + 1)
+
+
+def _gunzipped(path: Path) -> bytes:
     try:
-        return path.read_bytes().decode("utf-16").encode("utf-8")
+        return gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise SourceError(f"{path}: cannot read as gzip: {exc}") from exc
+
+
+def _header_problem(head: bytes, separator: str) -> str | None:
+    """A column name written twice: polars would rename the second copy and read the first, so
+    which column a feature reads would depend on the order of the header, silently."""
+    line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace").lstrip("\ufeff")
+    names = next(csv.reader([line], delimiter=separator), [])
+    first: dict[str, int] = {}
+    for number, name in enumerate(names, 1):
+        if name in first:
+            return (f"column {name!r} appears twice in the header (columns {first[name]} and {number}): "
+                    "which one is meant cannot be told; rename or remove one")
+        first[name] = number
+    return None
+
+
+def _utf16_as_utf8(path: Path, source: Path | io.BytesIO) -> bytes:
+    data = source.getvalue() if isinstance(source, io.BytesIO) else source.read_bytes()
+    try:
+        return data.decode("utf-16").encode("utf-8")
     except UnicodeDecodeError as exc:
         raise SourceError(f"{path}: cannot read as csv: UTF-16 byte-order mark, but invalid UTF-16 at byte {exc.start}") from exc
 
@@ -202,9 +290,11 @@ def read_landing_day(landing_dir: Path, day: dt.date, required: list[str], csv_s
     own: stacking first would fill a file's missing column with nulls that look like gaps. A file
     with a header and no rows is fine beside others (a site that sent nothing); a day of only such
     files is an error, as a day without files is."""
-    files = [f for f in list_landing_files(landing_dir) if f.day == day]
+    inventory = landing_inventory(landing_dir)
+    files = [f for f in inventory.files if f.day == day]
     if not files:
-        raise SourceError(f"{landing_dir}: no landing file for {day.isoformat()} (expected a name with that date)")
+        skipped = "".join(f"; skipped {entry}" for entry in inventory.skipped_on(day))
+        raise SourceError(f"{landing_dir}: no landing file for {day.isoformat()} (expected a name with that date){skipped}")
     frames = [read_landing_file(f.path, csv_separator) for f in files]
     for found, frame in zip(files, frames):
         _check_columns(found.path, frame, required, csv_separator)
@@ -229,7 +319,7 @@ def _missing_columns(path: Path, frame: pl.DataFrame, missing: list[str], separa
     column is "missing" and listing them would hide the cause); else what the header was."""
     names = [c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)]
     header = separator.join(names)
-    for other in _SEPARATORS if path.suffix.lower() == ".csv" else ():
+    for other in _SEPARATORS if landing_suffix(path) != ".parquet" else ():
         if other != separator and set(missing) & {h.strip() for h in header.split(other)}:
             return (f"missing required column(s): read with separator {separator!r}, but the header looks "
                     f"{other!r}-separated (set source.csv_separator or export with {separator!r})")
@@ -248,6 +338,13 @@ def read_raw_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:
     if config.landing_dir is None:
         raise SourceError(f"dataset {config.name!r}: source.kind is 'landing' but source.landing_dir is not set")
     return read_landing_day(config.landing_dir, day, config.required_source_columns, config.source.csv_separator)
+
+
+def skipped_entries(config: DatasetConfig, day: dt.date) -> list[SkippedEntry]:
+    """The entries of the landing folder named for ``day`` that are not read, with their reasons."""
+    if config.source.kind != "landing" or config.landing_dir is None:
+        return []
+    return landing_inventory(config.landing_dir).skipped_on(day)
 
 
 def implicit_roles(config: DatasetConfig) -> dict[str, pl.Expr]:

@@ -3,7 +3,11 @@
 One run per day, whatever number of its files changed: ingestion reads all of a day's files, and two
 runs of one partition at once would race. The run key hashes the day's file paths with their content
 (sha256), so the same files never run twice and a corrected file runs again. The cursor remembers
-each file's size, modification time and hash, so a tick hashes only files that changed. A file
+each file's size, modification and change times, inode and hash, so a tick hashes only files that
+changed. The change time (ctime) is the kernel's: a copy that restores the old modification time
+(``cp -p``, ``rsync -t``, an editor) still moves it, so a corrected file of the same size and
+mtime is hashed again. Entries of the landing folder that belong to no day (no date, or a date that
+is not one) are reported in the tick's log and skip reason. A file
 dated after the newest partition (today's micro-batch) stays out of the cursor until its day is a
 partition, so it is never skipped for good.
 
@@ -65,16 +69,17 @@ def landing_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource
     valid, newest = set(keys), keys[-1] if keys else ""
 
     current, days, changed = {}, defaultdict(list), set()
-    for found in sources.list_landing_files(config.landing_dir):
+    inventory = sources.landing_inventory(config.landing_dir)
+    for found in inventory.files:
         path, stat = str(found.path), found.path.stat()
-        before = seen.get(path)
-        unchanged = before is not None and before[:2] == [stat.st_size, stat.st_mtime_ns]
-        state = before if unchanged else [stat.st_size, stat.st_mtime_ns, found.content_hash()]
+        before, signature = seen.get(path), [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        unchanged = before is not None and before[:-1] == signature
+        state = before if unchanged else [*signature, found.content_hash()]
         day = found.partition_key
         if day > newest:
             continue  # not a partition yet: look again on a later tick
         current[path] = state
-        days[day].append((path, state[2]))
+        days[day].append((path, state[-1]))
         if not unchanged:
             changed.add(day)
 
@@ -92,5 +97,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource
     context.update_cursor(json.dumps(current))
     if ingested:
         context.log.info(f"not run again, already ingested from the same files: {', '.join(ingested)}")
+    if undated := inventory.skipped_on(None):
+        context.log.warning(f"{len(undated)} landing entries belong to no day and are not read: "
+                            + "; ".join(map(str, undated[:20])))
+    unread = f"; {len(undated)} entries belong to no day, not read (first: {undated[0]})" if undated else ""
     return requests or dg.SkipReason("no new or changed landing files"
-                                     + (f" ({len(ingested)} day(s) already ingested from the same files)" if ingested else ""))
+                                     + (f" ({len(ingested)} day(s) already ingested from the same files)" if ingested else "")
+                                     + unread)

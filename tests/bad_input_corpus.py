@@ -3,13 +3,19 @@ the defect differs from a file the pipeline accepts.
 
 Each case says what must happen to its file: ``error``, a regex the SourceError / SchemaError must
 match (the message starts with ``<path>: ``), or quarantine of ``rows`` (1-based data rows, as
-``_source_row`` counts them; negative from the end) with ``reason`` in each row's reason. Exact
-duplicates are counted, not quarantined. No case is expected to lose a row: the books balance.
-Every file is dated ``DAY``; ``Case.write_into`` writes it into a landing folder.
+``_source_row`` counts them; negative from the end; ``every_row``: all of them) with ``reason`` in
+each row's reason, or ``skipped``: the entry is not read and the landing inventory reports it with
+that reason. Exact duplicates are counted, not quarantined. No case is expected to lose a row: the
+books balance. Every file is dated ``DAY`` unless its ``filename`` says otherwise; ``Case.write_into``
+writes it into a landing folder.
+
+``contracts()`` is the same for dataset YAMLs: each one must fail to load, naming the field.
 """
 
 import datetime as dt
+import gzip
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +71,12 @@ class Case:
     duplicates: int = 0
     added_rows: int = 0
     extra_columns: tuple[str, ...] = ()
+    every_row: bool = False
+    skipped: str | None = None
+    filename: str | None = None
 
     def path(self, landing: Path) -> Path:
-        return landing / f"{self.name}_{DAY.isoformat()}{self.suffix}"
+        return landing / (self.filename or f"{self.name}_{DAY.isoformat()}{self.suffix}")
 
     def write_into(self, landing: Path, base: pl.DataFrame) -> Path:
         path = self.path(landing)
@@ -155,6 +164,32 @@ def _duplicated(base: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([base, base[10:15]])
 
 
+def _duplicate_header(path: Path, base: pl.DataFrame) -> None:
+    """``temperature_c`` twice, the Fahrenheit copy first: which one is meant cannot be told."""
+    fahrenheit = base.with_columns((pl.col("temperature_c") * 9 / 5 + 32).alias("temperature_f"))
+    order = [c if c != "temperature_c" else "temperature_f" for c in base.columns]
+    order.insert(order.index("temperature_f") + 1, "temperature_c")
+    header, body = _csv(fahrenheit.select(order)).split("\n", 1)
+    path.write_text(header.replace("temperature_f", "temperature_c") + "\n" + body)
+
+
+def _gzipped(path: Path, base: pl.DataFrame) -> None:
+    path.write_bytes(gzip.compress(_csv(base).encode()))
+
+
+def _dangling_symlink(path: Path, _: pl.DataFrame) -> None:
+    path.symlink_to(path.with_name("moved_away.csv"))
+
+
+def _timestamps(base: pl.DataFrame, expr: pl.Expr) -> pl.DataFrame:
+    return base.with_columns(expr.alias("ts"))
+
+
+def _local_hours(hours: int) -> tuple[int, ...]:
+    """Rows whose hour is below ``hours``: the base has 8 devices of 24 hourly rows each."""
+    return tuple(24 * device + hour + 1 for device in range(8) for hour in range(hours))
+
+
 def cases() -> list[Case]:
     """The corpus. Control files first: the base as CSV and as Parquet must come out clean."""
     same = lambda b: b  # noqa: E731
@@ -206,4 +241,62 @@ def cases() -> list[Case]:
              error=r"cannot read as csv: line breaks are CR only"),
         Case("ragged_row", ".csv", _ragged, error=r"cannot read as csv: line 4 has 17 fields, the header has 16"),
         Case("unclosed_quote", ".csv", _unclosed_quote, error=r"cannot read as csv: line 6: .*a quote that is never closed"),
+        Case("duplicate_header", ".csv", _duplicate_header,
+             error=r"cannot read as csv: column 'temperature_c' appears twice in the header \(columns 6 and 7\)"),
+        Case("compressed", ".csv.gz", _gzipped),
+        Case("unpadded_date", ".csv", _csv_of(same), filename="unpadded_2026-10-6.csv",
+             skipped="date '2026-10-6' in the name is not written YYYY-MM-DD"),
+        Case("impossible_date", ".csv", _csv_of(same), filename="impossible_2026-06-31.csv",
+             skipped="'2026-06-31' in the name is not a calendar date"),
+        Case("dangling_symlink", ".csv", _dangling_symlink, skipped="a symbolic link whose target is missing"),
+        Case("other_format", ".csv.bz2", _csv_of(same), skipped="not a data file (read are .csv, .csv.gz, .parquet)"),
+        Case("epoch_seconds", ".csv", _csv_of(lambda b: _timestamps(b, pl.col("ts").dt.epoch("s").cast(pl.String)))),
+        Case("epoch_milliseconds", ".parquet", _parquet(lambda b: _timestamps(b, pl.col("ts").dt.epoch("ms")))),
+        Case("us_dates", ".csv", _csv_of(lambda b: _timestamps(b, pl.col("ts").dt.strftime("%m/%d/%Y %H:%M:%S"))),
+             every_row=True, reason="(expected ISO 8601"),
+        Case("next_day", ".csv", _csv_of(lambda b: _timestamps(b, pl.col("ts") + dt.timedelta(days=1))),
+             every_row=True, reason="is outside partition 2026-10-13: it is 2026-10-14"),
+        Case("local_offsets", ".csv", _csv_of(lambda b: _timestamps(b, pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S+02:00"))),
+             rows=_local_hours(2), reason="is outside partition 2026-10-13: it is 2026-10-12 2"),
+    ]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A dataset YAML that must not load: ``change`` edits the default YAML's text, ``error`` is a
+    regex the DatasetConfigError must match (it names the field, and the line for YAML syntax)."""
+
+    name: str
+    change: Callable[[str], str]
+    error: str
+
+
+def _feature(line: str) -> Callable[[str], str]:
+    """Add a feature line after the first feature."""
+    return lambda text: text.replace("features:\n", f"features:\n  - {line}\n", 1)
+
+
+def _set(pattern: str, replacement: str) -> Callable[[str], str]:
+    return lambda text: re.sub(pattern, replacement, text, count=1, flags=re.MULTILINE)
+
+
+def contracts() -> list[Contract]:
+    return [
+        Contract("classes_twice", lambda t: t + "classes: [none, fiber]\n",
+                 r"duplicate key 'classes' on line \d+ \(first on line 13\)"),
+        Contract("two_features_one_column", _feature("{name: rx_copy, column: rx_power_dbm, type: numeric}"),
+                 r"column 'rx_power_dbm' is already used by features.rx_copy"),
+        Contract("feature_on_the_id_column", _feature("{name: serial, column: device_id, type: categorical}"),
+                 r"features.serial: column 'device_id' is already used by columns.id"),
+        Contract("label_is_the_id", _set(r"^  label: fault$", "  label: device_id"),
+                 r"columns.id: column 'device_id' is already used by columns.label"),
+        Contract("feature_named_hour", _feature("{name: hour, type: numeric}"), r"\['hour'\] are names of derived features"),
+        Contract("feature_named_a_delta", _feature("{name: rx_power_dbm_delta, type: numeric}"),
+                 r"\['rx_power_dbm_delta'\] are names of derived features"),
+        Contract("separator_of_two", _set(r"^  kind: simulator$", "  kind: simulator\n  csv_separator: ';;'"),
+                 r"source.csv_separator: .*';;' must be one character"),
+        Contract("empty_separator", _set(r"^  kind: simulator$", "  kind: simulator\n  csv_separator: ''"),
+                 r"source.csv_separator: .*'' must be one character"),
+        Contract("unknown_timezone", _set(r"^  kind: simulator$", "  kind: simulator\n  timezone: Mars/Olympus"),
+                 r"source.timezone: .*'Mars/Olympus' is not an IANA time zone"),
     ]

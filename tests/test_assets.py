@@ -49,7 +49,8 @@ def test_every_run_succeeds_and_every_check_passes(graph_run):
         failed = [(c.asset_key.to_user_string(), c.check_name) for c in result.get_asset_check_evaluations() if not c.passed]
         assert failed == []
     assert {c.check_name for c in results[-1].get_asset_check_evaluations()} == {
-        "schema", "null_rates", "value_ranges", "uniqueness", "label_values", "rows_reconcile", "torch_parity",
+        "schema", "null_rates", "value_ranges", "uniqueness", "label_values", "landing_files", "rows_reconcile",
+        "clean_share", "torch_parity",
         "int8_accuracy", "quality_floor", "no_regression", "package_budget"}
 
 

@@ -58,8 +58,8 @@ def test_each_hard_rule_quarantines_with_a_reason_naming_field_and_value(config)
     assert "conflicting duplicate" in reasons[4]
     assert reasons[5] == "rx_power_dbm: 99 outside valid range [-45.0, 5.0]"
     assert reasons[6] == "temperature_c: not a number '41,5'"
-    assert reasons[7] == "timestamp: 2026-11-02 23:59:00 is outside partition 2026-11-03"
-    assert reasons[8] == "timestamp: cannot parse 'yesterday-ish'"
+    assert reasons[7] == "timestamp: 2026-11-02 23:59:00 is outside partition 2026-11-03: it is 2026-11-02 23:59:00 in UTC"
+    assert reasons[8].startswith("timestamp: cannot parse 'yesterday-ish' (expected ISO 8601")
     assert reasons[9] == "device_id: missing"
     assert reasons[10] == "label: 'alien' is not one of the classes"
     assert reasons[11] == "latency_ms: not finite (inf)"
@@ -88,6 +88,38 @@ def test_timestamps_in_several_iso_forms_are_read_as_utc(config):
     result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
     hours = sorted(result.clean[TIMESTAMP].dt.hour().to_list())
     assert hours == [8, 10, 10] and result.quarantine.height == 0
+
+
+def _source(config, **changes):
+    return config.model_copy(update={"source": config.source.model_copy(update=changes)})
+
+
+def test_epoch_seconds_and_milliseconds_and_a_declared_format_are_read(config):
+    rows = [_row(ts="1793700000"), _row(ts="1793703600000", device_id="B"), _row(ts="03/11/2026 12:00", device_id="C")]
+    result = cleaning.clean_day(_raw(rows), _source(config, timestamp_format="%d/%m/%Y %H:%M"), DAY, KEY)
+    assert sorted(result.clean[TIMESTAMP].dt.hour().to_list()) == [10, 11, 12] and result.quarantine.height == 0
+    [reason] = cleaning.clean_day(_raw(rows[2:]), config, DAY, KEY).quarantine[cleaning.REASON]
+    assert reason == ("timestamp: cannot parse '03/11/2026 12:00' (expected ISO 8601 (2026-06-01 13:45:00, offset "
+                      "optional) or epoch seconds / milliseconds; set source.timestamp_format for another form)")
+
+
+def test_partition_days_follow_the_contracts_timezone(config):
+    """A local-day export: 00:30+01:00 is the 3rd in Paris but the 2nd in UTC; naive times are local."""
+    rows = [_row(ts="2026-11-03T00:30:00+01:00"), _row(ts="2026-11-03 00:45:00", device_id="B")]
+    in_utc = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    assert in_utc.quarantine[cleaning.REASON].to_list() == [
+        "timestamp: 2026-11-03T00:30:00+01:00 is outside partition 2026-11-03: it is 2026-11-02 23:30:00 in UTC"]
+    in_paris = cleaning.clean_day(_raw(rows), _source(config, timezone="Europe/Paris"), DAY, KEY)
+    assert in_paris.quarantine.height == 0
+    assert in_paris.clean[TIMESTAMP].dt.hour().to_list() == [23, 23]  # stored in UTC
+
+
+def test_a_day_that_is_all_quarantined_has_no_clean_share_and_names_its_top_reason(config):
+    rows = [_row(ts=f"2026-11-04 {h:02d}:00:00") for h in range(3)] + [_row(ts="2026-11-03 05:00:00", rx_power_dbm="99")]
+    result = cleaning.clean_day(_raw(rows), config, DAY, KEY)
+    assert result.clean_fraction == 0.0
+    assert result.top_reasons() == {"timestamp": 3, "rx_power_dbm": 1}
+    assert result.example("timestamp").startswith("timestamp: 2026-11-04 00:00:00 is outside partition 2026-11-03")
 
 
 def test_a_few_missing_readings_are_imputed_and_counted(config):

@@ -56,7 +56,7 @@ def test_the_rollback_job_defaults_to_previous_in_the_launchpad():
     assert RollbackConfig().version == "previous"
 
 
-def test_raw_data_checks_are_the_great_expectations_groups():
+def test_raw_data_checks_are_the_great_expectations_groups_and_the_landing_entries():
     checks = {key.name for key in definitions.defs.resolve_asset_graph().asset_check_keys
               if key.asset_key.to_user_string() == "raw_telemetry"}
-    assert checks == {"schema", "null_rates", "value_ranges", "uniqueness", "label_values"}
+    assert checks == {"schema", "null_rates", "value_ranges", "uniqueness", "label_values", "landing_files"}

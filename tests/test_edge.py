@@ -176,6 +176,33 @@ def test_a_corrupt_archive_member_is_refused_by_name(package, public_key, tmp_pa
         runtime.verify_package(corrupt, public_key)
 
 
+def _header_positions(package: Path) -> list[int]:
+    """Byte positions of the zip's structure: every local file header and name, the central directory
+    and its end record (where a flipped byte reaches zipfile's own parsing, not a member's data)."""
+    with zipfile.ZipFile(package) as archive:
+        infos = archive.infolist()
+        directory = archive.start_dir
+    local = [p for i in infos for p in range(i.header_offset, i.header_offset + 30 + len(i.filename.encode()))]
+    return [*local, *range(directory, package.stat().st_size)]
+
+
+def test_a_package_tampered_in_its_zip_structure_is_refused_as_a_package_error(package, public_key, tmp_path: Path):
+    """A byte flipped anywhere in the zip's headers is refused as ``PackageError`` naming the package
+    (zipfile raises NotImplementedError, OSError and others for them), or does not matter."""
+    data, target = package.read_bytes(), tmp_path / "tampered.zip"
+    refused = 0
+    for position in _header_positions(package):
+        target.write_bytes(flip(data, position))
+        try:
+            verified = runtime.verify_package(target, public_key)
+        except runtime.PackageError as exc:
+            assert str(exc).startswith(str(target)), (position, exc)
+            refused += 1
+        else:
+            assert verified.files == runtime.verify_package(package, public_key).files, position
+    assert refused > 0
+
+
 def test_a_package_signed_with_another_key_or_a_replaced_signature_is_refused(registered, key, package, public_key, tmp_path: Path):
     _, version, *_ = registered
     forged_path = tmp_path / "forged.zip"  # e.g. an altered model, re-hashed and re-signed by an attacker

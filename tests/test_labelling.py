@@ -106,6 +106,32 @@ def test_answers_merge_good_rows_and_reject_bad_ones_with_reasons(tmp_path, conf
     assert inbox.write_rejects(DAY + dt.timedelta(days=1), answers.rejects.clear()) is None and not path.exists()
 
 
+FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "'=quoted", "plain", "-"]
+
+
+def test_the_queue_and_rejects_neutralise_spreadsheet_formulas_and_read_back_unchanged(tmp_path, config):
+    """OWASP's CSV-injection rule: formula-leading text cells get a leading apostrophe in every CSV
+    written for people; answers read back through the inbox come back as they were."""
+    inbox = LabelInbox(tmp_path)
+    rows = pl.DataFrame({ROW_ID: [f"r{i}" for i in range(len(FORMULAS))], "site": FORMULAS,
+                         "timestamp": [dt.datetime(2026, 9, 10, 3, tzinfo=dt.timezone.utc)] * len(FORMULAS),
+                         "rx_power_dbm": [-20.0] * len(FORMULAS)})
+    inbox.write_queue(DAY, rows)
+    written = pl.read_csv(inbox.queue_path(DAY), schema_overrides={"site": pl.String, LABEL: pl.String})
+    assert written["site"].to_list() == ["'" + f for f in FORMULAS[:6]] + ["plain", "'-"]
+    assert written["rx_power_dbm"].to_list() == [-20.0] * len(FORMULAS)  # numbers are not text cells
+
+    answered = inbox.answered_dir / DAY.isoformat()
+    answered.mkdir(parents=True)
+    labelled = written.with_columns(pl.Series(LABEL, ["'=fiber", "fiber", *["none"] * (len(FORMULAS) - 2)]))
+    labelled.write_csv(answered / "answers.csv")  # saved back as the spreadsheet shows it
+    answers = inbox.read_answers(DAY, ("none", "fiber", "=fiber"))
+    assert sorted(answers.labels.select(ROW_ID, LABEL).rows())[:2] == [("r0", "=fiber"), ("r1", "fiber")]
+    rejects = inbox.write_rejects(DAY, pl.DataFrame({"file": ["x.csv"], "line": [2], ROW_ID: ["r9"],
+                                                     LABEL: ["=cmd|' /C calc'!A0"], "reason": ["not a class"]}))
+    assert pl.read_csv(rejects)[LABEL].item() == "'=cmd|' /C calc'!A0"
+
+
 def test_the_oracle_answers_the_queue_after_the_lag_with_the_truth(tmp_path, small, truth):
     inbox = LabelInbox(tmp_path)
     asked = truth.filter(pl.col("timestamp").dt.date() == DAY).head(25)

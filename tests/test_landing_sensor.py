@@ -138,3 +138,32 @@ def test_days_make_run_ingested_from_the_same_files_are_not_run_again(landing_da
         _ingested(instance, "2026-10-03", {})  # ingested by hand: no key, so the sensor cannot tell
         again, _ = _tick(instance, dataset, None)  # a lost cursor: only the untagged day runs again
         assert [r.partition_key for r in again] == ["2026-10-03"]
+
+
+def test_a_corrected_file_with_the_same_size_and_mtime_runs_again(landing_dataset):
+    """A fix that keeps the size and restores the modification time (``cp -p``, ``rsync -t``) still
+    changes the file's ctime, so the sensor hashes it again and runs its day."""
+    import os
+
+    landing, dataset = landing_dataset
+    path = landing / "export_2026-10-06.csv"
+    shutil.copy(BYOD_YAML.parent / "landing" / "isp_export_2026-06-01.csv", path)
+    with dg.instance_for_test() as instance:
+        [first], cursor = _tick(instance, dataset, None)
+        stat = path.stat()
+        text = path.read_text()
+        path.write_text(text.replace("-1", "-2", 1))  # one reading corrected, same length
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        [again], _ = _tick(instance, dataset, cursor)
+        assert again.partition_key == "2026-10-06" and again.run_key != first.run_key
+
+
+def test_entries_that_belong_to_no_day_are_reported(landing_dataset):
+    landing, dataset = landing_dataset
+    for name in ("export_2026-10-7.csv", "export_2026-06-31.csv", "notes.txt"):
+        (landing / name).write_text("Timestamp\n")
+    with dg.instance_for_test() as instance:
+        result, _ = _tick(instance, dataset, None)
+    assert isinstance(result, dg.SkipReason) and "3 entries belong to no day" in result.skip_message
+    assert "export_2026-06-31.csv: '2026-06-31' in the name is not a calendar date" in result.skip_message

@@ -307,13 +307,18 @@ def _unsafe_members(names: list[str]) -> str | None:
     return None
 
 
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError)
+"""What zipfile raises for a tampered or corrupt archive, depending on the byte hit (a version field
+gives NotImplementedError, an offset OSError or ValueError, a name UnicodeDecodeError, a ValueError)."""
+
+
 class _Archive:
     """A package zip, read member by member into memory; its names are checked on opening."""
 
     def __init__(self, path: Path):
         try:
             self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except _ZIP_ERRORS as exc:
             raise PackageError(f"{path}: not a readable zip archive ({exc})") from exc
         self.path, self.names = path, set(self.zip.namelist())
         if problem := _unsafe_members(self.zip.namelist()):
@@ -325,7 +330,7 @@ class _Archive:
             return None
         try:
             return self.zip.read(name)
-        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        except _ZIP_ERRORS as exc:
             raise PackageError(f"{self.path / name}: corrupt archive member ({exc})") from exc
 
     def refuse_unlisted(self, listed: set[str]) -> None:
