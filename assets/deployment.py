@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from assets.feedback import read_decision
 from assets.model import EVALUATION_FILE, UPDATE_FILE, evaluation, student_model, teacher_model
 from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
@@ -39,7 +40,7 @@ CALIBRATION_ROWS = 5000
     group_name=GROUP, partitions_def=DAILY, deps=[student_model],
     check_specs=[dg.AssetCheckSpec(name, asset="onnx_student", blocking=True, description=text) for name, text in EXPORT_CHECKS.items()],
 )
-def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, dataset: DatasetResource,
+def onnx_student(context: dg.AssetExecutionContext, training_window: pl.DataFrame, dataset: DatasetResource,
                  storage: StorageResource):
     """The student exported to fp32 ONNX (dynamic batch) and quantized to static int8 (QDQ, scales
     calibrated on training rows), both checked on the held-out validation rows: fp32 against
@@ -50,10 +51,10 @@ def onnx_student(context: dg.AssetExecutionContext, training_set: pl.DataFrame, 
     directory = storage.artifact_dir("onnx_student", key)
     fp32, int8 = directory / export.ONNX_FILE, directory / quantize.INT8_FILE
     export.export_onnx(student, fp32)
-    train = training_set.filter(pl.col(SPLIT) == TRAIN)
+    train = training_window.filter(pl.col(SPLIT) == TRAIN)
     calibration = train.sample(min(train.height, CALIBRATION_ROWS), seed=config.training.seed)
     quantize.quantize_int8(fp32, int8, student_matrix(calibration, preprocessing))
-    held_out = training_set.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
+    held_out = training_window.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
     matrix = student_matrix(held_out, preprocessing)
     parity = export.check_parity(student, fp32, matrix)
     int8_vs_fp32 = quantize.compare(fp32, int8, matrix, label_codes(held_out, config.classes))
@@ -95,7 +96,7 @@ GATES = {
     group_name=GROUP, partitions_def=DAILY, deps=[onnx_student, evaluation, teacher_model],
     check_specs=[dg.AssetCheckSpec(name, asset="candidate_model", blocking=True, description=text) for name, text in GATES.items()],
 )
-def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFrame,
+def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame,
                     dataset: DatasetResource, storage: StorageResource):
     """Registers this run's teacher, students (fp32 and int8 ONNX) and evaluation as a new registry
     version with its lineage (the days, sites and rows it learned from, parameters, seed, code
@@ -103,9 +104,9 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
     checks: a candidate that fails one is registered but never released."""
     key, config = context.partition_key, dataset.load()
     registry = storage.registry
-    files = _version_files(storage, key, _reference_rows(training_set, config))
+    files = _version_files(storage, key, _reference_rows(training_window, config))
     version = registry.register(f"v{key.replace('-', '')}-{context.run.run_id[:8]}", files,
-                                _entry(context, training_set, files, storage, config))
+                                _entry(context, training_window, files, storage, config))
     newer = registry.point_unless_newer(CANDIDATE, version.version, reason=f"registered by run {context.run.run_id}", by=actor(context))
     package, sha256 = released_package(storage, version)
     yield dg.MaterializeResult(metadata={
@@ -114,7 +115,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: pl.DataFram
         "student_macro_f1": dg.MetadataValue.float(version.entry["metrics"]["student"]["macro_f1"]),
         "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
     })
-    for gate in _gates(version, training_set, package, storage, config):
+    for gate in _gates(version, training_window, package, storage, config):
         yield _check_result(gate)
 
 
@@ -157,6 +158,7 @@ def _entry(context: dg.AssetExecutionContext, training_set: pl.DataFrame, files:
             "training_rows": training_lib.split_counts(training_set),
             "sites": sorted(training_set[SITE].unique().to_list()),
             "teacher_update": {"method": update["method"], "reason": update["reason"]},
+            "change_day": (read_decision(storage, context.partition_key) or {}).get("change_day"),
             "params": config.training.model_dump(mode="json"), "seed": config.training.seed,
             "code_version": code_version(), "run_id": context.run.run_id,
         },

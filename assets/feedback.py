@@ -106,15 +106,18 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
 def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataFrame, dataset: DatasetResource,
                       storage: StorageResource) -> dg.MaterializeResult:
     """none / wait / incremental / full retrain, from today's drift report and the days before it
-    (where the drift event started), with adapted hyper-parameters and the reason. The drift sensor
-    launches the retrain; the teacher and student read the decision."""
-    config, day = dataset.load(), partition_day(context)
-    decision = policy.decide_from_reports(day, drift_reports, config)
+    (where the drift event started), with adapted hyper-parameters and the reason; after a retrain for
+    a change of the label rule, follow-up retrains until post-change days fill the window. The drift
+    sensor launches the retrain; the training window, teacher and student read the decision."""
+    config, day, registry = dataset.load(), partition_day(context), storage.registry
+    change = registry.get(PRODUCTION).entry["lineage"].get("change_day") if registry.has_alias(PRODUCTION) else None
+    decision = policy.decide_from_reports(day, drift_reports, config, dt.date.fromisoformat(change) if change else None)
     directory = storage.artifact_dir("retraining_policy", context.partition_key)
     atomic.write_text(directory / DECISION_FILE, json.dumps(decision.to_json(), indent=2))
     return dg.MaterializeResult(metadata={
         "action": decision.action, "reason": decision.reason, "retrain": decision.retrain,
         "event_key": decision.event_key or "", "production_version": decision.production_version or "",
+        "change_day": decision.change_day or "none", "cooldown": decision.cooldown,
         "untested": dg.MetadataValue.json(list(decision.untested)),
         "severity": dg.MetadataValue.float(decision.severity),
         "teacher": dg.MetadataValue.json(decision.teacher), "student": dg.MetadataValue.json(decision.student),

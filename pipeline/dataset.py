@@ -105,7 +105,9 @@ class SourceSpec(_Strict):
 class PartitionSpec(_Strict):
     start_date: dt.date
     history_days: int = Field(3, ge=1)
-    window_days: int = Field(7, ge=2)
+    window_days: int = Field(14, ge=2)
+    """The newest days a training set holds; each retrain chooses how many of them to learn from
+    (``training.recency``)."""
     sites: tuple[str, ...] | None = None
     """The ``site`` partitions of federated training; by default the simulator's sites."""
 
@@ -199,12 +201,28 @@ class FederatedSpec(_Strict):
     privacy: PrivacySpec = PrivacySpec()
 
 
+class RecencySpec(_Strict):
+    """How many of the newest days a retrain learns from, chosen on the newest labels (``pipeline.recency``)."""
+
+    enabled: bool = True
+    """False: every retrain learns from the whole ``window_days`` window, as before."""
+    windows: tuple[int, ...] = (1, 2, 4, 7, 14)
+    """Candidate windows (days); the whole window and, after a change, the days since it are always tried."""
+    decays: tuple[float, ...] = (0.7,)
+    """Candidates on the whole window with older rows weighted down by this factor per day of age."""
+    min_selection_rows: int = Field(200, ge=4)
+    """Validation rows the candidates are judged on: the newest days are pooled until there are this many."""
+    min_train_rows: int = Field(30, ge=1)
+    """A candidate window with fewer labelled training rows is not tried."""
+
+
 class TrainingSpec(_Strict):
     seed: int = 7
     split: SplitSpec = SplitSpec()
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     federated: FederatedSpec = FederatedSpec()
+    recency: RecencySpec = RecencySpec()
 
 
 class DataDriftSpec(_Strict):

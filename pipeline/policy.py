@@ -42,6 +42,11 @@ class Decision:
     student: dict
     untested: tuple[str, ...] = ()
     """Today's tests that lacked rows: "no drift" then only speaks for the tests that ran."""
+    change_day: str | None = None
+    """The first day of the label-rule change this retrain is for: the training window is judged on
+    the rows since then, and the model's lineage carries it so follow-ups know the change."""
+    cooldown: bool = True
+    """Whether the drift sensor's cooldown applies: not to fixing a confirmed change of the label rule."""
 
     @property
     def retrain(self) -> bool:
@@ -86,21 +91,24 @@ def adapted_hyperparameters(severity: float, window_rows: int, training: Trainin
 
 
 def decide(day: dt.date, summary: DriftSummary, production_version: str | None, earlier: list[DayState],
-           window_rows: int, days_of_data: int, config: DatasetConfig) -> Decision:
+           window_rows: int, days_of_data: int, config: DatasetConfig, change_day: dt.date | None = None) -> Decision:
     """``window_rows``: rows a training window holds (for the student's batch and epochs);
-    ``days_of_data``: partitions up to today (a first model waits for a full window)."""
+    ``days_of_data``: partitions up to today (a first model waits for a full window); ``change_day``:
+    the label-rule change the production model was retrained for, if any (its lineage)."""
     spec, window_days = config.feedback.policy, config.partitions.window_days
     teacher, student = adapted_hyperparameters(summary.severity, window_rows, config.training, spec)
 
-    def decision(action: str, reason: str, event_key: str | None = None) -> Decision:
+    def decision(action: str, reason: str, event_key: str | None = None, change: dt.date | None = None) -> Decision:
         return Decision(action, reason, day, production_version, event_key, summary.severity, teacher, student,
-                        tuple(summary.untested))
+                        tuple(summary.untested), change.isoformat() if change else None, cooldown=change is None)
 
     if production_version is None:
         if days_of_data < window_days:
             return decision(WAIT, f"no production model yet: waiting for a full training window ({days_of_data} of {window_days} days)")
         return decision(FULL, "no production model yet: train the first one", f"bootstrap@{day.isoformat()}")
     if not summary.alarm:
+        if change_day is not None and (reason := follow_up(day, change_day, window_days)):
+            return decision(FULL, reason, f"{production_version}@{change_day.isoformat()}+{(day - change_day).days}", change_day)
         if summary.untested:
             return decision(NONE, f"no drift in the tests that ran; not tested (too few rows, even pooled): {', '.join(summary.untested)}")
         return decision(NONE, "no drift: inputs, predictions and fresh-label accuracy match the reference")
@@ -111,15 +119,31 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     if not summary.settled and waited < spec.max_wait_days:
         return decision(WAIT, f"{evidence} since {start}; inputs still moving day over day, waiting for them "
                               f"to settle (day {waited} of at most {spec.max_wait_days})", key)
+    change = start if summary.concept_drift else None
     if summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop:
         return decision(FULL, f"{evidence} since {start}: accuracy on fresh labels fell {summary.accuracy_drop:.3f}, "
-                              f"at least {spec.full_retrain_drop}: the old trees encode a rule that no longer holds", key)
-    return decision(INCREMENTAL, f"{evidence} since {start}: update the production teacher on the new rows", key)
+                              f"at least {spec.full_retrain_drop}: the old trees encode a rule that no longer holds; "
+                              f"the training window is chosen on the rows since {start}", key, change)
+    return decision(INCREMENTAL, f"{evidence} since {start}: update the production teacher on the new rows", key, change)
 
 
-def decide_from_reports(day: dt.date, reports: pl.DataFrame, config: DatasetConfig) -> Decision:
+def follow_up(day: dt.date, change_day: dt.date, window_days: int) -> str | None:
+    """Why the production model, retrained for a change of the label rule, is retrained again today
+    without a new alarm: its window still holds pre-change days, or too few post-change ones. The
+    follow-ups come 1, 2, 4, 8 ... days after the change (each doubling the new rows it learns from)
+    until the post-change days fill the training window."""
+    since = (day - change_day).days
+    if 0 < since < window_days and since & (since - 1) == 0:
+        return (f"follow-up {since} day(s) after the label-rule change of {change_day}: the production model learned from "
+                f"{since} post-change day(s) of a {window_days}-day window; retrain on the newer rows")
+    return None
+
+
+def decide_from_reports(day: dt.date, reports: pl.DataFrame, config: DatasetConfig,
+                        change_day: dt.date | None = None) -> Decision:
     """The decision for ``day`` from the drift reports of the last days (``reports``), about the
-    production model that today's report judged (none: no model yet, bootstrap)."""
+    production model that today's report judged (none: no model yet, bootstrap), which was retrained
+    for the label-rule change of ``change_day`` if given."""
     numeric, categorical = monitored_features(config)
     n_features, full_drop = len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop
     today = reports.filter(pl.col(DAY) == day)
@@ -127,7 +151,7 @@ def decide_from_reports(day: dt.date, reports: pl.DataFrame, config: DatasetConf
     earlier = day_states(reports.filter(pl.col(DAY) < day), n_features, full_drop)
     window_rows = round(_rows_per_day(today) * config.partitions.window_days)
     days_of_data = (day - config.partitions.start_date).days + 1
-    return decide(day, summarise(today, n_features, full_drop), judged, earlier, window_rows, days_of_data, config)
+    return decide(day, summarise(today, n_features, full_drop), judged, earlier, window_rows, days_of_data, config, change_day)
 
 
 def _rows_per_day(report: pl.DataFrame) -> float:

@@ -36,6 +36,8 @@ class SampleSizes:
     """Newest days of the training window kept as the drift reference."""
     min_new_rows: int
     """New labelled training rows an incremental teacher update needs."""
+    min_validation_rows: int
+    """New validation rows (the half that judges) an incremental update must be judged on."""
     regression_days: int
     """Newest days of the test split the regression gate compares candidate and production on."""
     canary_min_labels: int
@@ -44,7 +46,8 @@ class SampleSizes:
 
 def sample_sizes(rows_per_day: float, labelled_per_day: float, config: DatasetConfig) -> SampleSizes:
     """Reference and regression windows widen until they hold the rows their statistics need; the
-    incremental update asks for at most a day of new labelled training rows; a canary arm for at
+    incremental update asks for at most a day of new labelled training rows, and to be judged on at
+    most the half of a day's new validation rows that does not stop it early; a canary arm for at
     most the labels its share of the sites returns over the canary window (it keeps waiting, and
     pooling later days, until it has them)."""
     window = config.partitions.window_days
@@ -55,6 +58,7 @@ def sample_sizes(rows_per_day: float, labelled_per_day: float, config: DatasetCo
         rows_per_day=rows_per_day, labelled_per_day=labelled_per_day,
         reference_days=days_for(drift.reference_min_rows, rows_per_day, drift.reference_days, window),
         min_new_rows=max(1, min(policy.min_new_rows, math.floor(labelled_per_day * split.train))),
+        min_validation_rows=max(1, min(policy.min_validation_rows, math.floor(labelled_per_day * split.validation / 2))),
         regression_days=days_for(gates.regression_min_rows, test_per_day, gates.regression_days, window),
         canary_min_labels=canary_min_labels(labelled_per_day, config),
     )

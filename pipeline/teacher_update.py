@@ -123,7 +123,7 @@ def _incremental(training_set: pl.DataFrame, production: Teacher, trained_throug
     is_new = _after(validation, trained_through)
     old_val = validation.filter(~is_new)
     stopping, new_val = _halves(validation.filter(is_new))
-    minimum = config.feedback.policy.min_validation_rows
+    minimum = measured(training_set, config).min_validation_rows
     if new_val.height < minimum:
         return _window(training_set, config, f"only {new_val.height} new validation rows to judge an update on (< {minimum})", [])
     params = decision["teacher"]

@@ -4,7 +4,9 @@ It stays cheap: it reads the policy's materializations and their metadata, the r
 production alias and the run history, never data. The heavy work (drift tests, training) happens
 in assets. A decision is acted on only if it is the newest day's, still about the current
 production model and newer than the day it learned from (not stale), its drift event has no live
-or successful run yet, and the previous drift-triggered run is at least ``cooldown_days`` older.
+or successful run yet, and the previous drift-triggered run is at least ``cooldown_days`` older (the
+cooldown is against repeated retrains for one event, so it does not hold back fixing a confirmed
+change of the label rule, nor its follow-ups).
 """
 
 import datetime as dt
@@ -67,7 +69,7 @@ def _request(context: dg.SensorEvaluationContext, day: str, decision: dict, stor
     live, failed = _event_runs(context, event)
     if live is not None:
         return f"drift event {event} already launched run {live.dagster_run.run_id} ({live.dagster_run.status.value})"
-    if reason := _cooling_down(context, day, dataset.load().feedback.policy.cooldown_days):
+    if decision.get("cooldown", True) and (reason := _cooling_down(context, day, dataset.load().feedback.policy.cooldown_days)):
         return reason
     tags = {EVENT_TAG: event, TRIGGER_TAG: "drift", "evergreen/policy_action": decision["action"]}
     return dg.RunRequest(run_key=f"drift:{event}#{failed + 1}", partition_key=day, tags=tags)
