@@ -23,21 +23,24 @@ from benchmarks.run_all import emit_report, machine
 from examples import streams
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINES = ("static", "daily_retrain", "retrain_1d", "retrain_3d", "retrain_14d", "no_change")
+BASELINES = ("static", "retrain_1d", "retrain_3d", "retrain_7d", "daily_retrain", "no_change")
+"""``daily_retrain`` retrains on the dataset's ``window_days`` (14 by default) every night."""
+BATCH = BASELINES[:-1]
 
 
 def backtest_stream(spec: streams.StreamSpec, work: Path, warmup: int) -> dict:
     dataset = streams.write_stream(spec, work / "streams")
     out = work / "out" / spec.name
     command = [sys.executable, "-m", "deploy.backtest", "--dataset", str(dataset), "--warmup", str(warmup),
-               "--out", str(out), "--retrain-windows", "1,3,14", *(f"--event={d.isoformat()}" for d in spec.events)]
+               "--out", str(out), "--retrain-windows", "1,3,7", *(f"--event={d.isoformat()}" for d in spec.events)]
     return _run(command, out, spec.name)
 
 
 def backtest_simulator(work: Path, days: int) -> dict:
     out = work / "out" / "simulator"
     command = [sys.executable, "-m", "deploy.replay", "--days", str(days), "--rollout-day", str(days // 2),
-               "--warmup", "7", "--devices-per-site", "20", "--canary-min-labels", "50", "--out", str(out)]
+               "--warmup", "7", "--devices-per-site", "20", "--canary-min-labels", "50", "--retrain-windows", "1,3,14",
+               "--out", str(out)]
     return _run(command, out, "simulator")
 
 
@@ -61,9 +64,9 @@ def report(results: list[dict], command: str) -> str:
         f"Machine: {machine()}. Command: `{command}`. Mean daily accuracy of the model serving that morning, "
         "scored on each day's labelled rows before anything learned from them; labels returned the same day.",
         "",
-        "| stream | days | Evergreen | " + " | ".join(BASELINES) + " | events: days to alarm / to recovery | "
-        "false alarms (stationary days) | retrains | s per day |",
-        "|---|---|---|" + "---|" * len(BASELINES) + "---|---|---|---|",
+        "| stream | days | Evergreen | " + " | ".join(BASELINES) + " | Evergreen - best batch | events: days to alarm / "
+        "to recovery | false alarms (stationary days) | retrains | s per day (of it retraining) |",
+        "|---|---|---|" + "---|" * len(BASELINES) + "---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
@@ -71,10 +74,11 @@ def report(results: list[dict], command: str) -> str:
             continue
         means = r["mean_accuracy"]
         events = "; ".join(f"{e['day']}: {_cell(_first_alarm(e))} / {_cell(e['days_to_recovery'])}" for e in r["events"]) or "none"
+        best = max(means[b] for b in BATCH if means.get(b) is not None)
         lines.append(f"| {r['name']} | {r['days']} | **{_cell(means['evergreen'])}** | "
                      + " | ".join(_cell(means.get(b)) for b in BASELINES)
-                     + f" | {events} | {r['false_alarm_days']} ({r['stationary_days']}) | {len(r['retrains'])} | "
-                     f"{_cell(r['seconds_per_day'])} |")
+                     + f" | {means['evergreen'] - best:+.3f} | {events} | {r['false_alarm_days']} ({r['stationary_days']}) | "
+                     f"{len(r['retrains'])} | {r['seconds_per_day']:.1f} ({r['retrain_seconds_per_day']:.1f}) |")
     return "\n".join(lines) + "\n"
 
 

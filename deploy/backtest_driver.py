@@ -199,7 +199,9 @@ class Backtest:
             if tick.skip_message:
                 sensor_notes.append(f"{name}: {tick.skip_message}")
             for request in tick.run_requests or []:
+                started = time.perf_counter()
                 result = self.execute_request("retrain_job", request, may_fail=True)
+                record.retrain_seconds += time.perf_counter() - started
                 record.runs.append(result.run_id)
                 record.retrained, record.retrain_run = True, result.run_id
                 if not result.success:  # a gate that blocks a candidate fails its run: an outcome, not an error

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         "fleet returns fewer); default: the dataset's")
     parser.add_argument("--label-delay", type=int, default=0, help="as the backtest's (the simulator's own label "
                         "returns are late already)")
+    parser.add_argument("--retrain-windows", default="", help="more nightly-retrain baselines, e.g. 1,3,14 (days of window)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "replay")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{out} is not empty: the replay starts from nothing (remove it or pass another --out)")
     out.mkdir(parents=True, exist_ok=True)
     dataset, first = write_dataset(out, args.rollout_day, args.warmup, args.devices_per_site, args.canary_min_labels)
-    summary = run(Options(dataset, out, args.warmup, args.days, args.label_delay))
+    windows = [int(w) for w in args.retrain_windows.split(",") if w.strip()]
+    summary = run(Options(dataset, out, args.warmup, args.days, args.label_delay, retrain_windows=windows))
     print(json.dumps({k: summary[k] for k in ("days", "mean_accuracy", "events", "false_alarm_days")}, indent=2))
     return 0
 

@@ -57,6 +57,8 @@ class BacktestDay:
     retrain_trigger: str = ""
     retrain_action: str = ""
     retrain_run: str = ""
+    retrain_seconds: float = 0.0
+    """Wall time of the day's retrain runs (what the loop's freshness costs)."""
     release: str = ""
     sensor: str = ""
     seconds: float = 0.0
@@ -238,6 +240,8 @@ def summarise(days: list[BacktestDay], events: list[dt.date], baselines: list[st
         "false_alarm_days": sum(d.data_alarm or d.concept_alarm for d in stationary),
         "retrains_on_stationary_days": sum(d.retrained for d in stationary),
         "seconds_per_day": _mean([d.seconds for d in days]),
+        "retrain_seconds_per_day": _mean([d.retrain_seconds for d in days]),
+        "seconds_per_retrain": _mean([d.retrain_seconds for d in days if d.retrained]),
     }
 
 
