@@ -110,6 +110,16 @@ def test_a_new_event_within_the_cooldown_waits(harness):
     assert len(harness.tick().run_requests) == 1
 
 
+def test_a_confirmed_label_rule_change_and_its_follow_ups_are_not_held_back_by_the_cooldown(harness):
+    harness.decide("2026-10-17", _decision("full", "v1@2026-10-15"))
+    harness.launch(harness.tick().run_requests[0])
+    harness.production("v2")
+    fix = {**_decision("full", "v2@2026-10-15+1", version="v2"), "change_day": "2026-10-15", "cooldown": False}
+    harness.decide("2026-10-18", fix)
+    [request] = harness.tick().run_requests
+    assert request.partition_key == "2026-10-18"
+
+
 def test_only_the_newest_day_of_a_backfill_is_acted_on(harness):
     harness.decide("2026-10-17", _decision("full", "v1@2026-10-17"))
     harness.decide("2026-10-10", _decision("full", "v1@2026-10-10"))  # an older day, materialized later

@@ -126,3 +126,20 @@ def test_sample_sizes_keep_the_simulators_values_and_scale_for_48_rows_a_day():
     assert small.regression_days == CONFIG.partitions.window_days  # 7.2 test rows a day
     assert small.canary_min_labels == 24  # one site of four, 48 labels a day, over a 2-day window
     assert sample_sizes(150, 150, CONFIG).reference_days == 4  # 500 rows in 4 days of 150
+
+
+def test_a_label_rule_change_is_keyed_by_its_first_day_and_skips_the_cooldown():
+    decision = _decide(CONCEPT, _days(False, True, True))
+    assert decision.change_day == "2026-10-15" and decision.cooldown is False
+    data_only = _decide(DriftSummary(data_drift=True, drifted_features=["device_model"], settled=True, severity=0.12), _days(False))
+    assert data_only.change_day is None and data_only.cooldown is True
+
+
+@pytest.mark.parametrize("since, follows", [(0, False), (1, True), (2, True), (3, False), (4, True), (6, False), (7, False)])
+def test_after_a_change_follow_ups_come_at_doubling_intervals_until_the_window_is_filled(since, follows):
+    change = DAY - dt.timedelta(days=since)
+    decision = policy.decide(DAY, DriftSummary(), "v2", _days(False), 27_000, 60, CONFIG, change_day=change)
+    assert (decision.action == policy.FULL) is follows  # the simulator's window is 7 days
+    if follows:
+        assert decision.change_day == change.isoformat() and not decision.cooldown
+        assert decision.event_key == f"v2@{change.isoformat()}+{since}" and "follow-up" in decision.reason
