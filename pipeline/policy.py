@@ -4,7 +4,9 @@ A drift *event* is a streak of alarm days under one production model; it gets on
 policy waits (at most ``max_wait_days``) while the inputs are still moving day over day, since a
 model fitted mid-roll-out is stale again the next day, and it chooses a full retrain when fresh
 labels show a large accuracy drop (the old trees encode a rule that no longer holds), an
-incremental update otherwise. Hyper-parameters adapt to severity and data volume.
+incremental update otherwise. A large drop is not waited on: production is known to be wrong, and
+the follow-ups after a label-rule change (1, 2, 4, 8 days later) catch up with inputs still moving.
+Hyper-parameters adapt to severity and data volume.
 """
 
 import datetime as dt
@@ -116,11 +118,12 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     waited = (day - start).days
     evidence = _evidence(summary)
     key = f"{production_version}@{start.isoformat()}"
-    if not summary.settled and waited < spec.max_wait_days:
+    confirmed = summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop
+    if not summary.settled and waited < spec.max_wait_days and not confirmed:
         return decision(WAIT, f"{evidence} since {start}; inputs still moving day over day, waiting for them "
                               f"to settle (day {waited} of at most {spec.max_wait_days})", key)
     change = start if summary.concept_drift else None
-    if summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop:
+    if confirmed:
         return decision(FULL, f"{evidence} since {start}: accuracy on fresh labels fell {summary.accuracy_drop:.3f}, "
                               f"at least {spec.full_retrain_drop}: the old trees encode a rule that no longer holds; "
                               f"the training window is chosen on the rows since {start}", key, change)

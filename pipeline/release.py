@@ -189,7 +189,8 @@ def judge_canary(day: dt.date, canary: Canary, labelled: pl.DataFrame, canary_mo
                  control_model: Predictor, spec: CanarySpec) -> CanaryVerdict:
     """Canary sites (on the new version) against control sites (on production), on the labels that
     came back for readings since the gray release began. Pending until the window is over and each
-    arm has ``min_labels``; then roll out unless the canary is worse by more than the tolerance."""
+    arm has ``min_labels``; then roll out unless the canary is worse by more than the tolerance. A
+    canary better than control by ``early_margin`` rolls out as soon as both arms have their labels."""
     served = labelled.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.first_day, day))
     on_canary = pl.col(SITE).is_in(list(canary.sites))
     arms = {name: served.filter(mask) for name, mask in (("canary", on_canary), ("control", ~on_canary))}
@@ -206,12 +207,15 @@ def _accuracy(rows: pl.DataFrame, model: Predictor) -> float:
 
 
 def _verdict(day: dt.date, canary: Canary, n: dict[str, int], accuracy: dict[str, float], spec: CanarySpec) -> tuple[str, str]:
-    if day < canary.last_day:
-        return PENDING, f"canary window runs to {canary.last_day}"
-    if min(n.values()) < spec.min_labels:
-        return PENDING, f"too few returned labels to judge ({n['canary']} canary, {n['control']} control; need {spec.min_labels} each)"
+    enough = min(n.values()) >= spec.min_labels
     gap = accuracy["control"] - accuracy["canary"]
     summary = f"canary {accuracy['canary']:.3f} on {n['canary']} labels vs control {accuracy['control']:.3f} on {n['control']}"
+    if day < canary.last_day:
+        if enough and day >= canary.first_day and spec.early_margin is not None and -gap >= spec.early_margin:
+            return ROLL_OUT, f"{summary}: better by {-gap:.3f} (early roll-out margin {spec.early_margin}) before the window ends"
+        return PENDING, f"canary window runs to {canary.last_day}"
+    if not enough:
+        return PENDING, f"too few returned labels to judge ({n['canary']} canary, {n['control']} control; need {spec.min_labels} each)"
     if gap > spec.tolerance:
         return ROLL_BACK, f"{summary}: worse by {gap:.3f} (tolerance {spec.tolerance})"
     return ROLL_OUT, f"{summary}: within tolerance {spec.tolerance}"

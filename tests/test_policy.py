@@ -143,3 +143,11 @@ def test_after_a_change_follow_ups_come_at_doubling_intervals_until_the_window_i
     if follows:
         assert decision.change_day == change.isoformat() and not decision.cooldown
         assert decision.event_key == f"v2@{change.isoformat()}+{since}" and "follow-up" in decision.reason
+
+
+def test_a_large_drop_on_fresh_labels_is_not_waited_on_while_the_inputs_move():
+    moving = _decide(CONCEPT, _days(False))  # the first alarm day, inputs unsettled
+    assert moving.action == policy.FULL and moving.change_day == DAY.isoformat()
+    small = DriftSummary(data_drift=True, drifted_features=["firmware_version"], concept_drift=True, fresh_accuracy=0.89,
+                         reference_accuracy=0.92, accuracy_drop=0.03, settled=False, severity=0.5)
+    assert _decide(small, _days(False)).action == policy.WAIT

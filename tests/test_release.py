@@ -110,3 +110,20 @@ def test_the_canary_waits_for_its_window_and_enough_labels_then_decides():
     assert bad.verdict == release.ROLL_BACK and bad.canary_accuracy == 0.0 and bad.control_accuracy == 1.0
     sparse = release.judge_canary(dt.date(2026, 10, 3), canary, _labelled(days, 10), wrong, right, spec)
     assert sparse.verdict == release.PENDING and "too few" in sparse.reason
+
+
+def test_a_canary_clearly_better_than_production_rolls_out_before_its_window_ends():
+    canary = Canary("v2", ("east",), "2026-10-01", window_days=2)  # serves 10-02 and 10-03
+    right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
+    wrong = lambda frame: np.array(["fiber"] * frame.height)  # noqa: E731
+    labelled = _labelled([dt.date(2026, 10, d) for d in (1, 2)], 120)
+    spec = CanarySpec(min_labels=100, tolerance=0.02)
+    better = release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, spec)
+    assert better.verdict == release.ROLL_OUT and "early roll-out" in better.reason
+    # not on the release day itself, not on too few labels, not when only as good, not when switched off
+    assert release.judge_canary(dt.date(2026, 10, 1), canary, labelled, right, wrong, spec).verdict == release.PENDING
+    sparse = _labelled([dt.date(2026, 10, 2)], 20)
+    assert release.judge_canary(dt.date(2026, 10, 2), canary, sparse, right, wrong, spec).verdict == release.PENDING
+    assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, right, spec).verdict == release.PENDING
+    off = CanarySpec(min_labels=100, tolerance=0.02, early_margin=None)
+    assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, off).verdict == release.PENDING
