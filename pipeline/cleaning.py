@@ -21,6 +21,7 @@ MAX_TEXT_CHARS = 256
 """Ids, sites and categories are short names; a longer cell is a defect (often a quote that never
 closed and swallowed the lines after it), so the row is quarantined rather than trained on."""
 _SHOWN_CHARS = 40
+_RAW_INDEX = "__raw_index"
 _TIMESTAMP_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z",
     "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
@@ -66,23 +67,42 @@ class CleaningResult:
 
 
 def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: bytes) -> CleaningResult:
-    """Split one day's raw rows into clean rows, quarantined rows and a count of exact duplicates."""
-    _require_columns(raw, config)
-    typed = _typed(raw, config)
-    reasons = _reason_exprs(config, day)
-    flagged = typed.with_columns(
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias(REASON)
-    ).with_columns(pl.when(pl.col(REASON) == "").then(None).otherwise(pl.col(REASON)).alias(REASON))
+    """Split one day's raw rows into clean rows, quarantined rows and a count of exact duplicates.
 
-    accepted, conflicts, duplicates = _deduplicate(flagged.filter(pl.col(REASON).is_null()), has_ids=config.columns.id is not None)
-    quarantine = pl.concat([flagged.filter(pl.col(REASON).is_not_null()), conflicts])
+    The hard rules are checked ``source.batch_rows`` rows at a time, and each batch keeps only what
+    it needs: the raw text of its quarantined rows, the parsed values of the others. Deduplication
+    and imputation then see the whole day's parsed values, so peak memory follows the batch for the
+    text-heavy part (every cell twice, plus the reasons), not the day."""
+    _require_columns(raw, config)
+    step, quarantined, candidates = config.source.batch_rows, [], []
+    for start in range(0, max(raw.height, 1), step):
+        flagged = _flagged(raw.slice(start, step), config, day)
+        broken = pl.col(REASON).is_not_null()
+        quarantined.append(_quarantine_view(flagged.filter(broken), raw.columns, config, hash_key))
+        at = pl.int_range(start, start + pl.len(), dtype=pl.Int64).alias(_RAW_INDEX)
+        candidates.append(flagged.select(SOURCE_FILE, SOURCE_ROW, pl.col("^v:.*$"), at, REASON).filter(~broken).drop(REASON))
+        del flagged
+    accepted, conflicts, duplicates = _deduplicate(pl.concat(candidates), has_ids=config.columns.id is not None)
+    del candidates
+    quarantined.append(_quarantine_view(_as_came(raw, conflicts, config), raw.columns, config, hash_key))
     clean, imputed = _impute(_canonical(accepted, config), config)
     return CleaningResult(
         clean=_hash_ids(clean, hash_key),
-        quarantine=_quarantine_view(quarantine, raw.columns, config, hash_key),
+        quarantine=pl.concat(quarantined),
         duplicates=duplicates,
         imputed=imputed,
     )
+
+
+def _flagged(raw: pl.DataFrame, config: DatasetConfig, day: dt.date) -> pl.DataFrame:
+    """Raw rows typed (``_typed``) with the reasons they break hard rules (null: none)."""
+    reasons = pl.concat_str(_reason_exprs(config, day), separator="; ", ignore_nulls=True)
+    return _typed(raw, config).with_columns(pl.when(reasons == "").then(None).otherwise(reasons).alias(REASON))
+
+
+def _as_came(raw: pl.DataFrame, rows: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
+    """``rows`` (with their raw row index and a reason) typed again from their raw cells."""
+    return _typed(raw[rows[_RAW_INDEX]], config).with_columns(rows[REASON])
 
 
 def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.DataFrame, pl.DataFrame, int]:
@@ -93,27 +113,34 @@ def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Dat
     instant, are conflicts: the first row is kept and the others are quarantined with the reason.
     Without an id column the per-row ids differ by construction, so they are left out of the
     comparison: a reading is then its values, and the same values twice are still a duplicate.
+
+    Each reading, entity and label becomes an exact integer id first (a dense rank), one at a time,
+    and the decisions are taken on those narrow ids: comparing whole rows in wide sorted copies
+    took four times the day's parsed values in memory.
     """
     ignored = {f"v:{LABEL}"} | (set() if has_ids else {f"v:{DEVICE_ID}"})
     readings = [c for c in candidates.columns if c.startswith("v:") and c not in ignored]
-    entity = [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"] if has_ids else readings
-    label = pl.col(f"v:{LABEL}")
-    ordered = candidates.sort(label.is_null(), SOURCE_FILE, SOURCE_ROW)  # labelled copies first
-    repeated = ~pl.struct(readings).is_first_distinct()
-    duplicate = repeated & (~pl.struct([*readings, label]).is_first_distinct() | label.is_null())
-    kept = ordered.filter(~duplicate).with_columns(
-        (~pl.struct(readings).is_first_distinct()).alias("__label_conflict"),
-        (~pl.struct(entity).is_first_distinct()).alias("__conflict"),
+    ids = candidates.select(pl.struct(readings).rank("dense").alias("__reading"))
+    entity = candidates.select(pl.struct(f"v:{DEVICE_ID}", f"v:{TIMESTAMP}").rank("dense")).to_series() if has_ids else ids["__reading"]
+    ids = ids.with_columns(
+        entity.alias("__entity"), candidates[f"v:{LABEL}"].rank("dense").alias("__label"),
+        candidates[f"v:{LABEL}"].is_null().alias("__unlabelled"), candidates[SOURCE_FILE], candidates[SOURCE_ROW],
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("__index"),
+    ).sort("__unlabelled", SOURCE_FILE, SOURCE_ROW)  # labelled copies first
+    reading = pl.col("__reading")
+    duplicate = ~reading.is_first_distinct() & (~pl.struct(reading, "__label").is_first_distinct() | pl.col("__unlabelled"))
+    kept = ids.filter(~duplicate).with_columns(
+        (~reading.is_first_distinct()).alias("__label_conflict"), (~pl.col("__entity").is_first_distinct()).alias("__conflict"),
     )
-    conflicts = kept.filter("__conflict").with_columns(
-        pl.when("__label_conflict")
+    clashes = kept.filter("__conflict")
+    conflicts = candidates[clashes["__index"]].with_columns(
+        pl.when(clashes["__label_conflict"])
         .then(pl.lit("conflicting label: the same reading came with another label"))
         .otherwise(pl.lit("conflicting duplicate: another row has this device and timestamp with other values"))
         .alias(REASON)
     )
-    accepted = kept.filter(~pl.col("__conflict")).sort(SOURCE_FILE, SOURCE_ROW)
-    helpers = ["__label_conflict", "__conflict"]
-    return accepted.drop(helpers), conflicts.drop(helpers), candidates.height - kept.height
+    accepted = candidates[kept.filter(~pl.col("__conflict")).sort(SOURCE_FILE, SOURCE_ROW)["__index"]]
+    return accepted, conflicts, candidates.height - kept.height
 
 
 def _require_columns(raw: pl.DataFrame, config: DatasetConfig) -> None:
@@ -157,12 +184,11 @@ def _parse_timestamp(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone
     if dtype.is_numeric():
         return _from_epoch(col.cast(pl.Float64))
     text = col.cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00")
-    parsed = []
-    for form in (fmt, *_TIMESTAMP_FORMATS) if fmt else _TIMESTAMP_FORMATS:
-        p = text.str.to_datetime(form, strict=False, time_unit="us")
-        parsed.append(p.dt.convert_time_zone("UTC") if "%z" in form else _localised(p, timezone))
+    forms = (fmt, *_TIMESTAMP_FORMATS) if fmt else _TIMESTAMP_FORMATS
+    aware = [text.str.to_datetime(f, strict=False, time_unit="us").dt.convert_time_zone("UTC") for f in forms if "%z" in f]
+    naive = pl.coalesce([text.str.to_datetime(f, strict=False, time_unit="us") for f in forms if "%z" not in f])
     epoch = pl.when(text.str.contains(r"^\d{9,13}(\.\d*)?$")).then(text.cast(pl.Float64, strict=False))
-    return pl.coalesce([*parsed, _from_epoch(epoch)])
+    return pl.coalesce([*aware, _localised(naive, timezone), _from_epoch(epoch)])  # a text fits one kind only
 
 
 def _localised(naive: pl.Expr, timezone: str) -> pl.Expr:

@@ -84,6 +84,8 @@ class SourceSpec(_Strict):
     seconds / milliseconds; those two are always read."""
     timezone: str = "UTC"
     """The zone whose calendar days are the partitions; timestamps without an offset are read in it."""
+    batch_rows: int = Field(200_000, ge=1)
+    """Rows cleaned at a time: cleaning's peak memory grows with this, not with the day's rows."""
 
     @field_validator("csv_separator")
     @classmethod

@@ -28,15 +28,18 @@ class CheckOutcome:
 
 
 def expectation_frame(raw: pl.DataFrame, config: DatasetConfig) -> pd.DataFrame:
-    """The raw day under canonical names, each column parsed to its type (unparseable -> null)."""
-    cols = [
-        parse_column(pl.col(source), raw.schema[source], name, config).alias(name)
-        for source, name in config.role_renames.items() if source in raw.columns
-    ]
-    frame = raw.select(cols)
-    if TIMESTAMP in frame.columns:  # pandas' (and dagster-pandas') datetime unit is nanoseconds
-        frame = frame.with_columns(pl.col(TIMESTAMP).dt.cast_time_unit("ns"))
-    return frame.to_pandas()
+    """The raw day under canonical names, each column parsed to its type (unparseable -> null).
+
+    Parsed and converted one column at a time: parsing the whole day at once (every timestamp form
+    tried on every cell) held a second copy of the day in polars beside the pandas one."""
+    columns = {}
+    for source, name in config.role_renames.items():
+        if source in raw.columns:
+            parsed = raw.select(parse_column(pl.col(source), raw.schema[source], name, config).alias(name)).to_series()
+            if name == TIMESTAMP:  # pandas' (and dagster-pandas') datetime unit is nanoseconds
+                parsed = parsed.dt.cast_time_unit("ns")
+            columns[name] = parsed.to_pandas()
+    return pd.DataFrame(columns)
 
 
 def _suite_spec(config: DatasetConfig, columns: set[str]) -> dict[str, list]:

@@ -152,3 +152,16 @@ def test_padded_numbers_parse_and_long_cells_are_cut_short_in_reasons(config):
     reasons = dict(zip(result.quarantine[SOURCE_ROW].to_list(), result.quarantine[cleaning.REASON].to_list()))
     assert reasons[2] == f"rx_power_dbm: not finite ({'9' * 40}... (5000 characters))"
     assert reasons[3] == f"device_id: 304 characters, over the limit of {cleaning.MAX_TEXT_CHARS}"
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 100])
+def test_cleaning_in_batches_gives_what_cleaning_the_day_at_once_gives(config, batch_rows):
+    """Duplicates and conflicts that straddle batches are still found: only the hard rules are batched."""
+    day = dt.date(2026, 10, 14)
+    raw = sources.read_raw_day(config, day).head(300)
+    raw = pl.concat([raw, raw.head(5), raw.slice(10, 3).with_columns(pl.col("rx_power_dbm") - 1)])  # copies, conflicts
+    whole = cleaning.clean_day(raw, config, day, KEY)
+    batched = cleaning.clean_day(raw, _source(config, batch_rows=batch_rows), day, KEY)
+    assert batched.clean.equals(whole.clean) and batched.quarantine.equals(whole.quarantine)
+    assert batched.duplicates == whole.duplicates >= 5 and batched.imputed == whole.imputed
+    assert whole.quarantine[cleaning.REASON].str.starts_with("conflicting").sum() >= 3
