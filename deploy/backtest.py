@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 def staged_dataset(options: Options) -> tuple[Path, DatasetConfig]:
     """The user's YAML, extended so its landing folder is the backtest's own (days land one by one)."""
     user = load_dataset_config(options.dataset)
+    if user.landing_dir is None and options.label_delay:
+        sys.exit(f"{options.dataset}: --label-delay needs a landing folder; the simulator returns its labels late "
+                 "by itself (simulator.label_return)")
     override: dict = {"extends": str(options.dataset)}
     if user.landing_dir is not None:
         override["source"] = {"landing_dir": str(options.out / "landing")}

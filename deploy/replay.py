@@ -47,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices-per-site", type=int, help="a smaller fleet for a quick replay")
     parser.add_argument("--canary-min-labels", type=int, help="labels each arm of a gray release needs (a smaller "
                         "fleet returns fewer); default: the dataset's")
-    parser.add_argument("--label-delay", type=int, default=0, help="as the backtest's (the simulator's own label "
-                        "returns are late already)")
     parser.add_argument("--retrain-windows", default="", help="more nightly-retrain baselines, e.g. 1,3,14 (days of window)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "replay")
     args = parser.parse_args(argv)
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     dataset, first = write_dataset(out, args.rollout_day, args.warmup, args.devices_per_site, args.canary_min_labels)
     windows = [int(w) for w in args.retrain_windows.split(",") if w.strip()]
-    summary = run(Options(dataset, out, args.warmup, args.days, args.label_delay, retrain_windows=windows))
+    summary = run(Options(dataset, out, args.warmup, args.days, retrain_windows=windows))
     print(json.dumps({k: summary[k] for k in ("days", "mean_accuracy", "events", "false_alarm_days")}, indent=2))
     return 0
 
