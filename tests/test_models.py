@@ -103,11 +103,12 @@ def test_student_batch_and_epochs_follow_the_transfer_set_unless_the_policy_size
     assert (sized.batch_size, sized.epochs) == tuple(student_schedule(rows, config.feedback.policy.student_steps).values())
     assert sized.batch_size * sized.epochs >= config.feedback.policy.student_steps * sized.batch_size / rows
     small = adapted_spec(frame.head(300), config, {})
-    assert small.batch_size == 64 and small.epochs == 40  # a small transfer set gets the most epochs of the smallest batch
+    assert small.batch_size == 64 and small.epochs == 60  # a small transfer set gets the most epochs of the smallest batch
     assert adapted_spec(frame, config, {"batch_size": 512, "epochs": 7}).model_dump(include={"batch_size", "epochs"}) == \
         {"batch_size": 512, "epochs": 7}
 
 
-@pytest.mark.parametrize(("rows", "batch", "epochs"), [(336, 64, 40), (14_000, 128, 14), (26_880, 256, 15), (400_000, 1024, 5)])
-def test_student_schedule_keeps_the_optimiser_steps_near_the_target(rows, batch, epochs):
+@pytest.mark.parametrize(("rows", "batch", "epochs"), [(336, 64, 60), (14_000, 128, 42), (26_880, 256, 43), (400_000, 1024, 12)])
+def test_student_schedule_allows_three_times_the_target_steps(rows, batch, epochs):
+    """Room for early stopping: capped at the target, runs on the simulator ended still improving."""
     assert student_schedule(rows, 1500) == {"batch_size": batch, "epochs": epochs}
