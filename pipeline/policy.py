@@ -80,7 +80,7 @@ def adapted_hyperparameters(severity: float, window_rows: int, training: Trainin
     """Teacher: a stronger drift learns faster (learning rate up to 2x, more continued rounds, a
     refit that keeps less of the old leaf values). Student: the batch grows with the transfer set
     (``window_rows``: about 1% of it, a power of two in 64..1024) and the epochs keep the optimiser steps near
-    ``student_steps`` (5..40). An unknown volume (0 rows: no drift report yet) leaves the student to
+    ``student_steps`` (5..60). An unknown volume (0 rows: no drift report yet) leaves the student to
     size itself on its transfer set (``student.adapted_spec``) rather than assume a tiny one."""
     teacher = training.teacher
     student = student_schedule(window_rows, spec.student_steps) if window_rows > 0 else {}
