@@ -332,9 +332,9 @@ class CanarySpec(_Strict):
     tolerance: float = Field(0.02, ge=0, le=1)
     """Canary sites may be at most this much less accurate than control sites and still roll out."""
     early_margin: float | None = Field(0.05, gt=0, le=1)
-    """A canary this much more accurate than control, on ``min_labels`` each after its first served
-    day, rolls out before its window ends: it fixes what production gets wrong (after a label-rule
-    change, every day of waiting costs the control sites). null: always wait for the window."""
+    """A canary more accurate than control by at least this much with 99% confidence, from its first
+    served day, rolls out before its window ends: it fixes what production gets wrong (after a
+    label-rule change, every day of waiting costs the control sites). null: always wait for the window."""
 
 
 class DeploymentSpec(_Strict):

@@ -7,6 +7,7 @@ the version has one) through ONNX Runtime, with the version's own preprocessing.
 
 import datetime as dt
 import hashlib
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -202,6 +203,22 @@ def judge_canary(day: dt.date, canary: Canary, labelled: pl.DataFrame, canary_mo
                          accuracy["control"], verdict, reason)
 
 
+EARLY_Z, EARLY_MIN_ROWS = 2.326, 20
+"""One-sided 99% normal bound, and the fewest labels per arm it is trusted on."""
+
+
+def _early_lower_bound(n: dict[str, int], accuracy: dict[str, float], spec: CanarySpec) -> float | None:
+    """The 99% lower bound of canary minus control accuracy, when it clears ``early_margin``: a
+    canary that fixes what production gets wrong need not wait out its window, and a gap this sure
+    needs far fewer labels than ``min_labels`` (which guards against a small regression)."""
+    if spec.early_margin is None or min(n.values()) < EARLY_MIN_ROWS:
+        return None
+    p, q = accuracy["canary"], accuracy["control"]
+    stderr = math.sqrt(p * (1 - p) / n["canary"] + q * (1 - q) / n["control"])
+    lower = p - q - EARLY_Z * stderr
+    return lower if lower >= spec.early_margin else None
+
+
 def _accuracy(rows: pl.DataFrame, model: Predictor) -> float:
     return float((model(rows) == rows[LABEL].to_numpy()).mean()) if rows.height else 0.0
 
@@ -211,8 +228,9 @@ def _verdict(day: dt.date, canary: Canary, n: dict[str, int], accuracy: dict[str
     gap = accuracy["control"] - accuracy["canary"]
     summary = f"canary {accuracy['canary']:.3f} on {n['canary']} labels vs control {accuracy['control']:.3f} on {n['control']}"
     if day < canary.last_day:
-        if enough and day >= canary.first_day and spec.early_margin is not None and -gap >= spec.early_margin:
-            return ROLL_OUT, f"{summary}: better by {-gap:.3f} (early roll-out margin {spec.early_margin}) before the window ends"
+        if day >= canary.first_day and (lower := _early_lower_bound(n, accuracy, spec)) is not None:
+            return ROLL_OUT, (f"{summary}: better by at least {lower:.3f} with 99% confidence (early roll-out margin "
+                              f"{spec.early_margin}) before the window ends")
         return PENDING, f"canary window runs to {canary.last_day}"
     if not enough:
         return PENDING, f"too few returned labels to judge ({n['canary']} canary, {n['control']} control; need {spec.min_labels} each)"

@@ -119,11 +119,17 @@ def test_a_canary_clearly_better_than_production_rolls_out_before_its_window_end
     labelled = _labelled([dt.date(2026, 10, d) for d in (1, 2)], 120)
     spec = CanarySpec(min_labels=100, tolerance=0.02)
     better = release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, spec)
-    assert better.verdict == release.ROLL_OUT and "early roll-out" in better.reason
+    assert better.verdict == release.ROLL_OUT and "with 99% confidence" in better.reason
     # not on the release day itself, not on too few labels, not when only as good, not when switched off
     assert release.judge_canary(dt.date(2026, 10, 1), canary, labelled, right, wrong, spec).verdict == release.PENDING
-    sparse = _labelled([dt.date(2026, 10, 2)], 20)
+    sparse = _labelled([dt.date(2026, 10, 2)], 15)  # below the 20 labels an arm needs for the early bound
     assert release.judge_canary(dt.date(2026, 10, 2), canary, sparse, right, wrong, spec).verdict == release.PENDING
+    # far fewer than min_labels suffice when the gap is sure: 25 labels each, 25 points apart
+    half_right = lambda frame: np.where(np.arange(frame.height) % 4 == 0, "fiber", frame[LABEL].to_numpy())  # noqa: E731
+    few = _labelled([dt.date(2026, 10, 2)], 25)
+    assert release.judge_canary(dt.date(2026, 10, 2), canary, few, right, half_right, spec).verdict == release.ROLL_OUT
+    near = lambda frame: np.where(np.arange(frame.height) % 12 == 0, "fiber", frame[LABEL].to_numpy())  # noqa: E731
+    assert release.judge_canary(dt.date(2026, 10, 2), canary, few, right, near, spec).verdict == release.PENDING
     assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, right, spec).verdict == release.PENDING
     off = CanarySpec(min_labels=100, tolerance=0.02, early_margin=None)
     assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, off).verdict == release.PENDING
