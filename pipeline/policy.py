@@ -4,8 +4,9 @@ A drift *event* is a streak of alarm days under one production model; it gets on
 policy waits (at most ``max_wait_days``) while the inputs are still moving day over day, since a
 model fitted mid-roll-out is stale again the next day, and it chooses a full retrain when fresh
 labels show a large accuracy drop (the old trees encode a rule that no longer holds), an
-incremental update otherwise. A large drop is not waited on: production is known to be wrong, and
-the follow-ups after a label-rule change (1, 2, 4, 8 days later) catch up with inputs still moving.
+incremental update otherwise. A concept alarm is not waited on: the labels show production is wrong
+now, and the follow-ups after a label-rule change (1, 2, 4, 8 days later) catch up with inputs still
+moving.
 Hyper-parameters adapt to severity and data volume.
 """
 
@@ -119,7 +120,7 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     evidence = _evidence(summary)
     key = f"{production_version}@{start.isoformat()}"
     confirmed = summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop
-    if not summary.settled and waited < spec.max_wait_days and not confirmed:
+    if not summary.settled and waited < spec.max_wait_days and not summary.concept_drift:
         return decision(WAIT, f"{evidence} since {start}; inputs still moving day over day, waiting for them "
                               f"to settle (day {waited} of at most {spec.max_wait_days})", key)
     change = start if summary.concept_drift else None

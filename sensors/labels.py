@@ -15,15 +15,16 @@ import dagster as dg
 
 from assets.data import gold_labels
 from assets.jobs import retrain_job
-from assets.resources import DatasetResource
+from assets.resources import DatasetResource, StorageResource
 
 TRIGGER_TAG, LABELS_TAG = "evergreen/trigger", "evergreen/new_labels"
 
 
 @dg.sensor(job=retrain_job, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)
-def label_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) -> dg.SensorResult:
+def label_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource, storage: StorageResource) -> dg.SensorResult:
     """Launches ``retrain_job`` for the newest day once ``retrain_after_labels`` answered labels
-    have arrived since the last such run; says how many are pending otherwise."""
+    have arrived since the last such run, and no gray release is being judged (a new candidate
+    would replace the canary and restart its window); says how many are pending otherwise."""
     threshold = dataset.load().labelling.active.retrain_after_labels
     state = json.loads(context.cursor) if context.cursor else {"after": None, "pending": {}, "launched_through": ""}
     records = context.instance.fetch_materializations(
@@ -39,6 +40,9 @@ def label_sensor(context: dg.SensorEvaluationContext, dataset: DatasetResource) 
     if pending < threshold:
         return dg.SensorResult(skip_reason=f"{pending} answered labels since the last label-triggered retrain; "
                                            f"retraining at {threshold}", cursor=json.dumps(state))
+    if (canary := storage.registry.canary()) is not None:
+        return dg.SensorResult(skip_reason=f"{pending} answered labels wait for the verdict on the gray release of "
+                                           f"{canary.version}", cursor=json.dumps(state))
     newest = max(state["pending"])
     request = dg.RunRequest(run_key=f"labels:{state['after']}", partition_key=newest,
                             tags={TRIGGER_TAG: "labels", LABELS_TAG: str(pending)})

@@ -72,7 +72,7 @@ def test_hyperparameters_adapt_to_severity_and_volume(severity, rows):
     teacher, student = policy.adapted_hyperparameters(severity, rows, TRAINING, SPEC)
     assert teacher["learning_rate"] == pytest.approx(TRAINING.teacher.learning_rate * (1 + severity))
     assert 20 <= teacher["rounds"] <= TRAINING.teacher.rounds and 0.3 <= teacher["refit_decay"] <= 0.95
-    assert 64 <= student["batch_size"] <= 1024 and 5 <= student["epochs"] <= 40
+    assert 64 <= student["batch_size"] <= 1024 and 5 <= student["epochs"] <= 60
     assert student["batch_size"] & (student["batch_size"] - 1) == 0  # a power of two
 
 
@@ -111,7 +111,7 @@ def test_no_alarm_with_untested_tests_says_what_was_not_tested():
 
 def test_the_student_is_sized_on_rows_per_day_of_pooled_reports_and_left_to_itself_without_a_report():
     pooled = _report(DAY, "v1", False).with_columns(pl.lit(240).alias("n_current"), pl.lit(5).alias("days"))
-    assert policy.decide_from_reports(DAY, pooled, CONFIG).student == {"batch_size": 64, "epochs": 40}  # 48 rows x 7 days
+    assert policy.decide_from_reports(DAY, pooled, CONFIG).student == {"batch_size": 64, "epochs": 60}  # 48 rows x 7 days: the cap
     assert policy.decide_from_reports(DAY, drift.empty_report(), CONFIG).student == {}  # unknown volume
 
 
@@ -145,9 +145,11 @@ def test_after_a_change_follow_ups_come_at_doubling_intervals_until_the_window_i
         assert decision.event_key == f"v2@{change.isoformat()}+{since}" and "follow-up" in decision.reason
 
 
-def test_a_large_drop_on_fresh_labels_is_not_waited_on_while_the_inputs_move():
+def test_a_concept_alarm_is_not_waited_on_while_the_inputs_move():
     moving = _decide(CONCEPT, _days(False))  # the first alarm day, inputs unsettled
     assert moving.action == policy.FULL and moving.change_day == DAY.isoformat()
     small = DriftSummary(data_drift=True, drifted_features=["firmware_version"], concept_drift=True, fresh_accuracy=0.89,
                          reference_accuracy=0.92, accuracy_drop=0.03, settled=False, severity=0.5)
-    assert _decide(small, _days(False)).action == policy.WAIT
+    update = _decide(small, _days(False))
+    assert update.action == policy.INCREMENTAL and update.change_day == DAY.isoformat() and not update.cooldown
+    assert _decide(DATA_DRIFT, _days(False)).action == policy.WAIT  # inputs alone still wait for the roll-out
