@@ -71,7 +71,7 @@ def test_a_landing_folder_with_other_column_names_runs_through_the_same_graph(tm
     assert "RxPower" in raw.columns and "rx_power_dbm" in clean.columns
     reasons = set(quarantine["reason"])
     assert "temperature_c: not a number '41,5'" in reasons
-    assert "timestamp: 2026-06-01 23:59:00 is outside partition 2026-06-02" in reasons
+    assert "timestamp: 2026-06-01 23:59:00 is outside partition 2026-06-02: it is 2026-06-01 23:59:00 in UTC" in reasons
     assert all(Path(f).name == "isp_export_2026-06-02.csv" for f in quarantine["_source_file"])
     [package] = (env.data_dir / "packages").glob("*.zip")
     assert json.loads(zipfile.ZipFile(package).read("manifest.json"))["dataset"] == "isp_export"
