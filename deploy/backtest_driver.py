@@ -38,13 +38,14 @@ class Backtest:
         """Per day, each staged landing file and the user's file it is a copy of."""
         self.withheld: set[dt.date] = set()
         """Days whose files landed without their labels (under a label delay)."""
+        self.files: dict[dt.date, list[sources.LandingFile]] = {}
+        """The user's landing files, by day."""
 
     # -- the days of the history
 
     def days(self) -> list[dt.date]:
         """Every day of the history: the landed files' days, or the simulator's days up to yesterday."""
         if self.user.landing_dir is not None:
-            self.files = {}
             for found in sources.list_landing_files(self.user.landing_dir):
                 self.files.setdefault(found.day, []).append(found)
             days = sorted(self.files)
