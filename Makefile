@@ -18,7 +18,7 @@ UI_PORT ?= 3000
 
 MQTT_DATASET ?= examples/mqtt/dataset.yaml
 
-.PHONY: setup run ui test bench backtest demo rollback broker collect devices clean
+.PHONY: setup run ui test lint bench backtest demo rollback broker collect devices clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ ui: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check .
 
 WARMUP ?= 14
 backtest: setup

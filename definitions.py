@@ -18,7 +18,6 @@ from sensors.federated import federated_sensor
 from sensors.labels import label_sensor
 from sensors.landing import landing_sensor
 
-
 ASSET_STORAGE_ENV = "EVERGREEN_ASSET_STORAGE"
 EXECUTOR_ENV = "EVERGREEN_EXECUTOR"
 

@@ -10,7 +10,9 @@ from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 from assets.io_manager import PUBLISH_TOGETHER
 from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import cleaning, features as feature_lib, label_inbox, labels, sources, training_set as training_lib, validation
+from pipeline import cleaning, label_inbox, labels, sources, validation
+from pipeline import features as feature_lib
+from pipeline import training_set as training_lib
 from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
 
 GROUP = "data"

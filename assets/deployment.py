@@ -15,7 +15,20 @@ from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
 from deploy.edge import evergreen_edge
 from pipeline import (
-    atomic, edge_package as package_lib, export, features as feature_lib, quantize, release, sample_sizes, training_set as training_lib,
+    atomic,
+    export,
+    quantize,
+    release,
+    sample_sizes,
+)
+from pipeline import (
+    edge_package as package_lib,
+)
+from pipeline import (
+    features as feature_lib,
+)
+from pipeline import (
+    training_set as training_lib,
 )
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix

@@ -18,15 +18,15 @@ launches no round.
 
 import warnings
 
+import dagster as dg
 import polars as pl
 from pydantic import Field
-
-import dagster as dg
 
 from assets.model import teacher_model
 from assets.partitions import DAILY, DATASET, DATASET_PATH
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic, federated as fed
+from pipeline import atomic
+from pipeline import federated as fed
 from pipeline.dataset import LABEL, SITE
 from pipeline.evaluation import learning_curve_png, png_markdown
 from pipeline.teacher import Teacher

@@ -14,10 +14,11 @@ import polars as pl
 from assets.feedback import read_decision, retraining_policy
 from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic, evaluation as evaluation_lib, recency
+from pipeline import atomic, recency
+from pipeline import evaluation as evaluation_lib
 from pipeline.federated import read_weights
-from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, fit_student, transfer_counts
 from pipeline.registry import PRODUCTION
+from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, fit_student, transfer_counts
 from pipeline.teacher import Teacher
 from pipeline.teacher_update import update_teacher
 from pipeline.training_set import SPLIT, UNLABELLED

@@ -281,8 +281,10 @@ def plain_core(days: list[str]) -> dict:
     writing the same Parquet files and artifacts; windows come from frames kept in memory."""
     import polars as pl
 
-    from pipeline import atomic, cleaning, evaluation as evaluation_lib, features as feature_lib, ids, labels, sources
-    from pipeline import self_training, training_set as training_lib, validation, weak_supervision
+    from pipeline import atomic, cleaning, ids, labels, self_training, sources, validation, weak_supervision
+    from pipeline import evaluation as evaluation_lib
+    from pipeline import features as feature_lib
+    from pipeline import training_set as training_lib
     from pipeline.dataset import load_dataset_config
     from pipeline.label_inbox import LabelInbox, oracle_answers
     from pipeline.student import fit_student

@@ -26,8 +26,8 @@ from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP, DatasetConfig
 from pipeline.encoding import fit_preprocessing
 from pipeline.features import model_feature_names
 from pipeline.release import macro_f1
-from pipeline.sources import SOURCE_FILE, SOURCE_ROW, read_landing_file
 from pipeline.simulator import TRUTH, simulate_day
+from pipeline.sources import SOURCE_FILE, SOURCE_ROW, read_landing_file
 from pipeline.teacher import Teacher, train_teacher
 
 STATIC, DAILY_RETRAIN, NO_CHANGE = "static", "daily_retrain", "no_change"

@@ -24,8 +24,7 @@ import polars as pl
 
 from pipeline import atomic, batch_check
 from pipeline.dataset import DatasetConfig
-from pipeline.message_contract import (MESSAGE_KEY, PREDICTIONS, TELEMETRY, InvalidMessage, MessageValidator,
-                                       Received, content_key)
+from pipeline.message_contract import MESSAGE_KEY, PREDICTIONS, TELEMETRY, InvalidMessage, MessageValidator, Received, content_key
 
 REJECT_PAYLOAD_BYTES = 1024
 """An oversized payload is kept up to this many bytes, with its size and sha256."""

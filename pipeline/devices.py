@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.message_contract import MESSAGE_KEY, TELEMETRY
 from pipeline.dataset import DatasetConfig
+from pipeline.message_contract import MESSAGE_KEY, TELEMETRY
 from pipeline.mqtt import topic
 from pipeline.simulator import TRUTH, simulate_day
 

@@ -34,8 +34,20 @@ from sklearn.metrics import accuracy_score, f1_score
 from pipeline import atomic, sources
 from pipeline.dataset import TIMESTAMP, DatasetConfig, FederatedSpec, PrivacySpec
 from pipeline.drift import data_drift, make_detector, monitored_features
-from pipeline.student import (StudentData, StudentMLP, Weights, check_compatible, load_weights, new_model,
-                              encoding_fingerprint, student_data, train_epochs, transfer_set, validation_loss, weights_of)
+from pipeline.student import (
+    StudentData,
+    StudentMLP,
+    Weights,
+    check_compatible,
+    encoding_fingerprint,
+    load_weights,
+    new_model,
+    student_data,
+    train_epochs,
+    transfer_set,
+    validation_loss,
+    weights_of,
+)
 from pipeline.teacher import Teacher
 from pipeline.training_set import SPLIT, TEST, VALIDATION
 

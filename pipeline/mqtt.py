@@ -22,8 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from pipeline.collector import Collector, Landed
-from pipeline.message_contract import PREDICTIONS, TELEMETRY, Received
 from pipeline.dataset import BrokerSpec
+from pipeline.message_contract import PREDICTIONS, TELEMETRY, Received
 
 USERNAME_ENV, PASSWORD_ENV = "EVERGREEN_MQTT_USERNAME", "EVERGREEN_MQTT_PASSWORD"
 MAX_IN_FLIGHT = 20_000

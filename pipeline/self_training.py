@@ -21,7 +21,15 @@ from pipeline.features import model_feature_names
 from pipeline.teacher import Teacher, train_teacher
 from pipeline.teacher_update import macro_f1
 from pipeline.training_set import (
-    PROVENANCE, PSEUDO, SPLIT, TRAIN, UNLABELLED, VALIDATION, WEIGHT, on_training_device, within_quota,
+    PROVENANCE,
+    PSEUDO,
+    SPLIT,
+    TRAIN,
+    UNLABELLED,
+    VALIDATION,
+    WEIGHT,
+    on_training_device,
+    within_quota,
 )
 
 CONFIDENCE, ROUND = "confidence", "round"

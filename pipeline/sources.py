@@ -14,9 +14,9 @@ import csv
 import datetime as dt
 import gzip
 import hashlib
-import zlib
 import io
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-import polars as pl
 
 from pipeline import atomic
 from pipeline.dataset import DatasetConfig, StudentSpec

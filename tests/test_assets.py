@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 import definitions
-
 from assets.jobs import INGEST_SELECTION, MAIN_SELECTION
 from pipeline.registry import Registry
 

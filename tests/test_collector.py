@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from pipeline.collector import Collector, read_rejects
-from pipeline.message_contract import InvalidMessage, MessageValidator, Received
 from pipeline.dataset import DatasetConfig, DatasetConfigError, load_dataset_config
 from pipeline.devices import DEFECTS, telemetry_messages
+from pipeline.message_contract import InvalidMessage, MessageValidator, Received
 from pipeline.sources import list_landing_files, read_field_predictions, read_landing_day
 from tests.conftest import ROOT
 

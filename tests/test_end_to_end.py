@@ -16,11 +16,11 @@ import requests
 import definitions
 from assets.jobs import MAIN_SELECTION
 from assets.partitions import DAILY
-from tests import ui_client
-from tests.conftest import BYOD_YAML, write_small_dataset
 from deploy.broker import free_port
 from pipeline.dataset import DEVICE_ID, load_dataset_config
 from pipeline.simulator import simulate_day
+from tests import ui_client
+from tests.conftest import BYOD_YAML, write_small_dataset
 from tests.e2e import BIN, files_holding, make_env, start, stop
 
 pytestmark = pytest.mark.slow

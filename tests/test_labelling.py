@@ -9,13 +9,21 @@ import polars as pl
 import pytest
 
 from pipeline import active_learning, augmentation, self_training, weak_supervision
+from pipeline.dataset import LABEL, ROW_ID, DatasetConfigError, load_dataset_config
 from pipeline.encoding import fit_preprocessing
 from pipeline.features import model_feature_names
-from pipeline.teacher import train_teacher
-from pipeline.dataset import LABEL, ROW_ID, DatasetConfigError, load_dataset_config
 from pipeline.label_inbox import LabelInbox, oracle_answers
+from pipeline.teacher import train_teacher
 from pipeline.training_set import (
-    PROVENANCE, SPLIT, TRAIN, UNLABELLED, WEIGHT, LabelSource, build_training_set, on_training_device, provenance_counts,
+    PROVENANCE,
+    SPLIT,
+    TRAIN,
+    UNLABELLED,
+    WEIGHT,
+    LabelSource,
+    build_training_set,
+    on_training_device,
+    provenance_counts,
     split_gold,
 )
 from tests.conftest import DEFAULT_YAML

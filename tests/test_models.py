@@ -9,8 +9,18 @@ import pytest
 from pipeline import evaluation, export
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.sample_sizes import student_schedule
-from pipeline.student import (WEIGHTS_FILE, Student, StudentData, StudentMLP, adapted_spec, new_model, student_data,
-                              train_epochs, transfer_set, validation_loss)
+from pipeline.student import (
+    WEIGHTS_FILE,
+    Student,
+    StudentData,
+    StudentMLP,
+    adapted_spec,
+    new_model,
+    student_data,
+    train_epochs,
+    transfer_set,
+    validation_loss,
+)
 from pipeline.teacher import MODEL_FILE, Teacher
 from pipeline.training_set import SPLIT, TEST
 

@@ -2,9 +2,8 @@
 
 import datetime as dt
 
-import pytest
-
 import polars as pl
+import pytest
 
 from pipeline import drift, policy
 from pipeline.dataset import load_dataset_config

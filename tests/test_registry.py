@@ -14,8 +14,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.registry import (
-    CANARY_ROLLED_BACK, CANARY_ROLLED_OUT, CANARY_STARTED, PREVIOUS, PRODUCTION, PROMOTION, ROLLBACK, STATE_FILE,
-    Canary, Registry, RegistryError,
+    CANARY_ROLLED_BACK,
+    CANARY_ROLLED_OUT,
+    CANARY_STARTED,
+    PREVIOUS,
+    PRODUCTION,
+    PROMOTION,
+    ROLLBACK,
+    STATE_FILE,
+    Canary,
+    Registry,
+    RegistryError,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

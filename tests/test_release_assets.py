@@ -19,7 +19,13 @@ from assets.jobs import INGEST_SELECTION, MAIN_SELECTION, RETRAIN_SELECTION
 from pipeline import training_set as training_lib
 from pipeline.dataset import LABEL
 from pipeline.registry import (
-    CANARY_ROLLED_OUT, CANARY_STARTED, PREVIOUS, PRODUCTION, PROMOTION, ROLLBACK, Registry,
+    CANARY_ROLLED_OUT,
+    CANARY_STARTED,
+    PREVIOUS,
+    PRODUCTION,
+    PROMOTION,
+    ROLLBACK,
+    Registry,
 )
 from pipeline.training_set import SPLIT
 from sensors.canary import canary_sensor
