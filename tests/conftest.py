@@ -1,6 +1,14 @@
 """Shared fixtures. The environment is pinned before anything imports ``assets``: the default
-dataset (partitions are read at import) and a fixed id-hashing key."""
+dataset (partitions are read at import) and a fixed id-hashing key.
 
+The suite is in three folders: ``unit/`` tests ``pipeline/`` directly, ``assets/`` runs assets and
+sensors through Dagster (``materialize``, ``build_sensor_context``), ``e2e/`` runs the whole graph,
+commands and servers; ``support/`` holds what they share. A test that starts a process (a server, a
+command, a pool) is marked ``slow`` (``make test-fast`` leaves them out): an unmarked one fails when it
+tries.
+"""
+
+import _posixsubprocess
 import os
 
 os.environ.pop("EVERGREEN_DATASET", None)
@@ -65,9 +73,24 @@ def trained(config) -> Trained:
 
     from pipeline.student import fit_student
     from pipeline.teacher import fit_teacher
-    from tests.helpers import days_from, training_frame
+    from tests.support.helpers import days_from, training_frame
 
     small = config.model_copy(update={"simulator": config.simulator.model_copy(update={"devices_per_site": 20})})
     frame = training_frame(small, days_from(dt.date(2026, 10, 1), 4))
     teacher = fit_teacher(frame, small)
     return Trained(small, frame, teacher, fit_student(frame, teacher, small))
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse to start a process from a test that is not marked ``slow``. Every way Python starts one
+    (``subprocess``, ``multiprocessing``'s spawn and forkserver) goes through ``fork_exec``; a bare fork
+    through ``os.fork``."""
+    if request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse)
+    monkeypatch.setattr(os, "fork", refuse)

@@ -2,8 +2,8 @@
 through its own multiprocess executor, as a run launched from the UI; or a re-execution from
 failure of an earlier run, as the UI's "Re-execute from failure" does.
 
-    python -m tests.crash_run --partition 2026-10-20
-    python -m tests.crash_run --from-failure RUN_ID
+    python -m tests.support.crash_run --partition 2026-10-20
+    python -m tests.support.crash_run --from-failure RUN_ID
 """
 
 import argparse

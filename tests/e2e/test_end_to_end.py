@@ -19,9 +19,9 @@ from assets.partitions import DAILY
 from deploy.broker import free_port
 from pipeline.dataset import DEVICE_ID, load_dataset_config
 from pipeline.simulator import simulate_day
-from tests import ui_client
 from tests.conftest import BYOD_YAML, write_small_dataset
-from tests.e2e import BIN, files_holding, make_env, start, stop
+from tests.support import ui_client
+from tests.support.environment import BIN, files_holding, make_env, start, stop
 
 pytestmark = pytest.mark.slow
 NEWEST_DAYS = DAILY.get_partition_keys()[-3:]

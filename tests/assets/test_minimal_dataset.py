@@ -4,41 +4,13 @@ column, integer (or boolean) classes. It loads, reads, cleans, featurises and sp
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
-import yaml
 
 from pipeline import cleaning, features, labels, sources, training_set, validation
 from pipeline.dataset import DEVICE_ID, LABEL, SINGLE_SITE, SITE, DatasetConfigError, load_dataset_config
-from tests.helpers import KEY, days_from
-
-START = dt.date(2026, 9, 1)
-MINIMAL = {
-    "name": "rule_change",
-    "source": {"kind": "landing", "landing_dir": "landing"},
-    "columns": {"timestamp": "ts", "label": "y"},
-    "classes": [0, 1],
-    "features": [{"name": "x1", "type": "numeric"}, {"name": "x2", "type": "numeric"},
-                 {"name": "colour", "type": "categorical"}],
-    "partitions": {"start_date": START.isoformat()},
-}
-
-
-def write_minimal(directory: Path, days: int = 3, rows: int = 80, **overrides) -> Path:
-    """The YAML above and ``days`` landing files ``ts,x1,x2,colour,y`` (y = x1 > x2, as 0 / 1)."""
-    (directory / "landing").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(3)
-    for day in days_from(START, days):
-        x1, x2 = rng.normal(size=rows).round(4), rng.normal(size=rows).round(4)
-        stamps = [dt.datetime.combine(day, dt.time()) + dt.timedelta(minutes=m) for m in range(0, rows * 15, 15)]
-        pl.DataFrame({
-            "ts": [s.isoformat(sep=" ") for s in stamps], "x1": x1, "x2": x2,
-            "colour": rng.choice(["red", "green", "blue"], size=rows), "y": (x1 > x2).astype(int),
-        }).write_csv(directory / "landing" / f"{day.isoformat()}.csv")
-    path = directory / "dataset.yaml"
-    path.write_text(yaml.safe_dump({**MINIMAL, **overrides}))
-    return path
+from tests.support.helpers import KEY, days_from
+from tests.support.minimal_stream import START, bad_yaml, write_minimal
 
 
 def test_integer_and_boolean_classes_load_as_written(tmp_path: Path):
@@ -207,62 +179,11 @@ def test_the_data_layer_assets_run_on_the_minimal_dataset(tmp_path: Path):
     assert frame["site"].unique().to_list() == [SINGLE_SITE] and set(frame["label"].drop_nulls()) == {"0", "1"}
 
 
-def _bad_yaml(directory: Path) -> Path:
-    """The minimal YAML as a new user might first write it: the label column under a wrong key."""
-    return write_minimal(directory, days=0, columns={"timestamp": "ts", "labels": "y"})
-
-
 def test_a_config_error_is_one_plain_line_from_a_tool(tmp_path: Path, capsys):
     from deploy import devices
 
-    assert devices.main(["--day", START.isoformat(), "--dataset", str(_bad_yaml(tmp_path))]) == 2
+    assert devices.main(["--day", START.isoformat(), "--dataset", str(bad_yaml(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'dataset.yaml'}: invalid dataset config: ")
     assert "columns.label: Field required" in err and "columns.labels: Extra inputs are not permitted" in err
     assert "Traceback" not in err and err.count("\n") == 1
-
-
-@pytest.mark.slow
-def test_make_run_on_a_bad_config_names_the_file_and_field_without_a_traceback(tmp_path: Path):
-    """``python -m deploy.run_main``: the YAML is read when the definitions are imported."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "EVERGREEN_DATASET": str(_bad_yaml(tmp_path)), "DAGSTER_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "deploy.run_main", "--days", "1"], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
-    assert done.returncode == 2, done.stderr
-    assert "dataset.yaml: invalid dataset config: columns.label: Field required" in done.stderr
-    assert "Traceback" not in done.stderr and done.stdout == ""
-
-
-@pytest.mark.slow
-def test_make_run_and_the_ui_definitions_work_on_a_minimal_stream_as_written(tmp_path: Path):
-    """``make run`` (``deploy.run_main``) on a stream a new user wrote (no site, no id, integer
-    classes) trains, registers and packages a model; the definitions ``make ui`` serves load; the
-    landing sensor's first tick after it runs nothing again."""
-    import os
-    import subprocess
-    import sys
-    from dataclasses import replace
-
-    from examples import streams
-
-    dataset = streams.write_stream(replace(streams.STREAMS["sudden"], rows_per_day=300, days=6), tmp_path / "streams")
-    env = {**os.environ, "EVERGREEN_DATASET": str(dataset), "EVERGREEN_DATA_DIR": str(tmp_path / "data"),
-           "DAGSTER_HOME": str(tmp_path / "data" / "dagster_home")}
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "deploy.run_main", "--days", "6"], env=env, capture_output=True,
-                          text=True, timeout=900, cwd=root)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "[6/6] main_job 2026-06-06: ok" in done.stdout and "edge package:" in done.stdout
-    assert len(list((tmp_path / "data" / "packages").glob("evergreen-v20260606-*.zip"))) == 1
-    check = ("import dagster as dg, definitions\n"
-             "dg.Definitions.validate_loadable(definitions.defs)\n"
-             "ctx = dg.build_sensor_context(instance=dg.DagsterInstance.get(), definitions=definitions.defs, resources=definitions.defs.resources)\n"
-             "tick = definitions.defs.resolve_sensor_def('landing_sensor').evaluate_tick(ctx)\n"
-             "print('requests', len(tick.run_requests or []))\n")
-    loaded = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300, cwd=root)
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert "requests 0" in loaded.stdout

@@ -10,7 +10,7 @@ from pipeline import teacher_update
 from pipeline.dataset import LABEL, TIMESTAMP
 from pipeline.policy import FULL, INCREMENTAL
 from pipeline.teacher import fit_teacher
-from tests.helpers import days_from, training_frame
+from tests.support.helpers import days_from, training_frame
 
 PRODUCTION_DAYS = days_from(dt.date(2026, 9, 1), 4)
 WINDOW = days_from(dt.date(2026, 9, 2), 6)  # three days the production model saw, three it did not

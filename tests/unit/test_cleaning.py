@@ -8,7 +8,7 @@ import pytest
 from pipeline import cleaning, sources
 from pipeline.dataset import DEVICE_ID, LABEL, TIMESTAMP
 from pipeline.sources import SOURCE_FILE, SOURCE_ROW
-from tests.helpers import KEY, days_from
+from tests.support.helpers import KEY, days_from
 
 DAY = dt.date(2026, 11, 3)
 

@@ -26,8 +26,7 @@ from pipeline.registry import (
     Registry,
     RegistryError,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 def _registry(tmp_path: Path, versions: int = 3) -> Registry:

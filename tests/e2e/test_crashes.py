@@ -16,11 +16,11 @@ import pytest
 
 from pipeline.registry import PRODUCTION, Registry
 from tests.conftest import ROOT, write_small_dataset
-from tests.e2e import Env, make_env
+from tests.support.environment import Env, make_env
 
 pytestmark = pytest.mark.slow
 DAY = "2026-10-20"
-HOOK = Path(__file__).parent / "crash_hook"
+HOOK = Path(__file__).resolve().parent.parent / "support" / "crash_hook"
 KILLS = [
     ("training", "*/artifacts/teacher_model/.*.tmp"),
     ("export", "*/artifacts/onnx_student/*/.student.onnx.*.tmp"),
@@ -35,7 +35,7 @@ def _run(env: Env, *args: str, crash_at: str | None = None) -> subprocess.Comple
     run_env = dict(env.vars, PYTHONPATH=os.pathsep.join(filter(None, [str(HOOK), env.vars.get("PYTHONPATH")])))
     if crash_at:
         run_env["EVERGREEN_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "tests.crash_run", *args], cwd=ROOT, env=run_env,
+    return subprocess.run([sys.executable, "-m", "tests.support.crash_run", *args], cwd=ROOT, env=run_env,
                           capture_output=True, text=True, timeout=900, start_new_session=True)
 
 

@@ -15,9 +15,9 @@ import yaml
 from pipeline import cleaning, sources
 from pipeline.dataset import DatasetConfig, DatasetConfigError, load_dataset_config
 from pipeline.sources import SOURCE_FILE, SOURCE_ROW
-from tests.bad_input_corpus import DAY, Case, Contract, base_rows, cases, contracts
 from tests.conftest import DEFAULT_YAML
-from tests.helpers import KEY
+from tests.support.bad_input_corpus import DAY, Case, Contract, base_rows, cases, contracts
+from tests.support.helpers import KEY
 
 CASES = cases()
 CONTRACTS = contracts()

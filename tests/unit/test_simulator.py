@@ -12,7 +12,7 @@ from pipeline.encoding import label_codes
 from pipeline.simulator import TRUTH, returned_labels, simulate_day, simulate_site_day
 from pipeline.teacher import fit_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
-from tests.helpers import days_from, labelled_features
+from tests.support.helpers import days_from, labelled_features
 
 
 def _parquet_digest(frame: pl.DataFrame) -> str:

@@ -27,7 +27,7 @@ from pipeline.training_set import (
     split_gold,
 )
 from tests.conftest import DEFAULT_YAML
-from tests.helpers import KEY, days_from, labelled_features
+from tests.support.helpers import KEY, days_from, labelled_features
 
 DAY = dt.date(2026, 9, 10)
 
@@ -196,10 +196,10 @@ def test_yaml_rules_vote_where_every_condition_holds_and_nulls_abstain(config):
 
 
 def test_python_labelling_functions_load_by_module_and_attribute(config):
-    with_python = _with(config, weak={"python": ("tests.labelling_functions:RULES",)})
+    with_python = _with(config, weak={"python": ("tests.support.labelling_functions:RULES",)})
     assert weak_supervision.labelling_functions(with_python)[-1].name == "no_uptime"
     with pytest.raises(ValueError, match="is not a list of LabellingFunction"):
-        weak_supervision.labelling_functions(_with(config, weak={"python": ("tests.labelling_functions:NOT_RULES",)}))
+        weak_supervision.labelling_functions(_with(config, weak={"python": ("tests.support.labelling_functions:NOT_RULES",)}))
 
 
 def test_a_rule_on_an_unknown_feature_or_class_is_a_config_error(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import drift
 from pipeline.labels import ARRIVED_ON
-from tests.helpers import days_from, labelled_features
+from tests.support.helpers import days_from, labelled_features
 
 STATIONARY = dt.date(2026, 9, 1)  # weeks before the firmware roll-out (2026-10-15)
 ROLLOUT = dt.date(2026, 10, 15)

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import cleaning, features, labels, sources, training_set
 from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, TIMESTAMP
-from tests.helpers import KEY, days_from
+from tests.support.helpers import KEY, days_from
 
 DAY = dt.date(2026, 10, 20)
 

@@ -9,7 +9,7 @@ import polars as pl
 from pipeline import recency
 from pipeline.dataset import LABEL, TIMESTAMP, load_dataset_config
 from pipeline.training_set import SPLIT, TEST, TRAIN, UNLABELLED, VALIDATION, WEIGHT
-from tests.test_minimal_dataset import MINIMAL
+from tests.support.minimal_stream import MINIMAL
 
 START = dt.date(2026, 6, 1)
 
