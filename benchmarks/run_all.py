@@ -66,8 +66,8 @@ def inference(data_dir: Path) -> dict:
     run's test rows, one thread."""
     sys.path.insert(0, str(ROOT))
     from deploy.edge import bench
-    from deploy.edge.evergreen_edge import EdgeModel
     from pipeline.encoding import teacher_matrix
+    from pipeline.evergreen_edge import EdgeModel
     from pipeline.registry import Registry
     from pipeline.release import macro_f1
     from pipeline.teacher import Teacher

@@ -1,1 +1,1 @@
-"""The edge runtime (``evergreen_edge.py``, copied verbatim into every package) and its latency benchmark."""
+"""The edge package's latency benchmark (the runtime itself is ``pipeline/evergreen_edge.py``)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from deploy.edge.evergreen_edge import EdgeError, EdgeModel, read_rows
+from pipeline.evergreen_edge import EdgeError, EdgeModel, read_rows
 
 SINGLE_ROW_CALLS, ROUNDS, WARM_UP = 10_000, 5, 500
 BATCH_ROWS, BATCH_REPEATS = 100_000, 3
