@@ -13,9 +13,9 @@ from assets.feedback import read_decision
 from assets.model import EVALUATION_FILE, UPDATE_FILE, evaluation, student_model, teacher_model
 from assets.partitions import DAILY, PROJECT_ROOT
 from assets.resources import DatasetResource, StorageResource
-from deploy.edge import evergreen_edge
 from pipeline import (
     atomic,
+    evergreen_edge,
     export,
     quantize,
     release,

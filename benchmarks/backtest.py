@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run_all import emit_report, machine
+from benchmarks.results import emit_report, machine
 from examples import streams
 
 ROOT = Path(__file__).resolve().parent.parent

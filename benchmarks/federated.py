@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from benchmarks.results import emit_report, machine
+
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_START, WINDOW_DAYS = dt.date(2026, 10, 20), 7
 MAX_ROUNDS = 30
@@ -147,11 +149,9 @@ def distillation(frame: pl.DataFrame, teacher, config, scorer: Scorer, federated
 
 
 def report(central_f1: float, teacher_f1: float, federated: dict[str, dict], distilled: dict, config, seconds: float) -> str:
-    import platform
-
     spec = config.training.federated
     lines = [f"### Federated training and distillation ({dt.date.today()})", "",
-             f"Machine: {platform.machine()}, Python {platform.python_version()}. Command: `python -m benchmarks.federated`. "
+             f"Machine: {machine()}. Command: `python -m benchmarks.federated`. "
              f"Wall time {seconds / 60:.1f} min. Window {WINDOW_START} + {WINDOW_DAYS} days, {len(config.sites)} non-IID sites, "
              f"{spec.local_epochs} local epochs per round; macro-F1 on the test split. Teacher: **{teacher_f1:.4f}**; "
              f"central student: **{central_f1:.4f}**.", "",
@@ -199,8 +199,6 @@ def main() -> int:
                  for name, changes in VARIANTS.items()}
     distilled = distillation(frame, teacher, config, scorer, federated["FedAvg"]["weights"])
     text = report(central_f1, scorer.teacher_f1, federated, distilled, config, time.perf_counter() - started)
-    from benchmarks.run_all import emit_report
-
     emit_report(text, args.record)
     return 0
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmarks.results import machine, record
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -157,8 +159,6 @@ def run(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.run_all import machine, record
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from benchmarks.results import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = dt.date(2026, 10, 13)
@@ -128,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="evergreen-ingest-") as tmp:
         work = args.work or Path(tmp)
         figures = measure(args.repo.resolve(), args.mb, work)
-    print(json.dumps({**figures, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"}))
+    print(json.dumps({**figures, "machine": machine()}))
 
 
 if __name__ == "__main__":

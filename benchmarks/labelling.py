@@ -14,7 +14,6 @@ the stop rule. Only ``pipeline/`` functions run here: the numbers are the method
 
 import argparse
 import datetime as dt
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from sklearn.metrics import f1_score
+
+from benchmarks.results import emit_report, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = (0.01, 0.02, 0.05, 0.10, 0.20)
@@ -151,7 +152,7 @@ def self_training_ablation(bench: Bench, share: float) -> list[dict]:
 
 def report(runs: list[list[dict]], full: float, ablation: list[dict], seconds: float) -> str:
     lines = [f"### Labelling: label efficiency ({dt.date.today()})", "",
-             f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}. "
+             f"Machine: {machine()}. "
              f"Command: `python -m benchmarks.labelling`. Wall time {seconds / 60:.1f} min.",
              f"Window {WINDOW_START} + {WINDOW_DAYS} days, macro-F1 on every row of the test devices in the newest "
              f"{TEST_DAYS} days, mean over seeds {list(SEEDS)} (min..max). Fully labelled teacher: **{full:.4f}**.", "",
@@ -193,8 +194,6 @@ def main() -> int:
     runs = [efficiency(bench) for bench in benches]
     ablation = self_training_ablation(benches[0], 0.05)
     text = report(runs, full, ablation, time.perf_counter() - started)
-    from benchmarks.run_all import emit_report
-
     emit_report(text, args.record)
     return 0
 

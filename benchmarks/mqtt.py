@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 import yaml
 
+from benchmarks.results import emit_report, machine
+
 ROOT = Path(__file__).resolve().parent.parent
 LANDED_LINE = re.compile(r"^(\S+ \S+) evergreen.collector INFO landed (\d+) messages")
 COLLECTOR_CORE = 0
@@ -221,8 +223,6 @@ def _rss_mib(pid: int) -> float:
 
 
 def report(tp: dict, ceiling: float, latency: dict, memory: dict) -> str:
-    from benchmarks.run_all import machine
-
     rss = memory["rss"]
     by_minute = " / ".join(f"{min(m for t, m in rss if t <= 60 * k + 2.5 and t >= 60 * k - 2.5):.0f}"
                            for k in range(1, int(rss[-1][0] // 60) + 1))
@@ -270,8 +270,6 @@ def main() -> int:
         print({k: v for k, v in latency.items() if k != "rss"}, flush=True)
         memory = live(workdir, local.port, args.rate, 60 * args.minutes, 1.0, "memory")
         text = report(tp, ceiling, latency, memory)
-    from benchmarks.run_all import emit_report
-
     emit_report(text, args.record)
     return 0
 

@@ -17,8 +17,6 @@ Everything is written to a temporary directory; nothing in the repository change
 
 import argparse
 import datetime as dt
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +32,7 @@ import polars as pl
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from benchmarks.results import machine
 from pipeline import export
 from pipeline.dataset import load_dataset_config
 from pipeline.encoding import label_codes, student_matrix
@@ -198,13 +197,11 @@ def timings(paths: dict[str, tuple[Path, str]], x: np.ndarray) -> tuple[dict, di
     return single, batched
 
 
-def machine() -> str:
-    """Where the figures come from, with whether the CPU has VNNI: the reduce_range choice hangs on it."""
+def simd() -> str:
+    """Whether the CPU has VNNI: the reduce_range choice hangs on it."""
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    vnni = "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "AVX2 without VNNI" if "avx2" in flags else "unknown SIMD"
-    return (f"{platform.machine()} ({vnni}), {os.cpu_count()} cores, onnxruntime {ort.__version__}, "
-            f"Python {platform.python_version()}, {platform.platform()}")
+    return "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "AVX2 without VNNI" if "avx2" in flags else "unknown SIMD"
 
 
 def _us(m: tuple[float, float, float]) -> str:
@@ -230,7 +227,7 @@ def default_report(case: Case, work: Path) -> str:
     ratio = single["int8"][0] / single["fp32"][0]
     lines = [
         "## Static int8 (QDQ) student against fp32 (`python -m benchmarks.quantization`)",
-        f"Machine: {machine()}.",
+        f"Machine: {machine(simd(), f'onnxruntime {ort.__version__}')}.",
         f"Student: default config, window {case.name}; calibration on {len(case.rows[TRAIN][0]):,} training rows; "
         f"{c.rows:,} test rows. Options: {describe(Options())}.",
         "",
@@ -270,7 +267,7 @@ def sweep_report(cases: list[Case], work: Path) -> str:
     single, batched = timings({name: (path, level) for name, (path, level, _) in rows.items()}, cases[0].rows[TEST][0])
     lines = [
         "## Quantization options (`python -m benchmarks.quantization --sweep`)",
-        f"Machine: {machine()}.",
+        f"Machine: {machine(simd(), f'onnxruntime {ort.__version__}')}.",
         f"Students: default config, {'; '.join(case.name for case in cases)}. Macro-F1 change of int8 against fp32 in "
         "points (worst / mean over the students); agreement: argmax agreement with fp32 (validation: mean, "
         "test: lowest). Size, latency, "

@@ -12,7 +12,6 @@
 import argparse
 import datetime as dt
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from benchmarks import feedback
+from benchmarks import edge_latency, feedback
+from benchmarks.results import machine, record
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_ROW_CALLS = 10_000
@@ -65,9 +65,8 @@ def inference(data_dir: Path) -> dict:
     """Each precision of the production package through the edge runtime, and LightGBM, on the
     run's test rows, one thread."""
     sys.path.insert(0, str(ROOT))
-    from deploy.edge import bench
-    from deploy.edge.evergreen_edge import EdgeModel
     from pipeline.encoding import teacher_matrix
+    from pipeline.evergreen_edge import EdgeModel
     from pipeline.registry import Registry
     from pipeline.release import macro_f1
     from pipeline.teacher import Teacher
@@ -88,14 +87,14 @@ def inference(data_dir: Path) -> dict:
         model = EdgeModel(package, public_key, precision=precision, threads=1)
         model_file = version.file(model.manifest["models"]["precisions"][precision]["file"])
         figures["precisions"][precision] = {
-            **bench.measure(package, public_key, precision, columns), "model_bytes": model_file.stat().st_size,
+            **edge_latency.measure(package, public_key, precision, columns), "model_bytes": model_file.stat().st_size,
             "macro_f1": macro_f1(labels, np.asarray(model.predict(columns)), classes),
         }
     one = x_teacher[:1]
     for _ in range(200):
         booster.predict(one, num_threads=1)
-    big = np.resize(x_teacher, (bench.BATCH_ROWS, x_teacher.shape[1]))
-    lgb_batch = bench.rows_per_second(lambda rows: booster.predict(rows, num_threads=1), big)
+    big = np.resize(x_teacher, (edge_latency.BATCH_ROWS, x_teacher.shape[1]))
+    lgb_batch = edge_latency.rows_per_second(lambda rows: booster.predict(rows, num_threads=1), big)
     figures["lightgbm"] = {
         "single_row_us": _median_us(lambda: booster.predict(one, num_threads=1), SINGLE_ROW_CALLS),
         "batch_rows_per_s": lgb_batch,
@@ -108,25 +107,7 @@ def _us(m: tuple[float, float, float]) -> str:
     return f"{m[0]:.1f} µs (round medians {m[1]:.1f}–{m[2]:.1f})"
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, {platform.platform()}"
-
-
-def record(text: str) -> None:
-    with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as fh:
-        fh.write("\n" + text)
-
-
-def emit_report(text: str, to_results: bool) -> None:
-    """Print a benchmark's report, and append it to RESULTS.md when asked (``--record``)."""
-    print(text)
-    if to_results:
-        record(text)
-
-
 def report(run: dict, inf: dict) -> str:
-    from deploy.edge import bench
-
     m = inf["metrics"]
     lines = [
         f"## {dt.date.today().isoformat()}: embedded default (`make bench`)",
@@ -144,8 +125,8 @@ def report(run: dict, inf: dict) -> str:
     for precision, f in inf["precisions"].items():
         lines += [
             f"| student {precision}: file size / macro-F1 on the test rows ({inf['test_rows']}) | {f['model_bytes']:,} bytes / {f['macro_f1']:.4f} |",
-            f"| student {precision}: single raw row through the edge runtime (`predict_row`), 1 thread, median of {bench.SINGLE_ROW_CALLS:,} in {bench.ROUNDS} rounds | {_us(f['single'])} |",
-            f"| student {precision}: batch throughput, 1 thread ({bench.BATCH_ROWS:,} rows): raw rows / encoded rows (model only) | {f['batch']:,.0f} / {f['batch_model']:,.0f} rows/s |",
+            f"| student {precision}: single raw row through the edge runtime (`predict_row`), 1 thread, median of {edge_latency.SINGLE_ROW_CALLS:,} in {edge_latency.ROUNDS} rounds | {_us(f['single'])} |",
+            f"| student {precision}: batch throughput, 1 thread ({edge_latency.BATCH_ROWS:,} rows): raw rows / encoded rows (model only) | {f['batch']:,.0f} / {f['batch_model']:,.0f} rows/s |",
         ]
     lgb = inf["lightgbm"]
     lines += [

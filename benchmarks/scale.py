@@ -30,7 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -39,6 +38,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchmarks.results import emit_report, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_YAML = ROOT / "config" / "broadband.yaml"
@@ -443,12 +444,6 @@ def _load(case: dict) -> str:
     return f"{case['load'][0]:.2f}→{case['load'][1]:.2f}"
 
 
-def machine() -> str:
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-    return (f"{platform.machine()}, nproc {os.cpu_count()}, {mem / 1024 ** 2:.1f} GiB RAM, Python {platform.python_version()}, "
-            f"{platform.platform()}")
-
-
 def report(f: dict, command: str) -> str:
     ls, le = f["load_start"], f["load_end"]
     lines = [f"## {dt.date.today().isoformat()}: scaling, backfill and Dagster's overhead{' (quick)' if f['quick'] else ''}",
@@ -571,8 +566,6 @@ def main() -> int:
         print(f"work dir {work}; load {os.getloadavg()}", flush=True)
         figures = run(args.quick, args.keep, work)
     command = "python -m benchmarks.scale" + (" --quick" if args.quick else "") + (" --record" if args.record else "")
-    from benchmarks.run_all import emit_report
-
     emit_report(report(figures, command), args.record)
     if work is not None and not args.keep:
         shutil.rmtree(work, ignore_errors=True)

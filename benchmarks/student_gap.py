@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import accuracy_score, f1_score
 
-from deploy.edge import evergreen_edge as runtime
+from pipeline import evergreen_edge as runtime
 from pipeline import export, quantize
 from pipeline.dataset import TIMESTAMP, DatasetConfig, StudentSpec, load_dataset_config
 from pipeline.encoding import label_codes, student_matrix

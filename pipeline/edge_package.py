@@ -1,7 +1,7 @@
 """The edge package: one signed archive a low-power device can verify and run with numpy and onnxruntime.
 
 Contents: the student's ONNX model at each shipped precision, ``evergreen_edge.py`` (the runtime,
-this repo's ``deploy/edge/evergreen_edge.py`` verbatim), ``manifest.json`` (version, feature order,
+this repo's ``pipeline/evergreen_edge.py`` verbatim), ``manifest.json`` (version, feature order,
 preprocessing constants, classes, metrics, the models with their opsets, the signing key's id, and
 the sha256 of every other file) and ``manifest.sig`` (the Ed25519 signature of the manifest's exact
 bytes). The zip is deterministic (sorted entries, fixed timestamps, deterministic signatures), so
@@ -19,8 +19,8 @@ from pathlib import Path
 import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from deploy.edge import evergreen_edge as runtime
 from pipeline import atomic, signing
+from pipeline import evergreen_edge as runtime
 from pipeline.registry import Version
 
 RUNTIME_FILE = "evergreen_edge.py"

@@ -8,7 +8,7 @@ one constants dict, fitted on training rows only and shipped in the edge package
 import numpy as np
 import polars as pl
 
-from deploy.edge.evergreen_edge import encode
+from pipeline.evergreen_edge import encode
 
 
 def fit_preprocessing(train: pl.DataFrame, numeric: list[str], categorical: list[str]) -> dict:

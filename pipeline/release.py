@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from deploy.edge.evergreen_edge import EdgeModel, trusted_public_key
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.encoding import student_matrix
+from pipeline.evergreen_edge import EdgeModel, trusted_public_key
 from pipeline.export import ONNX_FILE, onnx_session
 from pipeline.quantize import INT8_FILE, Comparison
 from pipeline.registry import Canary, Version

@@ -13,8 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from deploy.edge import evergreen_edge
-from pipeline import atomic
+from pipeline import atomic, evergreen_edge
 
 SIGNING_KEY_ENV = "EVERGREEN_SIGNING_KEY"
 PRIVATE_KEY_FILE, PUBLIC_KEY_FILE = "signing_key.pem", "signing_key.pub.pem"

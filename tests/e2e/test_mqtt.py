@@ -20,10 +20,10 @@ import yaml
 import definitions
 from assets.data import clean_telemetry, raw_telemetry
 from deploy import broker as local_broker
-from deploy.edge.evergreen_edge import MqttTarget, publish_predictions
 from pipeline.collector import Collector, read_rejects
 from pipeline.dataset import DatasetConfig, load_dataset_config
 from pipeline.devices import telemetry_messages
+from pipeline.evergreen_edge import MqttTarget, publish_predictions
 from pipeline.mqtt import PASSWORD_ENV, USERNAME_ENV, BrokerError, CollectorLoop, client_for, connect, publish
 from pipeline.sources import read_field_predictions
 from sensors.landing import landing_sensor

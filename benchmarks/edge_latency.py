@@ -2,14 +2,13 @@
 single-row median through ``EdgeModel.predict_row`` and the batch throughput of ``predict_proba``
 (raw features in, so encoding included, and the model alone). Prints a table; writes nothing.
 
-    python -m deploy.edge.bench PACKAGE --public-key KEY.pem [--rows ROWS.csv|ROWS.parquet]
+    python -m benchmarks.edge_latency PACKAGE --public-key KEY.pem [--rows ROWS.csv|ROWS.parquet]
 
 Without ``--rows``, rows are drawn (seeded) from the manifest's preprocessing constants: the work
 per row, and so the latency, does not depend on the values.
 """
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from deploy.edge.evergreen_edge import EdgeError, EdgeModel, read_rows
+from benchmarks.results import machine
+from pipeline.evergreen_edge import EdgeError, EdgeModel, read_rows
 
 SINGLE_ROW_CALLS, ROUNDS, WARM_UP = 10_000, 5, 500
 BATCH_ROWS, BATCH_REPEATS = 100_000, 3
@@ -101,8 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.package.name} ({manifest['version']}): {SINGLE_ROW_CALLS:,} single-row calls in {ROUNDS} rounds, "
-          f"batches of {BATCH_ROWS:,} rows (best of {BATCH_REPEATS}); 1 thread; onnxruntime {ort.__version__}, "
-          f"{platform.machine()}, Python {platform.python_version()}")
+          f"batches of {BATCH_ROWS:,} rows (best of {BATCH_REPEATS}); 1 thread; {machine(f'onnxruntime {ort.__version__}')}")
     print(table(results))
     return 0
 

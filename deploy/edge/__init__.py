@@ -1,1 +1,0 @@
-"""The edge runtime (``evergreen_edge.py``, copied verbatim into every package) and its latency benchmark."""
