@@ -1,16 +1,19 @@
 """The dataset behind the graph, its daily partitions and the windows that look back in time.
 
 Partitions must be known when the definitions load, so the dataset YAML is read here, once: the one
-named by ``EVERGREEN_DATASET``, or the embedded simulator default.
+named by ``EVERGREEN_DATASET``, or the embedded simulator default. It is the one source of the graph's
+shape; ``DatasetResource`` defaults to it, and a resource naming a YAML whose ``DEFINITION_FIELDS``
+differ is refused (``check_definition_fields``) rather than run on partitions built from another file.
 """
 
 import datetime as dt
+import functools
 import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from pipeline.dataset import dataset_path, load_dataset_config
+from pipeline.dataset import DATASET_ENV, DatasetConfig, DatasetConfigError, dataset_path, load_dataset_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATASET_PATH = dataset_path()
@@ -48,6 +51,32 @@ DRIFT_READINGS = _window(DATASET.feedback.concept.pool_days - 1 + DATASET.feedba
 
 POLICY_MEMORY = _window(DATASET.feedback.policy.memory_days)
 """The drift reports the retraining policy reads to find where a drift event started."""
+
+DEFINITION_FIELDS = (
+    "partitions.start_date", "partitions.history_days", "partitions.window_days", "partitions.sites",
+    "feedback.concept.lookback_days", "feedback.concept.pool_days", "feedback.policy.memory_days",
+)
+"""What the definitions build from the dataset when they load: the daily and site partitions and the
+windows above. Sites not pinned by ``partitions.sites`` are the definitions' (see ``assets.federated``);
+a run's rows of another site are counted outside the site partitions, as a newly landed site's are."""
+
+
+def _field(config: DatasetConfig, dotted: str) -> object:
+    return functools.reduce(getattr, dotted.split("."), config)
+
+
+def check_definition_fields(path: str | Path, config: DatasetConfig) -> None:
+    """Refuse a dataset (the one a run's ``DatasetResource`` names) whose partitions, windows or sites
+    are not those the definitions were built from: its assets would read windows of one file's length
+    over partitions of another's. The fix is to load the definitions with that dataset."""
+    differing = [f"{f} ({_field(config, f)}, loaded {_field(DATASET, f)})"
+                 for f in DEFINITION_FIELDS if _field(config, f) != _field(DATASET, f)]
+    if differing:
+        raise DatasetConfigError(
+            f"{path} differs from {DATASET_PATH}, the dataset the definitions were loaded with, in "
+            f"{', '.join(differing)}: partitions and windows are built when the code location loads; set "
+            f"{DATASET_ENV}={path} and reload the code location, or point the dataset resource at {DATASET_PATH}")
+
 
 WINDOW_INPUT = {"allow_missing_partitions": True}
 """Input metadata: days of a window that were never materialized are skipped, not an error."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from assets.partitions import DATASET, DATASET_PATH, PROJECT_ROOT
+from assets.partitions import DATASET, DATASET_PATH, PROJECT_ROOT, check_definition_fields
 from pipeline import ids, signing
 from pipeline.dataset import DatasetConfig, load_dataset_config
 from pipeline.federated import FederatedStore
@@ -85,12 +85,17 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class DatasetResource(dg.ConfigurableResource):
-    """The dataset YAML the graph runs on (the contract, the source, training settings)."""
+    """The dataset YAML the graph runs on (the contract, the source, training settings): by default the
+    one the definitions were loaded with. Another YAML (tests, run config) may change anything but the
+    partitions, windows and sites the definitions were built from (``assets.partitions.DEFINITION_FIELDS``)."""
 
     config_path: str = str(DATASET_PATH)
 
     def load(self) -> DatasetConfig:
-        return _load(self.config_path)
+        """The dataset, refused with both files named if the definitions were built from other partitions."""
+        config = _load(self.config_path)
+        check_definition_fields(self.config_path, config)
+        return config
 
 
 @functools.lru_cache(maxsize=8)

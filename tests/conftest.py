@@ -1,5 +1,6 @@
 """Shared fixtures. The environment is pinned before anything imports ``assets``: the default
-dataset (partitions are read at import) and a fixed id-hashing key.
+dataset (the definitions build their partitions from it at import, and a ``DatasetResource`` naming a
+YAML with other partitions or windows is refused) and a fixed id-hashing key.
 
 The suite is in three folders: ``unit/`` tests ``pipeline/`` directly, ``assets/`` runs assets and
 sensors through Dagster (``materialize``, ``build_sensor_context``), ``e2e/`` runs the whole graph,
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_YAML = ROOT / "config" / "broadband.yaml"
 BYOD_YAML = ROOT / "examples" / "byod" / "dataset.yaml"
 HASH_KEY = b"evergreen-test-key"
+DEFAULT_PARTITIONS = yaml.safe_load(DEFAULT_YAML.read_text())["partitions"]
+"""The partitions the tests' definitions are built with: a YAML of another shape keeps them to run on the graph."""
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,18 @@
-"""The definitions load, are grouped by layer, documented, and start their sensors by themselves."""
+"""The definitions load, are grouped by layer, documented, and start their sensors by themselves; the
+dataset they were loaded with is the one their runs read."""
+
+import re
 
 import dagster as dg
+import pytest
 
 import definitions
+from assets.data import raw_telemetry
 from assets.federated import SITE_DAILY, SITES, site_update
-from assets.partitions import DAILY
+from assets.partitions import DAILY, DATASET_PATH
+from assets.resources import DatasetResource
+from pipeline.dataset import DatasetConfigError
+from tests.conftest import DEFAULT_PARTITIONS, write_small_dataset
 
 
 def test_definitions_load():
@@ -60,3 +68,37 @@ def test_raw_data_checks_are_the_great_expectations_groups_and_the_landing_entri
     checks = {key.name for key in definitions.defs.resolve_asset_graph().asset_check_keys
               if key.asset_key.to_user_string() == "raw_telemetry"}
     assert checks == {"schema", "null_rates", "value_ranges", "uniqueness", "label_values", "landing_files"}
+
+
+def test_the_dataset_resource_defaults_to_the_dataset_the_definitions_were_loaded_with():
+    assert DatasetResource().config_path == str(DATASET_PATH)
+    assert DatasetResource().load().partitions.start_date.isoformat() == DAILY.start.strftime("%Y-%m-%d")
+
+
+def test_a_dataset_that_differs_only_in_what_the_definitions_do_not_build_from_runs(tmp_path):
+    config = DatasetResource(config_path=str(write_small_dataset(tmp_path, devices_per_site=4))).load()
+    assert config.simulator.devices_per_site == 4 and config.training.student.epochs == 5
+
+
+@pytest.mark.parametrize(("section", "field", "value"), [
+    ("partitions", "start_date", "2026-09-01"), ("partitions", "window_days", 5), ("partitions", "sites", ["north"]),
+])
+def test_a_dataset_with_other_partitions_or_windows_is_refused_naming_the_field_and_both_files(tmp_path, section, field, value):
+    path = write_small_dataset(tmp_path, partitions={**DEFAULT_PARTITIONS, field: value})
+    with pytest.raises(DatasetConfigError) as refused:
+        DatasetResource(config_path=str(path)).load()
+    message = str(refused.value)
+    assert message.startswith(f"{path} differs from {DATASET_PATH}, the dataset the definitions were loaded with")
+    assert re.findall(r"(\w+\.\w+) \(", message) == [f"{section}.{field}"]
+    assert f"EVERGREEN_DATASET={path} and reload the code location" in message
+
+
+def test_a_run_on_a_dataset_with_another_look_back_window_fails_naming_it(tmp_path):
+    path = write_small_dataset(tmp_path, feedback={"concept": {"lookback_days": 2}})
+    resources = definitions.build_resources(str(tmp_path / "data"), str(path))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_telemetry], partition_key="2026-10-01", resources=resources, instance=instance,
+                                raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = str(failure.event_specific_data.error)
+    assert f"{path} differs from {DATASET_PATH}" in error and "feedback.concept.lookback_days (2, loaded 3)" in error

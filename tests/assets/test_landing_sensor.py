@@ -10,13 +10,14 @@ import yaml
 import definitions
 from assets.resources import DatasetResource
 from sensors.landing import landing_sensor
-from tests.conftest import BYOD_YAML
+from tests.conftest import BYOD_YAML, DEFAULT_PARTITIONS
 
 
 @pytest.fixture
 def landing_dataset(tmp_path: Path) -> tuple[Path, DatasetResource]:
     raw = yaml.safe_load(BYOD_YAML.read_text())
     raw["source"]["landing_dir"] = str(tmp_path / "landing")
+    raw["partitions"] = DEFAULT_PARTITIONS
     path = tmp_path / "dataset.yaml"
     path.write_text(yaml.safe_dump(raw))
     (tmp_path / "landing").mkdir()

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline import cleaning, features, labels, sources, training_set, validation
 from pipeline.dataset import DEVICE_ID, LABEL, SINGLE_SITE, SITE, DatasetConfigError, load_dataset_config
+from tests.conftest import DEFAULT_PARTITIONS
 from tests.support.helpers import KEY, days_from
 from tests.support.minimal_stream import START, bad_yaml, write_minimal
 
@@ -151,12 +152,12 @@ def test_a_constant_id_is_split_by_time_not_by_its_one_device(tmp_path: Path):
 
 def test_the_data_layer_assets_run_on_the_minimal_dataset(tmp_path: Path):
     """raw -> clean -> features -> gold_labels -> training_set through ``dagster.materialize``; the
-    days lie inside the default partitions, which the graph reads at import."""
+    YAML keeps the default partitions, which the graph is built with at import."""
     import dagster as dg
 
     import definitions
 
-    path = write_minimal(tmp_path, days=3)
+    path = write_minimal(tmp_path, days=3, partitions=DEFAULT_PARTITIONS)
     resources = definitions.build_resources(str(tmp_path / "data"), str(path))
     data = dg.AssetSelection.assets("raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "weak_labels")
     keys = [d.isoformat() for d in days_from(START, 3)]
