@@ -39,6 +39,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 WARMUP ?= 14
 backtest: setup

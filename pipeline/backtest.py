@@ -17,6 +17,7 @@ import datetime as dt
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -253,18 +254,19 @@ def plot(days: list[BacktestDay], events: list[dt.date], baselines: list[str], t
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
-    x = [d.day for d in days]
+    # days on the x axis: matplotlib plots dates through its unit converters, its stubs know numbers only
+    x: list[Any] = [d.day for d in days]
     ax.plot(x, [d.accuracy for d in days], marker="o", markersize=3, linewidth=2, label="Evergreen (serving model)")
     for name in baselines:
         ax.plot(x, [d.baselines[name] for d in days], linewidth=1, alpha=0.8, label=name)
     lows = np.nanmin([[d.accuracy, *d.baselines.values()] for d in days]) if days else 0.0
     for kind, marker, colour in (("data_alarm", "v", "tab:orange"), ("concept_alarm", "x", "tab:red")):
-        hits = [d.day for d in days if getattr(d, kind)]
+        hits: list[Any] = [d.day for d in days if getattr(d, kind)]
         ax.scatter(hits, [lows - 0.02] * len(hits), marker=marker, color=colour, label=kind.replace("_", " "))
     for i, d in enumerate(d for d in days if d.retrained):
-        ax.axvline(d.day, color="black", alpha=0.3, label="retrain" if i == 0 else None)
+        ax.axvline(d.day, color="black", alpha=0.3, label="retrain" if i == 0 else None)  # type: ignore[arg-type]  # a date, as x
     for event in events:
-        ax.axvline(event, color="grey", linestyle="--")
+        ax.axvline(event, color="grey", linestyle="--")  # type: ignore[arg-type]  # a date, as x
     ax.set_ylim(max(lows - 0.05, 0.0), 1.01)
     ax.set_ylabel("accuracy")
     ax.set_title(title)

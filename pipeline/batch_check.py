@@ -87,8 +87,8 @@ def _frame(pending: Sequence[Pending], good: np.ndarray, stamps: pl.Series, nume
 
     frame = pl.DataFrame({
         roles.timestamp: stamps.filter(pl.Series(good)),
-        roles.site: pl.Series(kept([p.site for p in pending]), dtype=pl.String),
-        roles.id: pl.Series(kept([p.device for p in pending]), dtype=pl.String),
+        validator.site_column: pl.Series(kept([p.site for p in pending]), dtype=pl.String),
+        validator.id_column: pl.Series(kept([p.device for p in pending]), dtype=pl.String),
         MESSAGE_KEY: pl.Series(kept([p.key for p in pending]), dtype=pl.String),
         **{name: values[good] for (name, _, _), values in zip(validator.numeric, numeric)},
         **{name: pl.Series(kept(column), dtype=pl.String) for name, column in zip(validator.text_fields, texts)},

@@ -179,8 +179,8 @@ def _parse_timestamp(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone
     """UTC instants. Without an offset a time is read in the contract's ``timezone``; the contract's
     ``timestamp_format`` is tried first, then ISO 8601, then epoch seconds or milliseconds."""
     if isinstance(dtype, pl.Datetime):
-        aware = _localised(col, timezone) if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
-        return aware.dt.cast_time_unit("us")
+        utc = _localised(col, timezone) if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        return utc.dt.cast_time_unit("us")
     if dtype.is_numeric():
         return _from_epoch(col.cast(pl.Float64))
     text = col.cast(pl.String).str.strip_chars().str.replace(r"Z$", "+00:00")
@@ -249,7 +249,7 @@ def _reason_exprs(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
 
 def _text_reasons(config: DatasetConfig) -> list[pl.Expr]:
     """Categories must be there; ids, sites and categories must be short names."""
-    reasons = [pl.when(~_present(f.name)).then(pl.lit(f"{f.name}: missing")) for f in config.categorical_features]
+    reasons: list[pl.Expr] = [pl.when(~_present(f.name)).then(pl.lit(f"{f.name}: missing")) for f in config.categorical_features]
     for name in (DEVICE_ID, SITE, *(f.name for f in config.categorical_features)):
         length = _raw(name).str.len_chars()
         reasons.append(pl.when(length > MAX_TEXT_CHARS)
@@ -277,7 +277,7 @@ def _role_reasons(config: DatasetConfig, day: dt.date) -> list[pl.Expr]:
 
 
 def _numeric_reasons(config: DatasetConfig) -> list[pl.Expr]:
-    reasons = []
+    reasons: list[pl.Expr] = []
     for f in config.numeric_features:
         lo = f.min if f.min is not None else float("-inf")
         hi = f.max if f.max is not None else float("inf")

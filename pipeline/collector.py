@@ -85,6 +85,7 @@ class Collector:
     def __init__(self, config: DatasetConfig):
         if config.landing_dir is None:
             raise ValueError(f"dataset {config.name!r}: the collector needs source.landing_dir (where batches land)")
+        assert config.predictions_dir is not None and config.rejects_dir is not None  # beside the landing folder by default
         self.config, self.spec = config, config.collector
         self.validator = MessageValidator(config)
         self.timestamp = config.columns.timestamp

@@ -581,7 +581,7 @@ class DatasetConfig(_Strict):
     def _roles_fit(self) -> "DatasetConfig":
         """Settings that need a role column the dataset does not have."""
         if self.columns.site is None and len(self.partitions.sites or ()) > 1:
-            raise ValueError(f"partitions.sites: {list(self.partitions.sites)} are several sites, but columns.site "
+            raise ValueError(f"partitions.sites: {list(self.partitions.sites or ())} are several sites, but columns.site "
                              "is not set: without a site column every row belongs to one site")
         if self.columns.id is None and self.training.split.method == "device":
             raise ValueError("training.split.method: 'device' needs columns.id (without an id column each row is "

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.dataset import DatasetConfig
-from pipeline.message_contract import MESSAGE_KEY, TELEMETRY
+from pipeline.message_contract import MESSAGE_KEY, TELEMETRY, topic_columns
 from pipeline.mqtt import topic
 from pipeline.simulator import TRUTH, simulate_day
 
@@ -33,13 +33,14 @@ def telemetry_messages(config: DatasetConfig, day: dt.date, *, dirty: bool = Tru
                        seed: int = 0) -> list[DeviceMessage]:
     """One day of every simulated device's readings, in time order, ``malformed`` of them broken."""
     c, prefix = config.columns, config.collector.broker.topic_prefix
-    frame = simulate_day(config.simulator, day, dirty).drop(TRUTH).sort(c.timestamp, c.id)
-    frame = frame.with_columns(pl.int_range(pl.len()).over(c.id).alias(MESSAGE_KEY))
+    site_column, id_column = topic_columns(config)
+    frame = simulate_day(config.simulator, day, dirty).drop(TRUTH).sort(c.timestamp, id_column)
+    frame = frame.with_columns(pl.int_range(pl.len()).over(id_column).alias(MESSAGE_KEY))
     rng = np.random.default_rng(seed)
     broken = rng.uniform(size=frame.height) < malformed
     messages = []
     for row, defect in zip(frame.iter_rows(named=True), broken):
-        device, site = row.pop(c.id), row.pop(c.site)
+        device, site = row.pop(id_column), row.pop(site_column)
         row[c.timestamp] = row[c.timestamp].isoformat()
         row[MESSAGE_KEY] = f"{day.isoformat()}-{row[MESSAGE_KEY]}"
         kind = str(rng.choice(DEFECTS)) if defect else None
@@ -56,6 +57,7 @@ def _break(row: dict, defect: str, config: DatasetConfig, rng: np.random.Generat
     elif defect == "wrong_type":
         row[feature.source_column] = "n/a"
     elif defect == "out_of_range":
+        assert feature.max is not None  # numeric holds the features with a maximum
         row[feature.source_column] = feature.max + abs(feature.max) + 1
     elif defect == "oversized":
         row["padding"] = "x" * config.collector.max_payload_bytes

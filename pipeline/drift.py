@@ -22,7 +22,7 @@ import datetime as dt
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -203,7 +203,7 @@ def stability(previous: pl.DataFrame | None, current: pl.DataFrame, numeric: lis
     """One row: how many inputs drifted since the previous day (none: the world has settled)."""
     n_previous = 0 if previous is None else previous.height
     tested = _enough(n_previous, current.height, spec)
-    drifted = int(data_drift(previous, current, numeric, categorical, spec, detector)["drifted"].sum()) if tested else 0
+    drifted = int(data_drift(previous, current, numeric, categorical, spec, detector)["drifted"].sum()) if tested and previous is not None else 0
     row = {"test": STABILITY_TEST, "kind": STABILITY, "statistic": float(drifted) if tested else None, "drifted": drifted > 0,
            "n_reference": n_previous, "n_current": current.height, "tested": tested, "min_n": spec.min_rows}
     return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
@@ -279,7 +279,7 @@ def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -
     )
     return DriftSummary(
         data_drift=bool(drifted), drifted_features=drifted,
-        max_effect_ratio=float(ratios.max()) if len(ratios) else 0.0,
+        max_effect_ratio=float(cast(float, ratios.max())) if len(ratios) else 0.0,  # polars types a max as any literal
         prediction_drift=bool(prediction["drifted"].any()),
         concept_drift=concept_drift, fresh_labels=int(concept_row.get("n_current") or 0),
         fresh_accuracy=concept_row.get("current_value"), reference_accuracy=concept_row.get("reference_value"),

@@ -5,6 +5,8 @@ reads standardised numerics and one-hot categories through the edge runtime's ``
 one constants dict, fitted on training rows only and shipped in the edge package's manifest.
 """
 
+from typing import cast
+
 import numpy as np
 import polars as pl
 
@@ -16,11 +18,11 @@ def fit_preprocessing(train: pl.DataFrame, numeric: list[str], categorical: list
     num_specs = []
     for name in numeric:
         col = train[name].cast(pl.Float64).fill_nan(None)
-        median = col.median()
+        median = cast(float | None, col.median())  # polars types a column's median as any literal; this one is Float64
         fill = float(median) if median is not None else 0.0
         filled = col.fill_null(fill)
-        std = float(filled.std() or 0.0)
-        num_specs.append({"name": name, "fill": fill, "mean": float(filled.mean()), "std": std if std > 1e-9 else 1.0})
+        std = float(cast(float | None, filled.std()) or 0.0)
+        num_specs.append({"name": name, "fill": fill, "mean": float(cast(float, filled.mean())), "std": std if std > 1e-9 else 1.0})
     cat_specs = [
         {"name": name, "categories": sorted(train[name].drop_nulls().cast(pl.String).unique().to_list())}
         for name in categorical

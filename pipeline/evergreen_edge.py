@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,6 +69,9 @@ class InputError(EdgeError):
 
 # --- Encoding ---------------------------------------------------------------------------------
 
+Column = Sequence | np.ndarray
+"""One input column: values as read from a file, or a frame's column as an array."""
+
 
 class Encoder:
     """Raw feature columns -> the student's float32 input matrix, with the constants prepared once.
@@ -92,7 +95,7 @@ class Encoder:
         self.width = offset
         self._row_zeros = [0.0] * (offset - len(numeric))
 
-    def __call__(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+    def __call__(self, columns: Mapping[str, Column]) -> np.ndarray:
         try:
             values = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric])
         except ValueError as exc:
@@ -103,7 +106,7 @@ class Encoder:
             parts.append(np.asarray(columns[name], dtype=object).astype(str)[:, None] == categories)
         return np.concatenate(parts, axis=1, dtype=np.float32)
 
-    def encode_row(self, row: Mapping[str, object]) -> list[float]:
+    def encode_row(self, row: Mapping[str, Any]) -> list[float]:
         """One row's encoding as Python floats: cast to float32, exactly ``self({k: [v]})[0]``
         (the same float64 arithmetic, then the same rounding)."""
         values = []
@@ -121,12 +124,12 @@ class Encoder:
         return values
 
 
-def encode(columns: Mapping[str, Sequence], preprocessing: Mapping) -> np.ndarray:
+def encode(columns: Mapping[str, Column], preprocessing: Mapping) -> np.ndarray:
     """``Encoder(preprocessing)(columns)``, for callers that encode once."""
     return Encoder(preprocessing)(columns)
 
 
-def _is_numeric(values: Sequence) -> bool:
+def _is_numeric(values: Column) -> bool:
     try:
         np.asarray(values, dtype=np.float64)
         return True
@@ -262,7 +265,13 @@ def _equal(p: _Point, q: _Point) -> bool:
     return (p[0] * q[2] - q[0] * p[2]) % _P == 0 and (p[1] * q[2] - q[1] * p[2]) % _P == 0
 
 
-_BASE: _Point = _decode_point((4 * pow(5, -1, _P) % _P).to_bytes(32, "little"))  # y = 4/5, x even
+def _base_point() -> _Point:
+    point = _decode_point((4 * pow(5, -1, _P) % _P).to_bytes(32, "little"))  # y = 4/5, x even
+    assert point is not None, "4/5 is the y of a point on the curve"
+    return point
+
+
+_BASE = _base_point()
 
 
 # --- Package verification ---------------------------------------------------------------------
@@ -477,10 +486,10 @@ class EdgeModel:
     def predict_proba_encoded(self, matrix: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: matrix})[0]
 
-    def predict_proba(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+    def predict_proba(self, columns: Mapping[str, Column]) -> np.ndarray:
         return self.predict_proba_encoded(self.encoder(columns))
 
-    def predict(self, columns: Mapping[str, Sequence]) -> list[str]:
+    def predict(self, columns: Mapping[str, Column]) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(columns).argmax(axis=1)]
 
 
@@ -508,7 +517,7 @@ def read_rows(path: Path, names: Sequence[str], numeric: set[str]) -> dict[str, 
         raw = readers[path.suffix.lower()](path, names)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    columns = {name: ["" if v is None else str(v) for v in raw[name]] for name in names if name not in numeric}
+    columns: dict[str, np.ndarray | list[str]] = {name: ["" if v is None else str(v) for v in raw[name]] for name in names if name not in numeric}
     for name in numeric:
         try:
             columns[name] = np.asarray(raw[name], dtype=np.float64)

@@ -44,6 +44,7 @@ def export_onnx(student: Student, path: Path) -> None:
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
         )
+    assert program is not None, "the dynamo exporter returns an ONNXProgram"
     with atomic.atomic_path(path) as tmp:
         program.save(str(tmp), external_data=False)
         model = onnx.load(str(tmp))

@@ -19,12 +19,15 @@ per day and round under ``artifacts/site_update/``, the global weights per day a
 ``artifacts/federated_student/``.
 """
 
+import datetime as dt
 import json
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -206,7 +209,7 @@ def site_drift(site_rows: pl.DataFrame, config: DatasetConfig) -> dict:
     if site_rows.is_empty():  # the newest day of no rows is None, and comparing a Date series with it raises
         return {"drifted_features": [], "compared": "no rows at this site"}
     day = site_rows[TIMESTAMP].dt.date()
-    newest = day.max()
+    newest = cast(dt.date, day.max())  # the rows' newest day (polars types a max as any literal)
     current, reference = site_rows.filter(day == newest), site_rows.filter(day < newest)
     if current.height == 0 or reference.height == 0:
         return {"drifted_features": [], "compared": f"{newest}: no earlier day at this site"}
@@ -214,7 +217,7 @@ def site_drift(site_rows: pl.DataFrame, config: DatasetConfig) -> dict:
     spec = config.feedback.drift
     table = data_drift(reference, current, numeric, categorical, spec, make_detector(spec.detector))
     return {"drifted_features": table.filter(pl.col("drifted"))["test"].to_list(),
-            "max_effect": float(table["effect"].max() or 0.0), "compared": f"{newest} against the {reference.height} earlier rows"}
+            "max_effect": float(cast(float | None, table["effect"].max()) or 0.0), "compared": f"{newest} against the {reference.height} earlier rows"}
 
 
 def seeded_weights(input_width: int, config: DatasetConfig) -> Weights:
@@ -332,7 +335,7 @@ def dp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
     return min(rounds * a / (2 * noise_multiplier ** 2) + math.log(1 / delta) / (a - 1) for a in RDP_ORDERS)
 
 
-def converged(losses: list[float], spec: FederatedSpec) -> bool:
+def converged(losses: Sequence[float | None], spec: FederatedSpec) -> bool:
     """The global validation losses so far (one per evaluated round) improved by less than
     ``min_improvement`` in the newest round."""
     finite = [v for v in losses if v is not None and math.isfinite(v)]

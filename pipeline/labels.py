@@ -17,7 +17,8 @@ from pipeline.simulator import TRUTH, returned_labels
 
 OBSERVED_AT, ARRIVED_ON, LABEL_SOURCE = "observed_at", "arrived_on", "label_source"
 INBOX_SOURCE, RETURNED_SOURCE = "inbox", "returned"
-GOLD_SCHEMA = {ROW_ID: pl.String, LABEL: pl.String, OBSERVED_AT: pl.Datetime("us", "UTC"), ARRIVED_ON: pl.Date, LABEL_SOURCE: pl.String}
+GOLD_SCHEMA = pl.Schema({ROW_ID: pl.String(), LABEL: pl.String(), OBSERVED_AT: pl.Datetime("us", "UTC"), ARRIVED_ON: pl.Date(),
+                         LABEL_SOURCE: pl.String()})
 
 
 def gold_labels(clean: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: bytes,

@@ -42,12 +42,22 @@ def content_key(topic: str, payload: bytes) -> str:
     return "sha256:" + hashlib.sha256(topic.encode("utf-8") + b"\0" + payload).hexdigest()
 
 
+def topic_columns(config: DatasetConfig) -> tuple[str, str]:
+    """(site column, id column): where a message's site and device, named by its topic, land."""
+    site, device = config.columns.site, config.columns.id
+    if site is None or device is None:
+        raise ValueError(f"dataset {config.name!r}: messages land the site and device of their topic in columns.site "
+                         "and columns.id; set both")
+    return site, device
+
+
 class MessageValidator:
     """Turns a message into one landed row (its values in ``columns(kind)`` order) or raises
     ``InvalidMessage`` naming the field and the value."""
 
     def __init__(self, config: DatasetConfig):
         self.config, self.roles = config, config.columns
+        self.site_column, self.id_column = topic_columns(config)
         self.topic_root = config.collector.broker.topic_prefix + "/"
         self.max_bytes = config.collector.max_payload_bytes
         self.skew_s = config.collector.max_clock_skew_s
@@ -62,14 +72,14 @@ class MessageValidator:
 
     def columns(self, kind: str) -> tuple[str, ...]:
         """The landed columns of a kind of message, in the order ``row`` gives their values."""
-        head = (self.roles.timestamp, self.roles.site, self.roles.id, MESSAGE_KEY)
+        head = (self.roles.timestamp, self.site_column, self.id_column, MESSAGE_KEY)
         return head + (self.telemetry_fields if kind == TELEMETRY else PREDICTION_COLUMNS)
 
-    def landed_types(self, kind: str) -> dict[str, pl.DataType]:
+    def landed_types(self, kind: str) -> pl.Schema:
         """The landed columns of a kind of message and their types (the timestamp a UTC datetime)."""
         numbers = {name for name, _, _ in self.numeric} | {"confidence"}
         types = {self.roles.timestamp: pl.Datetime("us", "UTC")}
-        return {name: types.get(name, pl.Float64 if name in numbers else pl.String) for name in self.columns(kind)}
+        return pl.Schema({name: types.get(name, pl.Float64 if name in numbers else pl.String) for name in self.columns(kind)})
 
     def parse_topic(self, topic: str) -> tuple[str, str, str]:
         """(site, device, kind) of ``<prefix>/<site>/<device>/<kind>``."""
@@ -84,8 +94,8 @@ class MessageValidator:
         payload = self.document(message.payload)
         key = self.key(device, payload, message)
         stamp = self._timestamp(payload, message.received_at)
-        if payload.get(self.roles.site, site) != site or payload.get(self.roles.id, device) != device:
-            column, value = (self.roles.site, site) if payload.get(self.roles.site, site) != site else (self.roles.id, device)
+        if payload.get(self.site_column, site) != site or payload.get(self.id_column, device) != device:
+            column, value = (self.site_column, site) if payload.get(self.site_column, site) != site else (self.id_column, device)
             raise InvalidMessage(f"{column}: payload says {payload[column]!r}, the topic says {value!r}")
         values = self._telemetry(payload) if kind == TELEMETRY else self._prediction(payload)
         return kind, key, (stamp, site, device, key, *values)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import cast
 
 import paho.mqtt.client as mqtt
 
@@ -89,7 +90,8 @@ class CollectorLoop:
         self.on_landed = on_landed or _log_landed
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
-        self.collector.receive(Received(message.topic, message.payload, time.time()))
+        # paho types a payload as bytes | bytearray (what a publisher may pass); a received one is bytes
+        self.collector.receive(Received(message.topic, cast(bytes, message.payload), time.time()))
         self.pending.append(message.mid)
 
     def run(self, stop: threading.Event) -> None:

@@ -12,6 +12,7 @@ Hyper-parameters adapt to severity and data volume.
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import polars as pl
 
@@ -162,7 +163,7 @@ def _rows_per_day(report: pl.DataFrame) -> float:
     """A day's rows as the report saw them (tests on pooled days count their rows per day); 0: unknown."""
     if not report.height:
         return 0.0
-    return float((report["n_current"] / report["days"].fill_null(1).clip(lower_bound=1)).max() or 0.0)
+    return float(cast(float | None, (report["n_current"] / report["days"].fill_null(1).clip(lower_bound=1)).max()) or 0.0)  # polars: any literal
 
 
 def _evidence(summary: DriftSummary) -> str:

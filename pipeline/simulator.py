@@ -57,7 +57,7 @@ def _fleet(spec: SimulatorSpec, site: str, day: dt.date) -> _Fleet:
     model = rng.choice(DEVICE_MODELS, size=n, p=_model_mix(profile, site))
     old_share = 0.4 if profile.old_firmware_share is None else profile.old_firmware_share
     firmware = rng.choice(BASE_FIRMWARE, size=n, p=[old_share, 1 - old_share])
-    line_length = rng.uniform(*(profile.line_length_m or (200, 6000)), size=n)
+    line_length = rng.uniform(*(profile.line_length_m or (200.0, 6000.0)), size=n)
     ageing_rate = rng.uniform(0.5, 1.5, size=n)
     rollout_draw, model_draw = rng.uniform(size=n), rng.uniform(size=n)
 

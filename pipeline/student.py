@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -203,7 +204,8 @@ def distillation_loss(model: StudentMLP, data: StudentData, spec: StudentSpec) -
 
 def proximal_term(model: StudentMLP, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
     """FedProx: (mu / 2) * ||w - w_anchor||^2, which keeps a site's update near the global weights."""
-    return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+    # sum() starts from the int 0, so its type admits an int; over the model's parameters it is a tensor
+    return cast(torch.Tensor, mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor)))
 
 
 def new_model(input_width: int, n_classes: int, spec: StudentSpec, seed: int) -> StudentMLP:

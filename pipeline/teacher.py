@@ -7,6 +7,7 @@ model in a JSON sidecar so that anyone loading the text model encodes rows the s
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import lightgbm as lgb
 import numpy as np
@@ -27,11 +28,12 @@ class Teacher:
     preprocessing: dict
     classes: tuple[str, ...]
 
+    # Booster.predict is typed for every mode (sparse matrices, lists of them); on a dense matrix it returns an array
     def raw_scores(self, frame: pl.DataFrame) -> np.ndarray:
-        return self.booster.predict(teacher_matrix(frame, self.preprocessing), raw_score=True)
+        return cast(np.ndarray, self.booster.predict(teacher_matrix(frame, self.preprocessing), raw_score=True))
 
     def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
-        return self.booster.predict(teacher_matrix(frame, self.preprocessing))
+        return cast(np.ndarray, self.booster.predict(teacher_matrix(frame, self.preprocessing)))
 
     def save(self, directory: Path) -> None:
         atomic.write_text(directory / MODEL_FILE, self.booster.model_to_string())

@@ -78,6 +78,13 @@ def continue_training(production: Teacher, new: pl.DataFrame, validation: pl.Dat
                          init_model=production.booster)
 
 
+def _measured(macro_f1: float | None) -> float:
+    """An attempt's macro-F1 where it has been measured (an attempt is made before it is scored)."""
+    if macro_f1 is None:
+        raise ValueError("an attempt is compared before its macro-F1 is measured")
+    return macro_f1
+
+
 def _timed(method: str, build) -> tuple[Teacher, Attempt]:
     started = time.perf_counter()
     teacher = build()
@@ -135,13 +142,13 @@ def _incremental(training_set: pl.DataFrame, production: Teacher, trained_throug
     for teacher, attempt in candidates:
         attempt.new_macro_f1 = macro_f1(teacher, new_val)
         attempt.older_macro_f1 = macro_f1(teacher, old_val) if old_val.height else None
-    teacher, best = max(candidates, key=lambda c: c[1].new_macro_f1)
+    teacher, best = max(candidates, key=lambda c: _measured(c[1].new_macro_f1))
     attempts = [a for _, a in candidates]
     tolerance = config.feedback.policy.forget_tolerance
-    if best.new_macro_f1 <= baseline.new_macro_f1:
+    if _measured(best.new_macro_f1) <= _measured(baseline.new_macro_f1):
         return _window(training_set, config, f"{best.method} does not beat the production teacher on the new rows "
                        f"({best.new_macro_f1:.3f} vs {baseline.new_macro_f1:.3f})", attempts, baseline)
-    if best.older_macro_f1 is not None and best.older_macro_f1 < baseline.older_macro_f1 - tolerance:
+    if best.older_macro_f1 is not None and best.older_macro_f1 < _measured(baseline.older_macro_f1) - tolerance:
         return _window(training_set, config, f"{best.method} forgot the older window: macro-F1 {best.older_macro_f1:.3f} "
                        f"vs the production teacher's {baseline.older_macro_f1:.3f} (tolerance {tolerance})", attempts, baseline)
     return TeacherUpdate(teacher, best.method, f"{best.method} is best on the new rows ({best.new_macro_f1:.3f}, production "

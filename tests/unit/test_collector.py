@@ -105,6 +105,13 @@ def test_a_topic_outside_the_tree_is_rejected(mqtt_config, topic):
         MessageValidator(mqtt_config).row(_message(_reading(), topic=topic))
 
 
+@pytest.mark.parametrize("role", ["site", "id"])
+def test_a_dataset_without_a_site_or_id_column_has_nowhere_to_land_the_topics_site_and_device(mqtt_config, role):
+    config = mqtt_config.model_copy(update={"columns": mqtt_config.columns.model_copy(update={role: None})})
+    with pytest.raises(ValueError, match="columns.site and columns.id"):
+        MessageValidator(config)
+
+
 def test_a_landed_batch_is_read_back_as_the_days_landing_file(mqtt_config):
     collector = Collector(mqtt_config)
     collector.receive(_message(_reading()))
