@@ -1,4 +1,5 @@
-# Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test`,
+# Evergreen: `make run` (set up + the main job on the simulator), `make ui`, `make test` (all, on every
+# core), `make test-fast` (no servers or subprocesses), `make lint` (ruff, mypy),
 # `make backtest DATASET=... [WARMUP=14] [OUT=...] [DAYS=N] [LABEL_DELAY=D]` (replay your own history
 # through the loop, against the baselines), `make demo` (the backtest on 60 simulated days with a
 # firmware roll-out),
@@ -18,7 +19,7 @@ UI_PORT ?= 3000
 
 MQTT_DATASET ?= examples/mqtt/dataset.yaml
 
-.PHONY: setup run ui test lint bench backtest demo rollback broker collect devices clean
+.PHONY: setup run ui test test-fast lint bench backtest demo rollback broker collect devices clean
 
 setup: $(VENV)/.installed
 
@@ -34,8 +35,15 @@ run: setup
 ui: setup
 	home=$$($(BIN)/python -m deploy.home) && DAGSTER_HOME=$$home $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
+# Test files are spread over one worker per core (a file's tests share its fixtures and stay together);
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+
+# The in-process tests only (no server, no subprocess): what to run while working.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ tries.
 
 import _posixsubprocess
 import os
+import subprocess
 
 os.environ.pop("EVERGREEN_DATASET", None)
 os.environ["EVERGREEN_HASH_KEY"] = "evergreen-test-key"
@@ -87,8 +88,8 @@ def trained(config) -> Trained:
 @pytest.fixture(autouse=True)
 def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse to start a process from a test that is not marked ``slow``. Every way Python starts one
-    (``subprocess``, ``multiprocessing``'s spawn and forkserver) goes through ``fork_exec``; a bare fork
-    through ``os.fork``."""
+    goes through ``fork_exec`` (``subprocess``, ``multiprocessing``'s spawn and forkserver), ``posix_spawn``
+    (``subprocess``'s fast path) or ``os.fork``."""
     if request.node.get_closest_marker("slow"):
         return
 
@@ -96,4 +97,6 @@ def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: p
         raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow")
 
     monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse)
-    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(subprocess, "_fork_exec", refuse)  # subprocess's own reference to it
+    for name in ("fork", "posix_spawn", "posix_spawnp"):
+        monkeypatch.setattr(os, name, refuse)

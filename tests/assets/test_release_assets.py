@@ -154,6 +154,7 @@ def test_the_canary_sensor_rolls_the_verdict_out_once(scenario):
     assert not again.output_for_node("conclude_canary")["applied"] and registry.resolve(PRODUCTION) == version
 
 
+@pytest.mark.slow
 def test_rollback_from_the_command_line_and_back_serves_byte_identical_packages(scenario):
     """After the roll-out (previous test), roll back to ``previous`` with the command, then again
     with the job: production returns, and each version's package is the one first built for it."""

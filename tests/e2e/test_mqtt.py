@@ -29,6 +29,7 @@ from pipeline.sources import read_field_predictions
 from sensors.landing import landing_sensor
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # every test starts a broker or the collector command
 DAY = dt.date(2026, 11, 1)
 REQUIRE_BROKER_ENV = "EVERGREEN_REQUIRE_BROKER"
 REASON_OF_DEFECT = {"bad_json": "payload: not JSON", "missing_field": ": missing", "wrong_type": ": expected a number",
@@ -80,7 +81,6 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_a_killed_collector_loses_and_duplicates_nothing_and_the_day_materializes(broker, tmp_path):
     dataset = _dataset(tmp_path, broker.port, devices_per_site=110, roll_seconds=0.5, roll_rows=2000)
     config = load_dataset_config(dataset)

@@ -119,6 +119,7 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | 
     return str(records[0].storage_id) if records else None
 
 
+@pytest.mark.slow
 def test_partitions_and_a_sensor_tick_on_postgres(pg_instance, postgres_env, tmp_path):
     import psycopg2
     from dagster_postgres.event_log import PostgresEventLogStorage

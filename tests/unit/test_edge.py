@@ -246,6 +246,7 @@ def test_extra_unsafe_duplicate_and_missing_members_are_refused(package, public_
             runtime.verify_package(path, public_key)
 
 
+@pytest.mark.slow
 def test_the_package_reproduces_the_student_without_torch_lightgbm_dagster_or_cryptography(registered, package, public_key_file, tmp_path: Path):
     """On a bare device: the installed runtime loads straight from the zip, checking the signature
     with its own Ed25519 verifier, and both precisions predict what the student does."""
@@ -301,6 +302,7 @@ def test_predict_row_encodes_exactly_as_the_batch_encoder_and_predicts_the_same(
         model.predict_row({**rows[0], numeric[0]: "two"})
 
 
+@pytest.mark.slow
 def test_the_command_line_predicts_csv_and_parquet_rows(registered, package, public_key_file, tmp_path: Path, monkeypatch, capsys):
     _, version, held_out, teacher, student = registered
     order = version.entry["preprocessing"]["feature_order"]

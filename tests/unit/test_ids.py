@@ -4,10 +4,12 @@ import multiprocessing as mp
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from pipeline import ids
 
 
+@pytest.mark.slow
 def test_processes_racing_on_a_fresh_machine_share_one_key(tmp_path: Path):
     # spawn, not fork: this test process has threads by now (Dagster, torch, polars), and a
     # forked child can inherit a lock another thread held, and hang

@@ -103,6 +103,7 @@ def _promote_many(root: str, worker: int, count: int) -> None:
         registry.promote(f"v{2 * worker + 1 + i % 2}", reason=f"worker {worker} #{i}", by=f"w{worker}")
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_no_update(tmp_path: Path):
     """Without the lock, two read-modify-write cycles interleave and ledger lines vanish."""
     registry = _registry(tmp_path, versions=4)
@@ -137,6 +138,7 @@ def _release_when_told(root: str, version: str, go) -> None:
     Registry(Path(root)).release(version, None, reason=f"run of {version}", by="test")
 
 
+@pytest.mark.slow
 def test_concurrent_releases_leave_the_newest_day_in_production(tmp_path: Path):
     """Six runs finish at once, in any order: a check made outside the lock would let an older day
     that checked before a newer one promoted overwrite it afterwards."""
@@ -174,6 +176,7 @@ KILLED_PROMOTION = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_promotion_killed_half_way_leaves_production_on_a_complete_version(tmp_path: Path):
     registry = _registry(tmp_path)
     registry.promote("v1", reason="a", by="user")
