@@ -1,0 +1,55 @@
+"""End to end through the UI's own GraphQL calls against a running webserver and daemon: a
+materialization of every daily asset and a backfill of the newest days, launched as the UI launches
+them, with the sensors running as they do for a user."""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from deploy.broker import free_port
+from tests.support import ui_client
+from tests.support.environment import BIN, DAILY_ASSETS, NEWEST_DAYS, materialized, single_day_env, start, stop
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for_location(url: str, server: "subprocess.Popen", timeout: float = 180) -> str:  # noqa: F821
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "webserver exited"
+        try:
+            return ui_client.find_location_name(url)
+        except (requests.ConnectionError, RuntimeError):
+            time.sleep(0.5)
+    raise TimeoutError(f"{url}: code location not loaded after {timeout}s")
+
+
+def test_materialize_and_backfill_through_a_running_ui_server(tmp_path: Path):
+    env = single_day_env(tmp_path)
+    dg.DagsterInstance.from_config(str(env.home)).dispose()  # create storage before two processes race to
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    web = start(env, str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml", log="webserver.log")
+    daemon = start(env, str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml", log="daemon.log")
+    try:
+        location = _wait_for_location(url, web)
+        keys = [[a] for a in DAILY_ASSETS]
+        run_id = ui_client.launch_materialization(url, location, keys, "2026-10-20")
+        # the newest days: a backfill also targets the days downstream of its range along the
+        # time-window mappings, and after the newest partition there are none
+        backfill_id = ui_client.launch_backfill(url, keys, NEWEST_DAYS)
+        assert ui_client.wait_run(url, run_id, timeout=600) == "SUCCESS"
+        assert ui_client.wait_backfill(url, backfill_id, timeout=900) == "COMPLETED_SUCCESS"
+    finally:
+        stop(daemon)
+        stop(web)
+    for asset in DAILY_ASSETS:
+        assert materialized(env.home, asset) == {*NEWEST_DAYS, "2026-10-20"}, asset
+    with dg.DagsterInstance.from_config(str(env.home)) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run.tags["dagster/from_ui"] == "true" and run.tags["dagster/partition"] == "2026-10-20"
+        backfill_runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        assert {r.tags["dagster/partition"] for r in backfill_runs} == set(NEWEST_DAYS)
