@@ -35,7 +35,7 @@ def labelled_features(config: DatasetConfig, days: list[dt.date]) -> pl.DataFram
 
 def training_frame(config: DatasetConfig, days: list[dt.date]) -> pl.DataFrame:
     """The gold-label training set of ``days``: features with history, gold labels, the configured
-    split; no labelling methods (tests/test_labelling.py covers those), so model tests see real labels."""
+    split; no labelling methods (tests/unit/test_labelling.py covers those), so model tests see real labels."""
     from pipeline import labels, training_set
 
     feats = labelled_features(config, days).drop(LABEL).with_columns(pl.lit(None, pl.String).alias(LABEL))

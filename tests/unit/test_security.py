@@ -1,8 +1,8 @@
 """What reaches the devices cannot be tampered with through the files Evergreen reads: no code path
 unpickles anything (models are LightGBM text, ONNX, torch state dicts read with
 ``weights_only=True``, weights in ``.npz`` without pickle), and nothing listens beyond this machine
-unless a container is the point. (Raw device ids in outputs: tests/test_end_to_end.py; secrets from
-the environment: tests/test_ids.py, tests/test_signing.py, tests/test_feedback_sensors.py.)"""
+unless a container is the point. (Raw device ids in outputs: tests/e2e/test_end_to_end.py; secrets from
+the environment: tests/unit/test_ids.py, tests/unit/test_signing.py, tests/assets/test_feedback_sensors.py.)"""
 
 import ast
 from pathlib import Path
