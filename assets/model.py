@@ -29,7 +29,7 @@ FEDERATED_START = dg.AssetDep("federated_student")
 (``student.init: federated``), read from the federated store: a dependency without an input."""
 
 
-def effective_decision(context: dg.AssetExecutionContext, retraining_policy: Decision | None) -> Decision:
+def _decision(context: dg.AssetExecutionContext, retraining_policy: Decision | None) -> Decision:
     """The day's policy decision, or, for a model materialized without one (by hand), a full retrain."""
     return retraining_policy or policy.on_request(partition_day(context))
 
@@ -41,7 +41,7 @@ def training_window(context: dg.AssetExecutionContext, training_set: pl.DataFram
     days, and how much older rows weigh, chosen by fitting each candidate window and scoring it on the
     newest labelled validation rows (after a concept change, the rows since the change). On a
     stationary stream the long window wins; after a change, the short one."""
-    change = effective_decision(context, retraining_policy).change_day
+    change = _decision(context, retraining_policy).change_day
     choice = recency.choose_window(training_set, dataset.load(), dt.date.fromisoformat(change) if change else None)
     frame = recency.apply(training_set, choice)
     return dg.MaterializeResult(value=frame, metadata={
@@ -65,7 +65,7 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     continued boosting, whichever validates best on the newest rows and does not forget the older
     ones), or a full retrain on the window, early-stopped on validation."""
     config, registry = dataset.load(), storage.registry
-    decision = effective_decision(context, retraining_policy)
+    decision = _decision(context, retraining_policy)
     production, trained_through = None, None
     if registry.has_alias(PRODUCTION):
         version = registry.get(PRODUCTION)
@@ -91,7 +91,7 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
     the retraining policy adapted them to the data volume."""
     config, teacher = dataset.load(), teacher_model
-    spec = adapted_spec(training_window, config, effective_decision(context, retraining_policy).student)
+    spec = adapted_spec(training_window, config, _decision(context, retraining_policy).student)
     student = fit_student(training_window, teacher, config, spec, _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None)
     best = min(student.history, key=lambda h: h["validation_loss"])
     curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
