@@ -15,6 +15,7 @@ input of a partition never materialized is None (a model trained on request, wit
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import dagster as dg
 
@@ -23,6 +24,12 @@ from pipeline import atomic
 
 ARTIFACT_IO_MANAGER = "artifact_io_manager"
 """The resource key of ``ArtifactIOManager`` (``definitions.build_resources``)."""
+
+
+class Artifact(Protocol):
+    """A value this IO manager stores: it writes its own files into a folder."""
+
+    def save(self, directory: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -36,18 +43,20 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     """Values that save themselves to a folder and load from one (see the module docstring)."""
 
     data_dir: str
-    """``StorageResource.data_dir`` (a plain field: a nested resource is deprecated in Dagster 1.13)."""
+    """``StorageResource.data_dir``. A plain field rather than a nested ``StorageResource``: Dagster
+    1.13 initializes a nested resource through a deprecated context property (a warning that the
+    tests turn into an error)."""
 
     def _folder(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
         return StorageResource(data_dir=self.data_dir).artifact_dir(asset_key.path[-1], partition_key)
 
-    def handle_output(self, context: dg.OutputContext, obj) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: Artifact) -> None:
         directory = self._folder(context.asset_key, context.asset_partition_key)
         with atomic.atomic_dir(directory) as tmp:
             obj.save(tmp)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(directory))})
 
-    def load_input(self, context: dg.InputContext):
+    def load_input(self, context: dg.InputContext) -> object:
         partition = context.asset_partition_key
         directory = self._folder(context.asset_key, partition)
         optional = getattr(context.dagster_type, "inner_type", None)  # ``X | None``: Dagster's OptionalType
