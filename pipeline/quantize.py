@@ -42,7 +42,6 @@ from pipeline import atomic
 from pipeline.export import INPUT_NAME, ONNX_FILE, onnx_session
 
 INT8_FILE = "student.int8.onnx"
-
 CALIBRATION_BATCH = 1024
 # Pre-processing logs "Performing symbolic shape inference..." at INFO on every call.
 logging.getLogger("onnxruntime.quantization.shape_inference").setLevel(logging.WARNING)
