@@ -31,6 +31,7 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
     student's replaced by those they actually ran with."""
     report, update, student = _json(files[EVALUATION_FILE]), _json(files[UPDATE_FILE]), _json(files[ARCHITECTURE_FILE])
     reference_rows = pl.read_parquet(files[REFERENCE_FILE])
+    configured = config.training.model_dump(mode="json")
     training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
     return {
         "classes": list(config.classes),
@@ -47,7 +48,9 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
             "sites": sorted(training_set[SITE].unique().to_list()),
             "teacher_update": {"method": update["method"], "reason": update["reason"]},
             "change_day": change_day,
-            "params": {**config.training.model_dump(mode="json"), "teacher": update["params"], "student": student["hyperparameters"]},
+            # models trained before the effective values were kept: the configured ones, as recorded then
+            "params": {**configured, "teacher": update.get("params", configured["teacher"]),
+                       "student": student.get("hyperparameters", configured["student"])},
             "seed": config.training.seed,
             "code_version": code_version(), "run_id": run_id,
         },

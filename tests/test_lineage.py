@@ -1,6 +1,7 @@
 """What a registry version records beside its files: the drift reference rows, the code version, and
 the lineage with the hyper-parameters the models actually ran with."""
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -64,3 +65,19 @@ def test_the_lineage_records_the_hyper_parameters_the_models_ran_with(trained, t
     assert (lineage["partition"], lineage["run_id"], lineage["change_day"]) == ("2026-10-04", "run-1", "2026-10-02")
     assert lineage["trained_through"] == str(max(frame[TIMESTAMP].dt.date()))
     assert entry["preprocessing"] == teacher.preprocessing
+
+
+def test_models_saved_before_the_effective_values_were_kept_record_the_configured_ones(trained, tmp_path: Path):
+    """A data directory of an older release: update.json without params, student.json without them."""
+    config, frame, teacher, student = trained.config, trained.frame, trained.teacher, trained.student
+    TeacherUpdate(teacher, CONTINUE, "older", attempts=[Attempt(CONTINUE, 1.0)]).save(tmp_path)
+    old = json.loads((tmp_path / UPDATE_FILE).read_text())
+    (tmp_path / UPDATE_FILE).write_text(json.dumps({k: v for k, v in old.items() if k != "params"}))
+    student.save(tmp_path)
+    meta = json.loads((tmp_path / ARCHITECTURE_FILE).read_text())
+    (tmp_path / ARCHITECTURE_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "hyperparameters"}))
+    EvaluationReport(evaluate_models(frame, teacher, student, config)).save(tmp_path)
+    reference_rows(frame, config).write_parquet(tmp_path / REFERENCE_FILE)
+    files = {name: tmp_path / name for name in (PREPROCESSING_FILE, UPDATE_FILE, ARCHITECTURE_FILE, EVALUATION_FILE, REFERENCE_FILE)}
+    params = version_entry(files, frame, "2026-10-04", "run-1", None, config)["lineage"]["params"]
+    assert params == config.training.model_dump(mode="json")
