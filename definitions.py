@@ -6,7 +6,8 @@ import warnings
 import dagster as dg
 from upath import UPath
 
-from assets import data, deployment, federated, feedback, labelling, model, release
+from assets import data, deployment, federated, feedback, labelling, model, release, training
+from assets.artifact_io_manager import ARTIFACT_IO_MANAGER, ArtifactIOManager
 from assets.io_manager import PolarsParquetIOManager
 from assets.jobs import federated_round_job, federated_site_job, ingest_job, main_job, retrain_job
 from assets.release import conclude_canary_job, rollback_job
@@ -29,10 +30,12 @@ def build_resources(data_dir: str | None = None, dataset_path: str | None = None
     data_dir = data_dir or default_data_dir()
     asset_storage = asset_storage or os.environ.get(ASSET_STORAGE_ENV)
     dataset = DatasetResource(config_path=dataset_path) if dataset_path else DatasetResource()
+    storage = StorageResource(data_dir=data_dir, dataset_path=dataset.config_path)
     return {
         "io_manager": PolarsParquetIOManager(base_path=UPath(asset_storage) if asset_storage else UPath(data_dir) / "assets"),
+        ARTIFACT_IO_MANAGER: ArtifactIOManager(data_dir=data_dir),
         "memory_io_manager": dg.InMemoryIOManager(),
-        "storage": StorageResource(data_dir=data_dir, dataset_path=dataset.config_path),
+        "storage": storage,
         "dataset": dataset,
     }
 
@@ -54,7 +57,7 @@ def build_executor() -> dg.ExecutorDefinition:
     return MULTIPROCESS_EXECUTOR
 
 
-LAYERS = [data, labelling, feedback, model, federated, deployment, release]
+LAYERS = [data, labelling, training, feedback, model, federated, deployment, release]
 ASSETS = dg.load_assets_from_modules(LAYERS)
 """Every asset of every layer (tests materialize subsets of them with ``dagster.materialize``)."""
 

@@ -1,5 +1,5 @@
-"""Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, gold-labelled, windowed
-into the training set with the labelling layer's labels (``assets/labelling.py``)."""
+"""Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, gold-labelled. The
+training set, which also takes the labelling layer's labels, is the next layer (``assets/training.py``)."""
 
 import warnings
 
@@ -7,12 +7,11 @@ import dagster as dg
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
+from assets.common import per_class
 from assets.io_manager import PUBLISH_TOGETHER
-from assets.partitions import DAILY, HISTORY_WINDOW, TRAINING_WINDOW, WINDOW_INPUT, partition_day
+from assets.partitions import DAILY, HISTORY_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import cleaning, label_inbox, labels, sources, validation
-from pipeline import features as feature_lib
-from pipeline import training_set as training_lib
+from pipeline import cleaning, features as feature_lib, label_inbox, labels, sources, validation
 from pipeline.dataset import DEVICE_ID, LABEL, SITE, TIMESTAMP, DatasetConfig
 
 GROUP = "data"
@@ -191,46 +190,5 @@ def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame
         "inbox": dg.MetadataValue.json(answers.counts),
         "inbox_labels": int((frame[labels.LABEL_SOURCE] == labels.INBOX_SOURCE).sum()),
         "rejects": dg.MetadataValue.path(str(rejects)) if rejects else "none",
-    })
-
-
-def per_class(frame: pl.DataFrame) -> dg.MetadataValue:
-    """Rows per label, for a frame of labelled rows."""
-    counts = frame.group_by(LABEL).len().sort(LABEL)
-    return dg.MetadataValue.json({row[LABEL]: row["len"] for row in counts.iter_rows(named=True)})
-
-
-@dg.asset(
-    group_name=GROUP,
-    partitions_def=DAILY,
-    ins={
-        "features": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
-        "gold_labels": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
-        "weak_labels": dg.AssetIn(partition_mapping=TRAINING_WINDOW, metadata=WINDOW_INPUT),
-        "pseudo_labels": dg.AssetIn(),
-    },
-)
-def training_set(context: dg.AssetExecutionContext, features: pl.DataFrame, gold_labels: pl.DataFrame,
-                 weak_labels: pl.DataFrame, pseudo_labels: pl.DataFrame, dataset: DatasetResource) -> dg.MaterializeResult:
-    """The newest window of feature days joined with the gold labels that came back, split by device
-    (or by time, without an id column or with few devices: the metadata says which and why) into
-    train / validation / test on gold labels only (the test split is never used for a choice).
-    Unlabelled rows of training devices take a pseudo-label, else a weak label (within a per-class
-    quota); rare classes get augmented rows; all of these are training rows with a lower weight. Every row says where its
-    label came from (``provenance``); unlabelled rows are kept for distillation."""
-    config = dataset.load()
-    spec = config.labelling
-    frame = training_lib.build_training_set(features, gold_labels, config, [
-        training_lib.LabelSource(pseudo_labels, training_lib.PSEUDO, spec.self_training.weight),
-        training_lib.LabelSource(weak_labels, training_lib.WEAK, spec.weak.weight, spec.weak.class_quota),
-    ])
-    counts = training_lib.split_counts(frame)
-    days = frame[TIMESTAMP].dt.date()
-    choice = training_lib.split_choice(features, config)
-    return dg.MaterializeResult(value=frame, metadata={
-        "rows": frame.height, **{f"{k}_rows": v for k, v in sorted(counts.items())},
-        "split_method": choice.method, "split_reason": choice.reason,
-        "train_rows_by_source": dg.MetadataValue.json(training_lib.provenance_counts(frame)),
-        "first_day": str(days.min()), "last_day": str(days.max()),
     })
 

@@ -1,46 +1,31 @@
 """Deployment layer: ONNX export (fp32 and int8) with parity gates, registration as a candidate with
 its release gates, release to a canary fraction of the sites or to all, the signed edge package."""
 
-import hashlib
-import json
+import tempfile
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.feedback import read_decision
-from assets.model import EVALUATION_FILE, UPDATE_FILE, evaluation, student_model, teacher_model
-from assets.partitions import DAILY, PROJECT_ROOT
+from assets.artifact_io_manager import ARTIFACT_IO_MANAGER, ArtifactFolder
+from assets.common import actor, released_package
+from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
-from pipeline import (
-    atomic,
-    evergreen_edge,
-    export,
-    quantize,
-    release,
-    sample_sizes,
-)
-from pipeline import (
-    edge_package as package_lib,
-)
-from pipeline import (
-    features as feature_lib,
-)
-from pipeline import (
-    training_set as training_lib,
-)
-from pipeline.dataset import LABEL, SITE, TIMESTAMP, DatasetConfig
+from pipeline import atomic, evergreen_edge, export, quantize, release, sample_sizes
+from pipeline.dataset import LABEL, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
+from pipeline.evaluation import EVALUATION_FILE
+from pipeline.lineage import version_entry
+from pipeline.policy import Decision
+from pipeline.reference_rows import reference_rows
 from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
-from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TEST, TRAIN, VALIDATION
+from pipeline.teacher_update import UPDATE_FILE
+from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
 
 GROUP = "deployment"
-BY_TAG = "evergreen/by"
-"""Who asked for a run started outside the UI and the sensors (the rollback command sets it)."""
-
 
 EXPORT_CHECKS = {
     "torch_parity": "ONNX Runtime reproduces torch's probabilities on held-out rows",
@@ -50,29 +35,27 @@ CALIBRATION_ROWS = 5000
 
 
 @dg.asset(
-    group_name=GROUP, partitions_def=DAILY, deps=[student_model],
+    group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER,
     check_specs=[dg.AssetCheckSpec(name, asset="onnx_student", blocking=True, description=text) for name, text in EXPORT_CHECKS.items()],
 )
-def onnx_student(context: dg.AssetExecutionContext, training_window: pl.DataFrame, dataset: DatasetResource,
-                 storage: StorageResource):
+def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_model: Teacher, dataset: DatasetResource):
     """The student exported to fp32 ONNX (dynamic batch) and quantized to static int8 (QDQ, scales
     calibrated on training rows), both checked on the held-out validation rows: fp32 against
-    torch, int8 against fp32. A failure blocks everything downstream."""
-    key, config = context.partition_key, dataset.load()
-    student = Student.load(storage.artifact_dir("student_model", key))
-    preprocessing = Teacher.load(storage.artifact_dir("teacher_model", key)).preprocessing
-    directory = storage.artifact_dir("onnx_student", key)
-    fp32, int8 = directory / export.ONNX_FILE, directory / quantize.INT8_FILE
-    export.export_onnx(student, fp32)
-    train = training_window.filter(pl.col(SPLIT) == TRAIN)
-    calibration = train.sample(min(train.height, CALIBRATION_ROWS), seed=config.training.seed)
-    quantize.quantize_int8(fp32, int8, student_matrix(calibration, preprocessing))
-    held_out = training_window.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
-    matrix = student_matrix(held_out, preprocessing)
-    parity = export.check_parity(student, fp32, matrix)
-    int8_vs_fp32 = quantize.compare(fp32, int8, matrix, label_codes(held_out, config.classes))
-    yield dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(fp32)), "int8_path": dg.MetadataValue.path(str(int8)),
+    torch, int8 against fp32. A failure blocks everything downstream. The models are built in a
+    scratch folder; the artifact IO manager publishes them."""
+    config, student, preprocessing = dataset.load(), student_model, teacher_model.preprocessing
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32, int8 = Path(scratch) / export.ONNX_FILE, Path(scratch) / quantize.INT8_FILE
+        export.export_onnx(student, fp32)
+        train = training_window.filter(pl.col(SPLIT) == TRAIN)
+        calibration = train.sample(min(train.height, CALIBRATION_ROWS), seed=config.training.seed)
+        quantize.quantize_int8(fp32, int8, student_matrix(calibration, preprocessing))
+        held_out = training_window.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
+        matrix = student_matrix(held_out, preprocessing)
+        parity = export.check_parity(student, fp32, matrix)
+        int8_vs_fp32 = quantize.compare(fp32, int8, matrix, label_codes(held_out, config.classes))
+        models = quantize.OnnxStudent(fp32.read_bytes(), int8.read_bytes())
+    yield dg.Output(models, metadata={
         "fp32_bytes": int8_vs_fp32.fp32_bytes, "int8_bytes": int8_vs_fp32.int8_bytes, "opset": export.OPSET,
         "calibration_rows": calibration.height,
     })
@@ -89,15 +72,6 @@ def _check_result(gate: release.Gate) -> dg.AssetCheckResult:
                                          for k, v in gate.metadata.items()})
 
 
-def code_version() -> str:
-    """Hash of the pipeline and asset sources: which code produced a model, with or without git
-    (the configuration is recorded beside it, in the lineage's params)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for folder in ("pipeline", "assets", "deploy/edge") for p in (PROJECT_ROOT / folder).glob("*.py")):
-        digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 GATES = {
     "quality_floor": "the shipped student's macro-F1 on the test split reaches the configured floor",
     "no_regression": "no worse than production, beyond a tolerance, on the newest labelled test rows",
@@ -106,20 +80,32 @@ GATES = {
 
 
 @dg.asset(
-    group_name=GROUP, partitions_def=DAILY, deps=[onnx_student, evaluation, teacher_model],
+    group_name=GROUP, partitions_def=DAILY,
     check_specs=[dg.AssetCheckSpec(name, asset="candidate_model", blocking=True, description=text) for name, text in GATES.items()],
 )
-def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame,
-                    dataset: DatasetResource, storage: StorageResource):
+def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame, teacher_model: ArtifactFolder,
+                    student_model: ArtifactFolder, onnx_student: ArtifactFolder, evaluation: ArtifactFolder,
+                    retraining_policy: Decision | None, dataset: DatasetResource, storage: StorageResource):
     """Registers this run's teacher, students (fp32 and int8 ONNX) and evaluation as a new registry
-    version with its lineage (the days, sites and rows it learned from, parameters, seed, code
-    version, run), aliased ``candidate``, and builds its signed package. The gates are blocking
-    checks: a candidate that fails one is registered but never released."""
+    version with its lineage (the days, sites and rows it learned from, the hyper-parameters the
+    models were fitted with after the policy's adaptation, seed, code version, run), aliased
+    ``candidate``, and builds its signed package. The models arrive as their folders: the registry
+    copies their files as written. The gates are blocking checks: a candidate that fails one is
+    registered but never released."""
     key, config = context.partition_key, dataset.load()
     registry = storage.registry
-    files = _version_files(storage, key, _reference_rows(training_window, config))
+    reference = storage.artifact_dir("candidate_model", key) / REFERENCE_FILE
+    with atomic.atomic_path(reference) as tmp:
+        reference_rows(training_window, config).write_parquet(tmp)
+    files = {
+        **{name: teacher_model.path / name for name in (MODEL_FILE, PREPROCESSING_FILE, UPDATE_FILE)},
+        **{name: student_model.path / name for name in (WEIGHTS_FILE, ARCHITECTURE_FILE)},
+        **{name: onnx_student.path / name for name in (export.ONNX_FILE, quantize.INT8_FILE)},
+        EVALUATION_FILE: evaluation.path / EVALUATION_FILE, REFERENCE_FILE: reference,
+    }
+    change_day = retraining_policy.change_day if retraining_policy else None
     version = registry.register(f"v{key.replace('-', '')}-{context.run.run_id[:8]}", files,
-                                _entry(context, training_window, files, storage, config))
+                                version_entry(files, training_window, key, context.run.run_id, change_day, config))
     newer = registry.point_unless_newer(CANDIDATE, version.version, reason=f"registered by run {context.run.run_id}", by=actor(context))
     package, sha256 = released_package(storage, version)
     yield dg.MaterializeResult(metadata={
@@ -130,52 +116,6 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
     })
     for gate in _gates(version, training_window, package, storage, config):
         yield _check_result(gate)
-
-
-def _version_files(storage: StorageResource, key: str, reference_rows: pl.DataFrame) -> dict[str, Path]:
-    """What a version is made of: the run's artifacts, and its drift reference rows written beside."""
-    reference = storage.artifact_dir("candidate_model", key) / REFERENCE_FILE
-    with atomic.atomic_path(reference) as tmp:
-        reference_rows.write_parquet(tmp)
-    return {
-        MODEL_FILE: storage.artifact_dir("teacher_model", key) / MODEL_FILE,
-        PREPROCESSING_FILE: storage.artifact_dir("teacher_model", key) / PREPROCESSING_FILE,
-        UPDATE_FILE: storage.artifact_dir("teacher_model", key) / UPDATE_FILE,
-        WEIGHTS_FILE: storage.artifact_dir("student_model", key) / WEIGHTS_FILE,
-        ARCHITECTURE_FILE: storage.artifact_dir("student_model", key) / ARCHITECTURE_FILE,
-        export.ONNX_FILE: storage.artifact_dir("onnx_student", key) / export.ONNX_FILE,
-        quantize.INT8_FILE: storage.artifact_dir("onnx_student", key) / quantize.INT8_FILE,
-        EVALUATION_FILE: storage.artifact_dir("evaluation", key) / EVALUATION_FILE,
-        REFERENCE_FILE: reference,
-    }
-
-
-def _entry(context: dg.AssetExecutionContext, training_set: pl.DataFrame, files: dict[str, Path],
-           storage: StorageResource, config: DatasetConfig) -> dict:
-    """The version's record: what the package and the drift report need, and its lineage."""
-    report = json.loads(files[EVALUATION_FILE].read_text(encoding="utf-8"))
-    update = json.loads(files[UPDATE_FILE].read_text(encoding="utf-8"))
-    reference_rows = pl.read_parquet(files[REFERENCE_FILE])
-    training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
-    return {
-        "classes": list(config.classes),
-        "preprocessing": json.loads(files[PREPROCESSING_FILE].read_text(encoding="utf-8"))["preprocessing"],
-        "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME,
-                 "models": {"int8": quantize.INT8_FILE, "fp32": export.ONNX_FILE}},
-        "derived_features": feature_lib.derived_feature_notes(config),
-        "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
-        "reference": {"days": sorted({str(d) for d in reference_rows[TIMESTAMP].dt.date()}), "rows": reference_rows.height},
-        "lineage": {
-            "dataset": config.name, "partition": context.partition_key,
-            "training_days": [str(d) for d in training_days], "trained_through": str(training_days[-1]),
-            "training_rows": training_lib.split_counts(training_set),
-            "sites": sorted(training_set[SITE].unique().to_list()),
-            "teacher_update": {"method": update["method"], "reason": update["reason"]},
-            "change_day": (read_decision(storage, context.partition_key) or {}).get("change_day"),
-            "params": config.training.model_dump(mode="json"), "seed": config.training.seed,
-            "code_version": code_version(), "run_id": context.run.run_id,
-        },
-    }
 
 
 def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage: StorageResource,
@@ -196,37 +136,9 @@ def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage:
     ]
 
 
-def released_package(storage: StorageResource, version: Version) -> tuple[Path, str]:
-    """The version's signed package and its sha256: built the first time, byte for byte the same
-    ever after. A package that differs from the first one built (a changed key, file or builder)
-    is refused rather than served."""
-    path = storage.package_path(version.version)
-    if not path.is_file():
-        package_lib.build_package(version, version.entry["onnx"]["models"], path, storage.signing_key())
-    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    first = storage.registry.record_package(version.version, sha256)
-    if first != sha256:
-        raise dg.Failure(f"{path}: sha256 {sha256} differs from the package first built for {version.version} ({first})")
-    return path, sha256
-
-
 def verified_manifest(storage: StorageResource, package: Path) -> dict:
     """The package's manifest, once the edge runtime has checked its signature and every hash."""
     return evergreen_edge.verify_package(package, evergreen_edge.trusted_public_key(storage.public_key_path)).manifest
-
-
-def _reference_rows(training_set: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
-    """The model inputs of the newest ``reference_days`` of the window, more on a stream whose days are
-    small (``sample_sizes``; a seeded sample of at most ``reference_max_rows``): the world this model
-    was fitted to, for the drift report. Augmented rows are not of that world: they over-represent
-    the rare classes on purpose."""
-    spec, reference_days = config.feedback.drift, sample_sizes.measured(training_set, config).reference_days
-    training_set = training_set.filter(pl.col(PROVENANCE).ne_missing(AUGMENTED))
-    numeric, categorical = feature_lib.model_feature_names(config)
-    training_days = sorted(training_set[TIMESTAMP].dt.date().unique())
-    newest = training_set.filter(pl.col(TIMESTAMP).dt.date().is_in(training_days[-reference_days:]))
-    rows = newest.select(TIMESTAMP, *numeric, *categorical)
-    return rows.sample(spec.reference_max_rows, seed=config.training.seed) if rows.height > spec.reference_max_rows else rows
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[candidate_model])
@@ -270,17 +182,6 @@ def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) ->
         "sha256": sha256, "served_to": served_by,
         "student_macro_f1": dg.MetadataValue.float(manifest["metrics"]["macro_f1"]),
     })
-
-
-def actor(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> str:
-    """Who moved an alias, for the registry's ledger: the sensor that launched the run, a backfill,
-    the user named by the command line, or a user in the UI."""
-    tags = context.run.tags
-    if sensor := tags.get("dagster/sensor_name"):
-        return f"sensor:{sensor}"
-    if backfill := tags.get("dagster/backfill"):
-        return f"backfill:{backfill}"
-    return tags.get(BY_TAG, "user")
 
 
 def _registered_version(context: dg.AssetExecutionContext) -> str:

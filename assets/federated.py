@@ -22,11 +22,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.model import teacher_model
 from assets.partitions import DAILY, DATASET, DATASET_PATH
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic
-from pipeline import federated as fed
+from pipeline import atomic, federated as fed
 from pipeline.dataset import LABEL, SITE
 from pipeline.evaluation import learning_curve_png, png_markdown
 from pipeline.teacher import Teacher
@@ -79,9 +77,9 @@ def site_stores(context: dg.AssetExecutionContext, training_set: pl.DataFrame, s
     })
 
 
-@dg.asset(group_name=GROUP, partitions_def=SITE_DAILY,
-          deps=[dg.AssetDep(site_stores, partition_mapping=BY_DATE), dg.AssetDep(teacher_model, partition_mapping=BY_DATE)])
-def site_update(context: dg.AssetExecutionContext, config: RoundConfig, dataset: DatasetResource,
+@dg.asset(group_name=GROUP, partitions_def=SITE_DAILY, deps=[dg.AssetDep(site_stores, partition_mapping=BY_DATE)],
+          ins={"teacher_model": dg.AssetIn("teacher_model", partition_mapping=BY_DATE)})
+def site_update(context: dg.AssetExecutionContext, config: RoundConfig, teacher_model: Teacher, dataset: DatasetResource,
                 storage: StorageResource) -> dg.MaterializeResult:
     """One site's round of federated training: the student from the global weights, trained on this
     site's rows only (its own store), distilled from the teacher, with the FedProx term if set. Sends
@@ -93,7 +91,7 @@ def site_update(context: dg.AssetExecutionContext, config: RoundConfig, dataset:
     day, site = keys["date"], keys["site"]
     settings, store = dataset.load(), storage.federated
     round_ = fed.current_round(store, day, config.round)
-    teacher = Teacher.load(storage.artifact_dir("teacher_model", day))
+    teacher = teacher_model
     start, weights = fed.site_start(store, day, round_, teacher.preprocessing, settings)
     rows = store.read_site_rows(site, day)
     update = fed.local_update(site, round_, rows, teacher, weights, settings)

@@ -5,21 +5,20 @@ materializations and launches the retrain when it says so.
 """
 
 import datetime as dt
-import json
 
 import dagster as dg
 import polars as pl
 
+from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
 from assets.partitions import DAILY, DRIFT_POOL, DRIFT_READINGS, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic, drift, policy, sources
+from pipeline import drift, policy, sources
 from pipeline.dataset import DatasetConfig
 from pipeline.encoding import student_matrix
 from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
 from pipeline.student import Student
 
 GROUP = "feedback"
-DECISION_FILE = "decision.json"
 
 
 def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame, gold: pl.DataFrame,
@@ -100,21 +99,19 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
 
 
 @dg.asset(
-    group_name=GROUP, partitions_def=DAILY,
+    group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER,
     ins={"drift_reports": dg.AssetIn("drift_report", partition_mapping=POLICY_MEMORY, metadata=WINDOW_INPUT)},
 )
 def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataFrame, dataset: DatasetResource,
-                      storage: StorageResource) -> dg.MaterializeResult:
+                      storage: StorageResource) -> dg.Output[policy.Decision]:
     """none / wait / incremental / full retrain, from today's drift report and the days before it
     (where the drift event started), with adapted hyper-parameters and the reason; after a retrain for
     a change of the label rule, follow-up retrains until post-change days fill the window. The drift
-    sensor launches the retrain; the training window, teacher and student read the decision."""
+    sensor launches the retrain; the training window, teacher and student take the decision as an input."""
     config, day, registry = dataset.load(), partition_day(context), storage.registry
     change = registry.get(PRODUCTION).entry["lineage"].get("change_day") if registry.has_alias(PRODUCTION) else None
     decision = policy.decide_from_reports(day, drift_reports, config, dt.date.fromisoformat(change) if change else None)
-    directory = storage.artifact_dir("retraining_policy", context.partition_key)
-    atomic.write_text(directory / DECISION_FILE, json.dumps(decision.to_json(), indent=2))
-    return dg.MaterializeResult(metadata={
+    return dg.Output(decision, metadata={
         "action": decision.action, "reason": decision.reason, "retrain": decision.retrain,
         "event_key": decision.event_key or "", "production_version": decision.production_version or "",
         "change_day": decision.change_day or "none", "cooldown": decision.cooldown,
@@ -123,8 +120,3 @@ def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataF
         "teacher": dg.MetadataValue.json(decision.teacher), "student": dg.MetadataValue.json(decision.student),
     })
 
-
-def read_decision(storage: StorageResource, partition_key: str) -> dict | None:
-    """The policy's decision for a day, if it was materialized (the teacher and student follow it)."""
-    path = storage.artifact_dir("retraining_policy", partition_key) / DECISION_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from assets.data import clean_telemetry, features, gold_labels, raw_telemetry, training_set
+from assets.data import clean_telemetry, features, gold_labels, raw_telemetry
 from assets.deployment import GROUP as DEPLOYMENT_GROUP
 from assets.federated import federated_student, site_stores, site_update
 from assets.feedback import drift_report, retraining_policy
 from assets.labelling import label_queue, pseudo_labels, weak_labels
 from assets.model import GROUP as MODEL_GROUP
 from assets.release import canary_report
+from assets.training import training_set
 
 INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels, label_queue,
                                             weak_labels, drift_report, retraining_policy, canary_report)

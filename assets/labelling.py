@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.data import per_class
+from assets.common import per_class
 from assets.partitions import DAILY, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import active_learning, self_training, weak_supervision

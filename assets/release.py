@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.deployment import actor, released_package
+from assets.common import actor, released_package
 from assets.partitions import DAILY, LABEL_LOOKBACK, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import labels, release, sample_sizes

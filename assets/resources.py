@@ -44,6 +44,8 @@ class StorageResource(dg.ConfigurableResource):
         return Path(self.data_dir)
 
     def artifact_dir(self, asset: str, partition_key: str) -> Path:
+        """An asset's folder for a partition: where the artifact IO manager keeps models and decisions
+        (assets read another asset's folder through it, as an input, never by this path)."""
         return self.root / "artifacts" / asset / partition_key
 
     @property

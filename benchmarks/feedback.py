@@ -48,7 +48,7 @@ def update_methods(out: Path, summary: dict, days_after: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from pipeline import teacher_update
     from pipeline.dataset import load_dataset_config
-    from pipeline.policy import INCREMENTAL, adapted_hyperparameters
+    from pipeline.policy import INCREMENTAL, Decision, adapted_hyperparameters
     from pipeline.registry import Registry
     from pipeline.teacher import Teacher, fit_teacher
     from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION, build_training_set
@@ -66,7 +66,7 @@ def update_methods(out: Path, summary: dict, days_after: int) -> dict:
     new = frame.filter((pl.col(SPLIT) == TRAIN) & (pl.col("timestamp").dt.date() > trained_through))
     validation, test = frame.filter(pl.col(SPLIT) == VALIDATION), frame.filter(pl.col(SPLIT) == TEST)
     teacher_params, _ = adapted_hyperparameters(0.12, frame.height, config.training, config.feedback.policy)  # a one-feature data drift
-    decision = {"action": INCREMENTAL, "reason": "benchmark", "teacher": teacher_params}
+    decision = Decision(INCREMENTAL, "benchmark", day, version.version, None, 0.12, teacher_params, {})
     methods = {
         "production (no update)": (production, 0.0),
         "refit": _timed(lambda: teacher_update.refit(production, new, teacher_params["refit_decay"])),

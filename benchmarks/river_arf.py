@@ -32,8 +32,7 @@ from pathlib import Path
 
 try:
     import yaml
-    from river import __version__ as RIVER_VERSION
-    from river import forest
+    from river import __version__ as RIVER_VERSION, forest
 except ImportError as exc:
     sys.exit(f"{exc}: run this script with the River venv's python (bash benchmarks/river_env.sh prints it)")
 

@@ -282,12 +282,22 @@ def plain_core(days: list[str]) -> dict:
     writing the same Parquet files and artifacts; windows come from frames kept in memory."""
     import polars as pl
 
-    from pipeline import atomic, cleaning, ids, labels, self_training, sources, validation, weak_supervision
-    from pipeline import evaluation as evaluation_lib
-    from pipeline import features as feature_lib
-    from pipeline import training_set as training_lib
+    from pipeline import (
+        atomic,
+        cleaning,
+        evaluation as evaluation_lib,
+        features as feature_lib,
+        ids,
+        labels,
+        self_training,
+        sources,
+        training_set as training_lib,
+        validation,
+        weak_supervision,
+    )
     from pipeline.dataset import load_dataset_config
     from pipeline.label_inbox import LabelInbox, oracle_answers
+    from pipeline.policy import on_request
     from pipeline.student import fit_student
     from pipeline.teacher_update import update_teacher
 
@@ -334,12 +344,10 @@ def plain_core(days: list[str]) -> dict:
             training_lib.LabelSource(window("weak_labels", day, training_days), training_lib.WEAK, spec.weak.weight,
                                      spec.weak.class_quota),
         ]))
-        decision = {"action": "full", "reason": "on request", "teacher": {}, "student": {}}
-        update = update_teacher(frame, None, None, decision, config)
+        update = update_teacher(frame, None, None, on_request(day), config)
         artifacts = root / "artifacts"
         with atomic.atomic_dir(artifacts / "teacher_model" / day.isoformat()) as tmp:
-            update.teacher.save(tmp)
-            atomic.write_text(tmp / "update.json", json.dumps(update.to_json(), indent=2))
+            update.save(tmp)
         student = fit_student(frame, update.teacher, config, config.training.student)
         with atomic.atomic_dir(artifacts / "student_model" / day.isoformat()) as tmp:
             student.save(tmp)

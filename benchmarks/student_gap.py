@@ -37,8 +37,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import accuracy_score, f1_score
 
-from pipeline import evergreen_edge as runtime
-from pipeline import export, quantize
+from pipeline import evergreen_edge as runtime, export, quantize
 from pipeline.dataset import TIMESTAMP, DatasetConfig, StudentSpec, load_dataset_config
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.student import adapted_spec, fit_student

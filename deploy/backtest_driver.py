@@ -15,8 +15,7 @@ import polars as pl
 from definitions import defs
 from deploy.backtest import QUIET, Options
 from deploy.home import home_from_env
-from pipeline import atomic, sources
-from pipeline import backtest as bt
+from pipeline import atomic, backtest as bt, sources
 from pipeline.dataset import LABEL, ROW_ID, SITE, DatasetConfig
 from pipeline.registry import PRODUCTION
 from pipeline.release import predictor

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from assets.deployment import BY_TAG
+    from assets.common import BY_TAG
     from assets.release import RollbackConfig
     from definitions import defs
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipeline import atomic, signing
-from pipeline import evergreen_edge as runtime
+from pipeline import atomic, evergreen_edge as runtime, signing
 from pipeline.registry import Version
 
 RUNTIME_FILE = "evergreen_edge.py"

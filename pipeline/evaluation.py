@@ -7,11 +7,15 @@ overall accuracy barely moves.
 
 import base64
 import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from pipeline import atomic
 from pipeline.dataset import SITE, TIMESTAMP, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.student import Student
@@ -120,3 +124,16 @@ def evaluate_models(training_set: pl.DataFrame, teacher: Teacher, student: Stude
         metrics["slices"] = slice_metrics(test, y, pred, slices)
         report[name] = metrics
     return report
+
+
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """``evaluate_models``' report as an artifact: a JSON file the registry copies into the version."""
+
+    report: dict
+
+    def save(self, directory: Path) -> None:
+        atomic.write_text(directory / EVALUATION_FILE, json.dumps(self.report, indent=2))

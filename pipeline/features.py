@@ -7,8 +7,7 @@ minus the device's mean over the previous days' partitions (null when the device
 
 import polars as pl
 
-from pipeline.dataset import DEVICE_ID, LABEL, ROW_ID, SITE, TIMESTAMP, DatasetConfig
-from pipeline.dataset import HOUR_FEATURE as HOUR
+from pipeline.dataset import DEVICE_ID, HOUR_FEATURE as HOUR, LABEL, ROW_ID, SITE, TIMESTAMP, DatasetConfig
 
 
 def delta_name(feature: str) -> str:

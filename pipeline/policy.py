@@ -11,17 +11,21 @@ Hyper-parameters adapt to severity and data volume.
 """
 
 import datetime as dt
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import cast
 
 import polars as pl
 
+from pipeline import atomic
 from pipeline.dataset import DatasetConfig, PolicySpec, TrainingSpec
 from pipeline.drift import DAY, PRODUCTION_VERSION, DriftSummary, monitored_features, summarise
 from pipeline.sample_sizes import student_schedule
 
 NONE, WAIT, INCREMENTAL, FULL = "none", "wait", "incremental", "full"
 RETRAIN = (INCREMENTAL, FULL)
+DECISION_FILE = "decision.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,23 @@ class Decision:
 
     def to_json(self) -> dict:
         return {**asdict(self), "day": self.day.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Decision":
+        return cls(**{**data, "day": dt.date.fromisoformat(data["day"]), "untested": tuple(data.get("untested", ()))})
+
+    def save(self, directory: Path) -> None:
+        atomic.write_text(directory / DECISION_FILE, json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> "Decision":
+        return cls.from_json(json.loads((directory / DECISION_FILE).read_text(encoding="utf-8")))
+
+
+def on_request(day: dt.date) -> Decision:
+    """The decision for a retrain nobody decided on (materialized by hand, no policy decision for the
+    day): a full retrain, as asked, with the configured hyper-parameters."""
+    return Decision(FULL, f"materialized on request (no policy decision for {day.isoformat()})", day, None, None, 0.0, {}, {})
 
 
 def day_states(reports: pl.DataFrame, n_features: int, full_retrain_drop: float) -> list[DayState]:

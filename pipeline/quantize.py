@@ -39,7 +39,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import accuracy_score, f1_score
 
 from pipeline import atomic
-from pipeline.export import INPUT_NAME, onnx_session
+from pipeline.export import INPUT_NAME, ONNX_FILE, onnx_session
 
 INT8_FILE = "student.int8.onnx"
 CALIBRATION_BATCH = 1024
@@ -162,3 +162,16 @@ def compare(fp32_path: Path, int8_path: Path, matrix: np.ndarray, labels: np.nda
         max_abs_diff=float(np.abs(fp32 - int8).max()),
         labels=labels, fp32_predicted=fp32.argmax(1), int8_predicted=int8.argmax(1),
     )
+
+
+@dataclass(frozen=True)
+class OnnxStudent:
+    """The exported student in both precisions, as the bytes its artifact folder and a registry
+    version hold (a few hundred KB): fp32 ONNX and static int8."""
+
+    fp32: bytes
+    int8: bytes
+
+    def save(self, directory: Path) -> None:
+        atomic.write_bytes(directory / ONNX_FILE, self.fp32)
+        atomic.write_bytes(directory / INT8_FILE, self.int8)

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -100,6 +100,8 @@ class Student:
     history: list[dict]
     start: str = "scratch"
     """Where training started: ``scratch`` or the federated weights it was initialised from."""
+    hyperparameters: dict = field(default_factory=dict)
+    """The spec it was fitted with (after the policy's adaptation), for the registry's lineage."""
 
     @property
     def parameters(self) -> int:
@@ -114,7 +116,7 @@ class Student:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(directory / WEIGHTS_FILE) as tmp:
             torch.save(self.model.state_dict(), tmp)
-        meta = {**self.architecture, "history": self.history, "start": self.start}
+        meta = {**self.architecture, "history": self.history, "start": self.start, "hyperparameters": self.hyperparameters}
         atomic.write_text(directory / ARCHITECTURE_FILE, json.dumps(meta, indent=2))
 
     @classmethod
@@ -123,7 +125,8 @@ class Student:
         model = StudentMLP(meta["input_width"], tuple(meta["hidden"]), meta["n_classes"])
         model.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
         model.eval()
-        return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"], meta.get("start", "scratch"))
+        return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"], meta.get("start", "scratch"),
+                   meta.get("hyperparameters", {}))
 
 
 TRANSFER_ROWS = {
@@ -289,7 +292,7 @@ def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetCon
             started = f"scratch: {name} does not fit ({exc})"
     with one_thread():
         history = train_epochs(model, train, validation, spec, spec.epochs, seed, patience=spec.patience)
-    return Student(model, architecture(model), history, started)
+    return Student(model, architecture(model), history, started, spec.model_dump(mode="json"))
 
 
 def adapted_spec(training_set: pl.DataFrame, config: DatasetConfig, adapted: dict) -> StudentSpec:
@@ -301,7 +304,7 @@ def adapted_spec(training_set: pl.DataFrame, config: DatasetConfig, adapted: dic
     if not adapted:
         rows = transfer_set(training_set, spec).height
         adapted = student_schedule(rows, config.feedback.policy.student_steps)
-    return spec.model_copy(update=adapted)
+    return StudentSpec.model_validate({**spec.model_dump(), **adapted})
 
 
 def architecture(model: StudentMLP) -> dict:

@@ -12,20 +12,24 @@ the policy asks for a full retrain, the window retrain is used. The test split i
 """
 
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 from sklearn.metrics import f1_score
 
-from pipeline.dataset import DEVICE_ID, TIMESTAMP, DatasetConfig
+from pipeline import atomic
+from pipeline.dataset import DEVICE_ID, TIMESTAMP, DatasetConfig, TeacherSpec
 from pipeline.encoding import label_codes, teacher_matrix
-from pipeline.policy import FULL
+from pipeline.policy import FULL, Decision
 from pipeline.sample_sizes import measured
 from pipeline.teacher import Teacher, fit_teacher, train_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 
 REFIT, CONTINUE, WINDOW = "refit", "continue", "window"
+UPDATE_FILE = "update.json"
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Attempt:
     seconds: float
     new_macro_f1: float | None = None
     older_macro_f1: float | None = None
+    params: dict = field(default_factory=dict)
+    """The hyper-parameters this method ran with (after the policy's adaptation)."""
 
 
 @dataclass
@@ -49,10 +55,20 @@ class TeacherUpdate:
         """What this update cost: every method tried."""
         return round(sum(a.seconds for a in self.attempts), 3)
 
+    @property
+    def params(self) -> dict:
+        """The effective hyper-parameters of the kept teacher: those of the method chosen, as run."""
+        return next(a.params for a in reversed(self.attempts) if a.method == self.method)
+
     def to_json(self) -> dict:
-        return {"method": self.method, "seconds": self.seconds, "reason": self.reason,
+        return {"method": self.method, "seconds": self.seconds, "reason": self.reason, "params": self.params,
                 "production": vars(self.production) if self.production else None,
                 "attempts": [vars(a) for a in self.attempts]}
+
+    def save(self, directory: Path) -> None:
+        """The teacher's files and, beside them, this record of how it was made."""
+        self.teacher.save(directory)
+        atomic.write_text(directory / UPDATE_FILE, json.dumps(self.to_json(), indent=2))
 
 
 def macro_f1(teacher: Teacher, frame: pl.DataFrame) -> float:
@@ -71,9 +87,14 @@ def refit(production: Teacher, new: pl.DataFrame, decay: float) -> Teacher:
     return Teacher(booster, production.preprocessing, production.classes)
 
 
+def continued_spec(config: DatasetConfig, learning_rate: float, rounds: int) -> TeacherSpec:
+    """The configured teacher with the policy's learning rate and rounds, validated as the YAML is."""
+    return TeacherSpec.model_validate({**config.training.teacher.model_dump(), "learning_rate": learning_rate, "rounds": rounds})
+
+
 def continue_training(production: Teacher, new: pl.DataFrame, validation: pl.DataFrame, config: DatasetConfig,
                       learning_rate: float, rounds: int) -> Teacher:
-    spec = config.training.teacher.model_copy(update={"learning_rate": learning_rate, "rounds": rounds})
+    spec = continued_spec(config, learning_rate, rounds)
     return train_teacher(new, validation, production.preprocessing, production.classes, spec, config.training.seed,
                          init_model=production.booster)
 
@@ -85,19 +106,19 @@ def _measured(macro_f1: float | None) -> float:
     return macro_f1
 
 
-def _timed(method: str, build) -> tuple[Teacher, Attempt]:
+def _timed(method: str, params: dict, build) -> tuple[Teacher, Attempt]:
     started = time.perf_counter()
     teacher = build()
-    return teacher, Attempt(method, round(time.perf_counter() - started, 3))
+    return teacher, Attempt(method, round(time.perf_counter() - started, 3), params=params)
 
 
 def update_teacher(training_set: pl.DataFrame, production: Teacher | None, trained_through: dt.date | None,
-                   decision: dict, config: DatasetConfig) -> TeacherUpdate:
+                   decision: Decision, config: DatasetConfig) -> TeacherUpdate:
     """The teacher for this retrain. ``decision`` is the policy's (action, adapted hyper-parameters):
     a full retrain goes straight to the window; anything else (incremental, or a materialization a
     user asked for on a quiet day) tries the incremental updates first. ``trained_through`` is the
     newest day the production model learned from."""
-    if decision["action"] != FULL and production is not None and trained_through is not None:
+    if decision.action != FULL and production is not None and trained_through is not None:
         train = training_set.filter(pl.col(SPLIT) == TRAIN)
         new = train.filter(_after(train, trained_through))
         minimum = measured(training_set, config).min_new_rows
@@ -107,7 +128,7 @@ def update_teacher(training_set: pl.DataFrame, production: Teacher | None, train
     elif production is None:
         reason = "no production teacher to update"
     else:
-        reason = f"the policy asked for a full retrain: {decision['reason']}"
+        reason = f"the policy asked for a full retrain: {decision.reason}"
     return _window(training_set, config, reason, [])
 
 
@@ -120,12 +141,12 @@ def _halves(validation: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def _window(training_set: pl.DataFrame, config: DatasetConfig, reason: str, attempts: list[Attempt],
             production: Attempt | None = None) -> TeacherUpdate:
-    teacher, attempt = _timed(WINDOW, lambda: fit_teacher(training_set, config))
+    teacher, attempt = _timed(WINDOW, config.training.teacher.model_dump(mode="json"), lambda: fit_teacher(training_set, config))
     return TeacherUpdate(teacher, WINDOW, reason, production, [*attempts, attempt])
 
 
 def _incremental(training_set: pl.DataFrame, production: Teacher, trained_through: dt.date, new: pl.DataFrame,
-                 decision: dict, config: DatasetConfig) -> TeacherUpdate:
+                 decision: Decision, config: DatasetConfig) -> TeacherUpdate:
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
     is_new = _after(validation, trained_through)
     old_val = validation.filter(~is_new)
@@ -133,10 +154,11 @@ def _incremental(training_set: pl.DataFrame, production: Teacher, trained_throug
     minimum = measured(training_set, config).min_validation_rows
     if new_val.height < minimum:
         return _window(training_set, config, f"only {new_val.height} new validation rows to judge an update on (< {minimum})", [])
-    params = decision["teacher"]
+    params = decision.teacher
+    continued = continued_spec(config, params["learning_rate"], params["rounds"]).model_dump(mode="json")
     candidates = [
-        _timed(REFIT, lambda: refit(production, new, params["refit_decay"])),
-        _timed(CONTINUE, lambda: continue_training(production, new, stopping, config, params["learning_rate"], params["rounds"])),
+        _timed(REFIT, {"refit_decay": params["refit_decay"]}, lambda: refit(production, new, params["refit_decay"])),
+        _timed(CONTINUE, continued, lambda: continue_training(production, new, stopping, config, params["learning_rate"], params["rounds"])),
     ]
     baseline = Attempt("production", 0.0, macro_f1(production, new_val), macro_f1(production, old_val) if old_val.height else None)
     for teacher, attempt in candidates:

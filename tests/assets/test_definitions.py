@@ -24,7 +24,7 @@ def test_assets_are_grouped_by_layer_and_documented():
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == {
         "raw_telemetry": "data", "clean_telemetry": "data", "quarantine": "data", "features": "data",
-        "gold_labels": "data", "training_set": "data", "training_window": "model", "teacher_model": "model", "student_model": "model",
+        "gold_labels": "data", "training_set": "training", "training_window": "model", "teacher_model": "model", "student_model": "model",
         "evaluation": "model", "onnx_student": "deployment", "candidate_model": "deployment", "edge_package": "deployment",
         "drift_report": "feedback", "retraining_policy": "feedback", "production_model": "deployment",
         "canary_report": "release", "label_queue": "labelling", "weak_labels": "labelling", "pseudo_labels": "labelling",

@@ -20,8 +20,7 @@ import polars as pl
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipeline import edge_package, export, signing
-from pipeline import evergreen_edge as runtime
+from pipeline import edge_package, evergreen_edge as runtime, export, signing
 from pipeline.encoding import columns_of, student_matrix
 from pipeline.registry import Registry, RegistryError
 from pipeline.teacher import PREPROCESSING_FILE

@@ -116,6 +116,8 @@ def test_student_batch_and_epochs_follow_the_transfer_set_unless_the_policy_size
     assert small.batch_size == 64 and small.epochs == 60  # a small transfer set gets the most epochs of the smallest batch
     assert adapted_spec(frame, config, {"batch_size": 512, "epochs": 7}).model_dump(include={"batch_size", "epochs"}) == \
         {"batch_size": 512, "epochs": 7}
+    with pytest.raises(ValueError, match="batch_size"):  # validated as the YAML is, not copied in unchecked
+        adapted_spec(frame, config, {"batch_size": 0, "epochs": 7})
 
 
 @pytest.mark.parametrize(("rows", "batch", "epochs"), [(336, 64, 60), (14_000, 128, 42), (26_880, 256, 43), (400_000, 1024, 12)])

@@ -152,3 +152,16 @@ def test_a_concept_alarm_is_not_waited_on_while_the_inputs_move():
     update = _decide(small, _days(False))
     assert update.action == policy.INCREMENTAL and update.change_day == DAY.isoformat() and not update.cooldown
     assert _decide(DATA_DRIFT, _days(False)).action == policy.WAIT  # inputs alone still wait for the roll-out
+
+
+def test_a_decision_saves_and_loads_as_the_same_typed_decision(tmp_path):
+    decision = _decide(CONCEPT, _days(True, True))
+    decision.save(tmp_path)
+    assert policy.Decision.load(tmp_path) == decision
+    assert isinstance(policy.Decision.load(tmp_path).day, dt.date)
+
+
+def test_a_model_materialized_without_a_decision_is_a_full_retrain_on_request():
+    decision = policy.on_request(DAY)
+    assert decision.action == policy.FULL and decision.retrain and decision.change_day is None
+    assert decision.reason == f"materialized on request (no policy decision for {DAY.isoformat()})"

@@ -10,8 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from pipeline import evergreen_edge as runtime
-from pipeline import signing
+from pipeline import evergreen_edge as runtime, signing
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """Incremental teacher updates on real simulated windows: the best update is chosen on the newest
 validation rows, and one that forgets the older window is rejected for a full retrain."""
 
+import dataclasses
 import datetime as dt
 
 import polars as pl
@@ -8,14 +9,14 @@ import pytest
 
 from pipeline import teacher_update
 from pipeline.dataset import LABEL, TIMESTAMP
-from pipeline.policy import FULL, INCREMENTAL
+from pipeline.policy import FULL, INCREMENTAL, Decision
 from pipeline.teacher import fit_teacher
 from tests.support.helpers import days_from, training_frame
 
 PRODUCTION_DAYS = days_from(dt.date(2026, 9, 1), 4)
 WINDOW = days_from(dt.date(2026, 9, 2), 6)  # three days the production model saw, three it did not
 TRAINED_THROUGH = PRODUCTION_DAYS[-1]
-DECISION = {"action": INCREMENTAL, "reason": "data drift", "teacher": {"learning_rate": 0.05, "rounds": 60, "refit_decay": 0.8}}
+DECISION = Decision(INCREMENTAL, "data drift", WINDOW[-1], "v1", None, 0.5, {"learning_rate": 0.05, "rounds": 60, "refit_decay": 0.8}, {})
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +64,20 @@ def test_an_update_that_forgets_the_older_window_is_rejected_for_a_full_retrain(
 
 
 def test_a_full_retrain_when_the_policy_says_so_or_there_is_nothing_to_update(small, production, window):
-    full = teacher_update.update_teacher(window, production, TRAINED_THROUGH, {**DECISION, "action": FULL}, small)
+    full = teacher_update.update_teacher(window, production, TRAINED_THROUGH, dataclasses.replace(DECISION, action=FULL), small)
     assert full.method == teacher_update.WINDOW and [a.method for a in full.attempts] == [teacher_update.WINDOW]
     bootstrap = teacher_update.update_teacher(window, None, None, DECISION, small)
     assert bootstrap.method == teacher_update.WINDOW and "no production teacher" in bootstrap.reason
     nothing_new = teacher_update.update_teacher(window, production, WINDOW[-1], DECISION, small)
     assert nothing_new.method == teacher_update.WINDOW and "new labelled training rows" in nothing_new.reason
+
+
+def test_an_update_records_the_hyper_parameters_it_ran_with_and_refuses_invalid_ones(small, production, window):
+    update = teacher_update.update_teacher(window, production, TRAINED_THROUGH, DECISION, small)
+    expected = {teacher_update.REFIT: {"refit_decay": 0.8},
+                teacher_update.CONTINUE: {**small.training.teacher.model_dump(), "learning_rate": 0.05, "rounds": 60}}
+    assert update.params == expected[update.method] and update.to_json()["params"] == update.params
+    full = teacher_update.update_teacher(window, None, None, DECISION, small)
+    assert full.params == small.training.teacher.model_dump(mode="json")  # a window retrain: the YAML's
+    with pytest.raises(ValueError, match="rounds"):
+        teacher_update.continued_spec(small, 0.05, "sixty")
