@@ -1,6 +1,6 @@
 """End to end through the UI's own GraphQL calls against a running webserver and daemon: a
 materialization of every daily asset and a backfill of the newest days, launched as the UI launches
-them, with the sensors running as they do for a user."""
+them, with the daemon's sensors running as they do for a user (but the federated rounds')."""
 
 import time
 from pathlib import Path
@@ -28,7 +28,7 @@ def _wait_for_location(url: str, server: "subprocess.Popen", timeout: float = 18
 
 
 def test_materialize_and_backfill_through_a_running_ui_server(tmp_path: Path):
-    env = single_day_env(tmp_path)
+    env = single_day_env(tmp_path, federated=False)  # rounds are tested in tests/assets/test_assets.py
     dg.DagsterInstance.from_config(str(env.home)).dispose()  # create storage before two processes race to
     port = free_port()
     url = f"http://127.0.0.1:{port}"
