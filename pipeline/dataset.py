@@ -342,6 +342,13 @@ class DeploymentSpec(_Strict):
     canary: CanarySpec = CanarySpec()
 
 
+class ReportSpec(_Strict):
+    """The daily loop report (``pipeline.loop_report``)."""
+
+    days: int = Field(60, ge=1, le=3660)
+    """How many days, up to the report's own, its history covers."""
+
+
 class ActiveLearningSpec(_Strict):
     """Which of the day's readings a person is asked to label (``label_queue``)."""
 
@@ -570,6 +577,7 @@ class DatasetConfig(_Strict):
     labelling: LabellingSpec = LabellingSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     collector: CollectorSpec = CollectorSpec()
+    report: ReportSpec = ReportSpec()
     base_dir: Path = Path(".")
 
     @field_validator("classes", mode="before")
