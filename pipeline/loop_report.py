@@ -13,6 +13,7 @@ Ledger events are placed on the UTC day they happened (a backfill's releases fal
 
 import datetime as dt
 import html
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -290,7 +291,7 @@ def accuracy_svg(history: LoopHistory) -> str:
     days = [d for d in history.drift_days if history.in_window(d.day)]
     values = [v for d in days for v in (d.summary.fresh_accuracy, d.summary.reference_accuracy) if v is not None]
     values += [v for d in days if d.estimate for v in (d.estimate.low, d.estimate.high)]
-    low = min([*values, 0.5]) // 0.1 * 0.1
+    low = math.floor(min([*values, 0.5]) * 10) / 10
     body = _axes(history, low, 1.0, ".1f")
     band = [d for d in days if d.estimate]
     if band:
