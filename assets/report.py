@@ -28,8 +28,16 @@ def _quarantine_days(instance: dg.DagsterInstance, first: dt.date, day: dt.date)
         materialization = record.asset_materialization
         if materialization and materialization.partition and materialization.partition not in newest:
             newest[materialization.partition] = {k: v.value for k, v in materialization.metadata.items()}
-    return [QuarantineDay(dt.date.fromisoformat(key), int(meta.get("rows", 0)), dict(meta.get("top_reasons") or {}))
+    return [QuarantineDay(dt.date.fromisoformat(key), int(meta.get("rows", 0)), reason_counts(meta.get("top_reasons")))
             for key, meta in sorted(newest.items())]
+
+
+def reason_counts(top_reasons: object) -> dict[str, int]:
+    """Reason -> rows from ``quarantine``'s ``top_reasons``: a table of (reason, rows), or the JSON
+    object that materializations recorded before metadata became tables (issue 20): both stay readable."""
+    if isinstance(top_reasons, dg.TableMetadataValue):
+        return {record.data["reason"]: int(record.data["rows"]) for record in top_reasons.records}
+    return dict(top_reasons) if isinstance(top_reasons, dict) else {}
 
 
 def _svg_markdown(svg: str, alt: str) -> str:

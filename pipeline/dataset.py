@@ -342,13 +342,6 @@ class DeploymentSpec(_Strict):
     canary: CanarySpec = CanarySpec()
 
 
-class ReportSpec(_Strict):
-    """The daily loop report (``pipeline.loop_report``)."""
-
-    days: int = Field(60, ge=1, le=3660)
-    """How many days, up to the report's own, its history covers."""
-
-
 class ActiveLearningSpec(_Strict):
     """Which of the day's readings a person is asked to label (``label_queue``)."""
 
@@ -437,6 +430,13 @@ class LabellingSpec(_Strict):
     self_training: SelfTrainingSpec = SelfTrainingSpec()
     weak: WeakSupervisionSpec = WeakSupervisionSpec()
     augmentation: AugmentationSpec = AugmentationSpec()
+
+
+class ReportSpec(_Strict):
+    """What a person reads: the daily loop report (``pipeline.loop_report``)."""
+
+    days: int = Field(60, ge=1, le=3660)
+    """How many days, up to the report's own, its history covers."""
 
 
 class FirmwareRollout(_Strict):
@@ -575,9 +575,9 @@ class DatasetConfig(_Strict):
     feedback: FeedbackSpec = FeedbackSpec()
     deployment: DeploymentSpec = DeploymentSpec()
     labelling: LabellingSpec = LabellingSpec()
+    report: ReportSpec = ReportSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     collector: CollectorSpec = CollectorSpec()
-    report: ReportSpec = ReportSpec()
     base_dir: Path = Path(".")
 
     @field_validator("classes", mode="before")

@@ -33,11 +33,10 @@ from pipeline.registry import (
     ROLLBACK,
 )
 
-ESTIMATED_ACCURACY = "estimated_accuracy"
-"""The drift report's ``kind`` of a row that estimates today's accuracy without labels (issue 19):
-``current_value`` the estimate, ``statistic``/``effect`` unused, and its band in ``reference_value``
-(low) and ``p_value`` (high) until the report gains columns of its own. No report carries it yet:
-the series stays empty and nothing is drawn."""
+ESTIMATE, ESTIMATED_ACCURACY_TEST = "estimate", "estimated accuracy"
+"""The drift report's row that estimates the day's accuracy without labels (issue 19): ``kind``
+"estimate", ``test`` "estimated accuracy", the estimate in ``statistic`` and its band in the
+``low`` and ``high`` columns. Until drift reports carry it, the series stays empty and nothing is drawn."""
 TOP_FEATURES, TOP_REASONS = 8, 8
 
 
@@ -120,11 +119,13 @@ def drift_days(reports: pl.DataFrame, n_features: int, full_retrain_drop: float)
 
 
 def _estimate(report: pl.DataFrame) -> Estimate | None:
-    rows = report.filter(pl.col("kind") == ESTIMATED_ACCURACY)
-    if rows.is_empty() or rows["current_value"][0] is None:
+    if not {"low", "high"} <= set(report.columns):
+        return None
+    rows = report.filter((pl.col("kind") == ESTIMATE) & (pl.col("test") == ESTIMATED_ACCURACY_TEST) & pl.col("statistic").is_not_null())
+    if rows.is_empty():
         return None
     row = rows.row(0, named=True)
-    return Estimate(row["current_value"], row["reference_value"], row["p_value"])
+    return Estimate(row["statistic"], row["low"], row["high"])
 
 
 def inbox_days(inbox: LabelInbox, classes: tuple[str, ...], first: dt.date, last: dt.date) -> list[InboxDay]:

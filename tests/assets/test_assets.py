@@ -1,5 +1,6 @@
 """The graph through ``dagster.materialize`` on three daily partitions of small simulated data."""
 
+import html
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import yaml
 
 import definitions
 from assets.jobs import INGEST_SELECTION, MAIN_SELECTION
+from assets.report import reason_counts
 from pipeline.registry import Registry
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
@@ -82,6 +84,7 @@ def test_every_day_writes_its_loop_report_with_the_registry_state_and_the_day_fi
         page = (data_dir / "reports" / f"{day}.html").read_text(encoding="utf-8")
         assert report["path"] == str(data_dir / "reports" / f"{day}.html") and report["bytes"] == len(page.encode())
         assert report["quarantined_today"] == _metadata(result, "quarantine")["rows"] > 0
+        assert all(html.escape(reason) in page for reason in reason_counts(_metadata(result, "quarantine")["top_reasons"]))
         assert report["accuracy"].startswith("![accuracy on returned labels per day](data:image/svg+xml;base64,")
         assert page.startswith("<!DOCTYPE html>") and f"Evergreen loop report, {day}" in page
     newest = _metadata(results[-1], "loop_report")

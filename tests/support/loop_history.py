@@ -12,12 +12,14 @@ from unittest import mock
 import polars as pl
 
 from pipeline import drift
-from pipeline.loop_report import DriftDay, InboxDay, LoopHistory, QuarantineDay, drift_days
+from pipeline.loop_report import ESTIMATE, ESTIMATED_ACCURACY_TEST, DriftDay, InboxDay, LoopHistory, QuarantineDay, drift_days
 from pipeline.registry import Canary, Registry
 
 FEATURES = ("temperature", "humidity", "firmware", "<script>alert('x')</script>", "load & wear")
 REASONS = ("temperature: out of range", "<b>site</b>: unknown", "timestamp: not of the partition's day")
 N_FEATURES, FULL_RETRAIN_DROP = len(FEATURES), 0.08
+SCHEMA = {**drift.REPORT_SCHEMA, "low": pl.Float64, "high": pl.Float64}
+"""The drift report's columns with the band of an estimate (issue 19's ``low`` and ``high``)."""
 
 
 @contextlib.contextmanager
@@ -53,10 +55,10 @@ def report_rows(day: dt.date, version: str, drifted: set[str], accuracy: float |
                  "reference_value": reference_accuracy, "n_current": labels, "drifted": concept_drifted, "tested": labels >= 100,
                  "effect": reference_accuracy - accuracy if accuracy is not None else 0.0, "floor": 0.03, "min_n": 100})
     if estimate:
-        rows.append({"test": "estimated accuracy", "kind": "estimated_accuracy", "current_value": estimate[0],
-                     "reference_value": estimate[1], "p_value": estimate[2], "tested": True, "drifted": False})
-    frame = pl.DataFrame(rows, schema={k: t for k, t in drift.REPORT_SCHEMA.items() if k not in (drift.DAY, drift.PRODUCTION_VERSION)})
-    return frame.with_columns(pl.lit(day).alias(drift.DAY), pl.lit(version).alias(drift.PRODUCTION_VERSION)).select(list(drift.REPORT_SCHEMA))
+        rows.append({"test": ESTIMATED_ACCURACY_TEST, "kind": ESTIMATE, "statistic": estimate[0], "low": estimate[1],
+                     "high": estimate[2], "tested": True, "drifted": False})
+    frame = pl.DataFrame(rows, schema={k: t for k, t in SCHEMA.items() if k not in (drift.DAY, drift.PRODUCTION_VERSION)})
+    return frame.with_columns(pl.lit(day).alias(drift.DAY), pl.lit(version).alias(drift.PRODUCTION_VERSION)).select(list(SCHEMA))
 
 
 def replay(tmp: Path, last: dt.date, days: int, sites: tuple[str, ...], retrain_every: int = 10, seed: int = 0,
