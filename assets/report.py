@@ -22,12 +22,16 @@ def _quarantine_days(instance: dg.DagsterInstance, first: dt.date, day: dt.date)
     """Rows quarantined and their top reasons per day, from the newest materialization of each day's
     ``quarantine`` (its metadata: the rows themselves are not needed)."""
     keys = [(first + dt.timedelta(days=k)).isoformat() for k in range((day - first).days + 1)]
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(QUARANTINE, asset_partitions=keys), limit=4 * len(keys)).records
+    records_filter = dg.AssetRecordsFilter(QUARANTINE, asset_partitions=keys)
     newest: dict[str, dict] = {}
-    for record in records:  # newest first
-        materialization = record.asset_materialization
-        if materialization and materialization.partition and materialization.partition not in newest:
-            newest[materialization.partition] = {k: v.value for k, v in materialization.metadata.items()}
+    cursor, more = None, True
+    while more:  # newest first, in pages: a day materialized many times must not crowd out the others
+        page = instance.fetch_materializations(records_filter, limit=1000, cursor=cursor)
+        for record in page.records:
+            materialization = record.asset_materialization
+            if materialization and materialization.partition and materialization.partition not in newest:
+                newest[materialization.partition] = {k: v.value for k, v in materialization.metadata.items()}
+        cursor, more = page.cursor, page.has_more
     return [QuarantineDay(dt.date.fromisoformat(key), int(meta.get("rows", 0)), reason_counts(meta.get("top_reasons")))
             for key, meta in sorted(newest.items())]
 
@@ -61,12 +65,11 @@ def loop_report(context: dg.AssetExecutionContext, drift_reports: pl.DataFrame, 
     config, day, registry = dataset.load(), partition_day(context), storage.registry
     first = day - dt.timedelta(days=config.report.days - 1)
     numeric, categorical = drift.monitored_features(config)
-    reports = drift_reports.filter(pl.col(drift.DAY) <= day) if drift_reports.width else drift_reports
     sites = tuple(SITES.get_partition_keys())
     history = LoopHistory(
         day=day, days=config.report.days, sites=sites, serving={s: registry.serving(s) for s in sites},
         versions={v: registry.get(v).entry for v in registry.versions()}, ledger=registry.history(),
-        drift_days=loop_report_lib.drift_days(reports, len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop),
+        drift_days=loop_report_lib.drift_days(drift_reports, len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop),
         quarantine=_quarantine_days(context.instance, first, day),
         inbox=loop_report_lib.inbox_days(storage.label_inbox, config.classes, first, day),
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import drift, sources
+from pipeline import drift
 from pipeline.dataset import ROW_ID
 from pipeline.label_inbox import LabelInbox
 from pipeline.registry import (
@@ -130,13 +130,14 @@ def _estimate(report: pl.DataFrame) -> Estimate | None:
 
 def inbox_days(inbox: LabelInbox, classes: tuple[str, ...], first: dt.date, last: dt.date) -> list[InboxDay]:
     """Rows queued for a person and answers merged, cumulative, on each day of ``first``..``last``."""
-    queued = Counter({dt.date.fromisoformat(p.stem): _queue_rows(p) for p in inbox.queue_dir.glob("*.csv")})
-    answer_days = sorted({f.day for f in sources.list_landing_files(inbox.answered_dir) if f.day <= last})
-    answered = {d: set(inbox.read_answers(d, classes).labels[ROW_ID].to_list()) for d in answer_days}
-    result = []
+    queued = {dt.date.fromisoformat(p.stem): _queue_rows(p) for p in inbox.queue_dir.glob("*.csv")}
+    answered = inbox.merged_by_day(classes, last)
+    merged: set[str] = set().union(*(rows for d, rows in answered.items() if d < first))
+    result, total = [], sum(n for d, n in queued.items() if d < first)
     for day in _days(first, last):
-        merged = set().union(*(rows for d, rows in answered.items() if d <= day))
-        result.append(InboxDay(day, sum(n for d, n in queued.items() if d <= day), len(merged)))
+        merged |= answered.get(day, set())
+        total += queued.get(day, 0)
+        result.append(InboxDay(day, total, len(merged)))
     return result
 
 
