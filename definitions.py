@@ -6,7 +6,7 @@ import warnings
 import dagster as dg
 from upath import UPath
 
-from assets import data, deployment, federated, feedback, labelling, model, release, training
+from assets import data, deployment, federated, feedback, labelling, model, release, report, training
 from assets.artifact_io_manager import ARTIFACT_IO_MANAGER, ArtifactIOManager
 from assets.io_manager import PolarsParquetIOManager
 from assets.jobs import federated_round_job, federated_site_job, ingest_job, main_job, retrain_job
@@ -57,7 +57,7 @@ def build_executor() -> dg.ExecutorDefinition:
     return MULTIPROCESS_EXECUTOR
 
 
-LAYERS = [data, labelling, training, feedback, model, federated, deployment, release]
+LAYERS = [data, labelling, training, feedback, model, federated, deployment, release, report]
 ASSETS = dg.load_assets_from_modules(LAYERS)
 """Every asset of every layer (tests materialize subsets of them with ``dagster.materialize``)."""
 

@@ -9,10 +9,12 @@ from assets.feedback import drift_report, retraining_policy
 from assets.labelling import label_queue, pseudo_labels, weak_labels
 from assets.model import GROUP as MODEL_GROUP
 from assets.release import canary_report
+from assets.report import loop_report
 from assets.training import training_set
 
 INGEST_SELECTION = dg.AssetSelection.assets(raw_telemetry, clean_telemetry, features, gold_labels, label_queue,
-                                            weak_labels, drift_report, retraining_policy, canary_report)
+                                            weak_labels, drift_report, retraining_policy, canary_report,
+                                            loop_report)
 """``clean_telemetry`` is a multi-asset: selecting it selects ``quarantine`` too."""
 
 RETRAIN_SELECTION = (dg.AssetSelection.assets(pseudo_labels, training_set, site_stores)
@@ -24,8 +26,8 @@ MAIN_SELECTION = dg.AssetSelection.all() - ROUND_ASSETS
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=INGEST_SELECTION,
     description="One day's data and feedback: raw telemetry, checks, cleaning and quarantine, features, gold "
-                "labels (with the label inbox's answers), the day's label queue and weak labels, the drift report against the production model, the retraining policy's decision and the "
-                "gray release's report.",
+                "labels (with the label inbox's answers), the day's label queue and weak labels, the drift report against the production model, the retraining policy's decision, the "
+                "gray release's report and the day's loop report (data/reports/<day>.html).",
 )
 
 retrain_job = dg.define_asset_job(

@@ -52,9 +52,13 @@ DRIFT_READINGS = _window(DATASET.feedback.concept.pool_days - 1 + DATASET.feedba
 POLICY_MEMORY = _window(DATASET.feedback.policy.memory_days)
 """The drift reports the retraining policy reads to find where a drift event started."""
 
+REPORT_WINDOW = _window(DATASET.report.days - 1)
+"""The drift reports the day's loop report shows."""
+
 DEFINITION_FIELDS = (
     "partitions.start_date", "partitions.history_days", "partitions.window_days", "partitions.sites",
     "feedback.concept.lookback_days", "feedback.concept.pool_days", "feedback.policy.memory_days",
+    "report.days",
 )
 """What the definitions build from the dataset when they load: the daily and site partitions and the
 windows above. Sites not pinned by ``partitions.sites`` are the definitions' (see ``assets.federated``);

@@ -432,6 +432,13 @@ class LabellingSpec(_Strict):
     augmentation: AugmentationSpec = AugmentationSpec()
 
 
+class ReportSpec(_Strict):
+    """What a person reads: the daily loop report (``pipeline.loop_report``)."""
+
+    days: int = Field(60, ge=1, le=3660)
+    """How many days, up to the report's own, its history covers."""
+
+
 class FirmwareRollout(_Strict):
     date: dt.date
     version: str
@@ -568,6 +575,7 @@ class DatasetConfig(_Strict):
     feedback: FeedbackSpec = FeedbackSpec()
     deployment: DeploymentSpec = DeploymentSpec()
     labelling: LabellingSpec = LabellingSpec()
+    report: ReportSpec = ReportSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     collector: CollectorSpec = CollectorSpec()
     base_dir: Path = Path(".")

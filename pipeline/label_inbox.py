@@ -85,6 +85,16 @@ class LabelInbox:
         """The day's answered files, validated against the queue and the classes."""
         return self._read(self.answer_files(day), classes, self.issued())
 
+    def merged_by_day(self, classes: tuple[str, ...], through: dt.date) -> dict[dt.date, set[str]]:
+        """The row ids each day's answers merged (as ``read_answers`` of that day), for every day up
+        to ``through`` that has answers; the queue and the answer folders are read once, not per day."""
+        files: dict[dt.date, list[Path]] = {}
+        for found in sources.list_landing_files(self.answered_dir):
+            if found.day <= through:
+                files.setdefault(found.day, []).append(found.path)
+        issued = self.issued()
+        return {day: set(self._read(paths, classes, issued).labels[ROW_ID].to_list()) for day, paths in sorted(files.items())}
+
     def read_returned(self, day: dt.date, classes: tuple[str, ...]) -> Answers:
         """Labels that came back on ``day`` for any reading, not only queued ones (``returned/<day>/*.csv``,
         ``row_id`` and ``label``): late labels from the user's own ticket system, or a backtest's

@@ -1,5 +1,6 @@
 """The graph through ``dagster.materialize`` on three daily partitions of small simulated data."""
 
+import html
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import yaml
 
 import definitions
 from assets.jobs import INGEST_SELECTION, MAIN_SELECTION
+from assets.report import reason_counts
 from pipeline.registry import Registry
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
@@ -70,8 +72,26 @@ def test_the_newest_day_materializes_every_asset_and_ingest_days_data_and_feedba
     assert {e.asset_key.to_user_string() for e in results[-1].get_asset_materialization_events()} == everything - rounds
     assert {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()} == {
         "raw_telemetry", "clean_telemetry", "quarantine", "features", "gold_labels", "label_queue", "weak_labels",
-        "drift_report", "retraining_policy", "canary_report"}
+        "drift_report", "retraining_policy", "canary_report", "loop_report"}
     assert instance.get_materialized_partitions(dg.AssetKey("features")) == set(DAYS)
+
+
+def test_every_day_writes_its_loop_report_with_the_registry_state_and_the_day_figures(graph_run):
+    data_dir, results, _ = graph_run
+    registry = Registry(data_dir / "registry")
+    for day, result in zip(DAYS, results, strict=True):
+        report = _metadata(result, "loop_report")
+        page = (data_dir / "reports" / f"{day}.html").read_text(encoding="utf-8")
+        assert report["path"] == str(data_dir / "reports" / f"{day}.html") and report["bytes"] == len(page.encode())
+        assert report["quarantined_today"] == _metadata(result, "quarantine")["rows"] > 0
+        assert all(html.escape(reason) in page for reason in reason_counts(_metadata(result, "quarantine")["top_reasons"]))
+        assert report["accuracy"].startswith("![accuracy on returned labels per day](data:image/svg+xml;base64,")
+        assert page.startswith("<!DOCTYPE html>") and f"Evergreen loop report, {day}" in page
+    newest = _metadata(results[-1], "loop_report")
+    production = registry.resolve("production")  # released by the same run, before its report
+    assert newest["serving"] == "\n".join(f"- {site}: {production}" for site in ("north", "south", "east", "west"))
+    assert newest["retrains"] == 1 and newest["last_retrain"].startswith(f"{production} ({DAYS[-1]})")
+    assert _metadata(results[0], "loop_report")["status"] == "degraded"  # nothing serves yet
 
 
 def test_the_label_queue_round_trip_feeds_active_labels_into_training(graph_run):

@@ -29,6 +29,7 @@ def test_assets_are_grouped_by_layer_and_documented():
         "drift_report": "feedback", "retraining_policy": "feedback", "production_model": "deployment",
         "canary_report": "release", "label_queue": "labelling", "weak_labels": "labelling", "pseudo_labels": "labelling",
         "site_stores": "federated", "site_update": "federated", "federated_student": "federated",
+        "loop_report": "report",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -45,7 +46,7 @@ def test_a_site_update_is_partitioned_by_day_and_site():
 def test_edge_package_is_the_final_asset():
     graph = definitions.defs.resolve_asset_graph()
     sinks = [k.to_user_string() for k in graph.get_all_asset_keys()
-             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report", "label_queue", "federated_student")]
+             if not graph.get(k).child_keys and k.to_user_string() not in ("quarantine", "canary_report", "label_queue", "federated_student", "loop_report")]
     assert sinks == ["edge_package"]
 
 
