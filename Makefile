@@ -32,8 +32,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/python -m deploy.run_main --days 14
 
+# exec: make's shell steps aside; deploy.ui stops dagster dev and all its children on SIGTERM or SIGINT.
 ui: setup
-	home=$$($(BIN)/python -m deploy.home) && DAGSTER_HOME=$$home $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+	exec $(BIN)/python -m deploy.ui --host 127.0.0.1 --port $(UI_PORT)
 
 # Test files are spread over one worker per core (a file's tests share its fixtures and stay together);
 # TEST_WORKERS=0 runs them in this process.

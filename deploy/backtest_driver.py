@@ -17,6 +17,7 @@ from deploy.backtest import QUIET, Options
 from deploy.home import home_from_env
 from pipeline import atomic, backtest as bt, sources
 from pipeline.dataset import LABEL, ROW_ID, SITE, DatasetConfig
+from pipeline.progress import Progress, duration
 from pipeline.registry import PRODUCTION
 from pipeline.release import predictor
 
@@ -62,24 +63,26 @@ class Backtest:
         warmup, replayed = days[: self.options.warmup], days[self.options.warmup:]
         started = time.perf_counter()
         self.warm_up(warmup)
-        print(f"warm-up: {len(warmup)} days in {time.perf_counter() - started:.0f}s; replaying {len(replayed)} days", flush=True)
+        print(f"warm-up: {len(warmup)} days in {duration(time.perf_counter() - started)}; replaying {len(replayed)} days", flush=True)
         timeline = []
-        for i, day in enumerate(replayed):
+        progress = Progress(len(replayed))
+        for day in replayed:
             record = self.replay_day(day)
             timeline.append(record)
-            left = record.seconds * (len(replayed) - i - 1)
-            print(f"[{i + 1}/{len(replayed)}] {day} acc {record.accuracy:.3f} (daily retrain "
-                  f"{record.baselines[bt.DAILY_RETRAIN]:.3f}, static {record.baselines[bt.STATIC]:.3f})  "
-                  f"{record.action}{'  RETRAINED (' + record.retrain_trigger + ')' if record.retrained else ''}"
-                  f"{'  ' + record.release if record.release else ''}  {record.seconds:.0f}s, ~{left / 60:.0f} min left", flush=True)
+            print(progress.done(f"{day} acc {record.accuracy:.3f} (daily retrain "
+                                f"{record.baselines[bt.DAILY_RETRAIN]:.3f}, static {record.baselines[bt.STATIC]:.3f})  "
+                                f"{record.action}{'  RETRAINED (' + record.retrain_trigger + ')' if record.retrained else ''}"
+                                f"{'  ' + record.release if record.release else ''}"), flush=True)
         return self.write_outputs(timeline)
 
     def warm_up(self, days: list[dt.date]) -> None:
+        progress = Progress(len(days))
         for i, day in enumerate(days):
             self.land(day, withhold_labels=False)
             job = "main_job" if i == len(days) - 1 else "ingest_job"
             self.execute(job, partition=day, label=f"warm-up {i + 1}/{len(days)}")
             self.learn(day)
+            print(progress.done(f"warm-up {job} {day}: ok"), flush=True)
         if self.user.landing_dir is not None:
             # the warm-up ingested these files already: one tick remembers them (its requests are the
             # days just run), as the daemon would after `make run`

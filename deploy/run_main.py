@@ -10,10 +10,10 @@ not ingest those days again.
 
 import argparse
 import sys
-import time
 
 from deploy.cli import config_errors_are_plain
 from deploy.home import home_from_env
+from pipeline.progress import Progress, duration
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The terminal shows one line per run; every event is still in the instance, for the UI."""
@@ -45,18 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     days = keys[max(0, end - args.days + 1): end + 1]
     landing_keys = landed_run_keys(DATASET.landing_dir, set(days)) if DATASET.landing_dir else {}
     instance = dg.DagsterInstance.get()
-    started = time.perf_counter()
+    progress = Progress(len(days))
     for i, day in enumerate(days):
         job = defs.resolve_job_def("main_job" if i == len(days) - 1 else "ingest_job")
-        t = time.perf_counter()
         tags = {RUN_KEY_TAG: landing_keys[day]} if day in landing_keys else None
         result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
                                         tags=tags)
         status = "ok" if result.success else "FAILED"
-        print(f"[{i + 1}/{len(days)}] {job.name} {day}: {status} in {time.perf_counter() - t:.1f}s (run {result.run_id})", flush=True)
+        print(f"{progress.done(f'{job.name} {day}: {status}')}  run {result.run_id}", flush=True)
         if not result.success:
             return 1
-    print(f"\n{len(days)} partitions in {time.perf_counter() - started:.1f}s")
+    print(f"\n{len(days)} partitions in {duration(progress.elapsed)}")
     _print_summary(result)
     return 0
 

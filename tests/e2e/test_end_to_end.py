@@ -34,11 +34,13 @@ def test_the_cli_runs_the_whole_graph_through_the_multiprocess_executor(tmp_path
     assert not any(i in done.stdout + done.stderr for i in raw_ids)
 
 
-def test_a_landing_folder_with_other_column_names_runs_through_the_same_graph(tmp_path: Path):
+def test_a_landing_folder_with_other_column_names_runs_through_the_same_graph_with_a_quiet_console(tmp_path: Path):
     env = make_env(tmp_path, dataset=BYOD_YAML)
     done = env.run(str(BIN / "python"), "-m", "deploy.run_main", "--days", "3")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[3/3] main_job 2026-06-03: ok" in done.stdout
+    # a quiet console: the rows quarantined and the window days before the first are handled, not warned about
+    assert [line for line in (done.stdout + done.stderr).splitlines() if "warning" in line.lower()] == []
     for asset in DAILY_ASSETS:
         assert "2026-06-03" in materialized(env.home, asset), asset
     assets = env.data_dir / "assets"
