@@ -432,6 +432,14 @@ class LabellingSpec(_Strict):
     augmentation: AugmentationSpec = AugmentationSpec()
 
 
+class ReportSpec(_Strict):
+    """What a person reads: the metadata in the UI and the command line's summaries."""
+
+    min_metric_rows: int = Field(200, ge=1)
+    """A metric measured on fewer rows than this is shown as a small sample: on a handful of rows an
+    accuracy of 1.000 says little."""
+
+
 class FirmwareRollout(_Strict):
     date: dt.date
     version: str
@@ -568,6 +576,7 @@ class DatasetConfig(_Strict):
     feedback: FeedbackSpec = FeedbackSpec()
     deployment: DeploymentSpec = DeploymentSpec()
     labelling: LabellingSpec = LabellingSpec()
+    report: ReportSpec = ReportSpec()
     simulator: SimulatorSpec = SimulatorSpec()
     collector: CollectorSpec = CollectorSpec()
     base_dir: Path = Path(".")
