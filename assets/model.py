@@ -143,6 +143,7 @@ def evaluation(training_window: pl.DataFrame, teacher_model: Teacher, student_mo
     return dg.Output(evaluation_lib.EvaluationReport(report), metadata={
         **numbers,
         "test_rows": report["test_rows"],
+        "test_sample": md.sample(report["test_rows"], min_rows),
         "newest_test_day": report["newest_test_day"],
         "newest_test_day_rows": newest_rows,
         "newest_test_day_sample": md.sample(newest_rows, min_rows),
