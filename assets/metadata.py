@@ -4,6 +4,7 @@ precision it does not have), and metrics beside the rows they were measured on, 
 are fewer than ``report.min_metric_rows``. Code that reads a table back uses ``records``."""
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -48,10 +49,12 @@ def sample(rows: int, min_rows: int) -> str:
 def _cell(value: object, column: Column) -> Cell:
     if value is None:
         return None
-    if column.type == "float":
-        return rounded(float(value))  # type: ignore[arg-type]
-    if column.type in ("int", "bool"):
-        return value  # type: ignore[return-value]
+    if column.type == "bool" and isinstance(value, bool):
+        return value
+    if column.type == "int" and isinstance(value, numbers.Integral):
+        return int(value)
+    if column.type == "float" and isinstance(value, numbers.Real):
+        return rounded(float(value))
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "none"
     if isinstance(value, Mapping):

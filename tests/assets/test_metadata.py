@@ -3,6 +3,7 @@
 import math
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from assets import metadata as md
@@ -29,6 +30,8 @@ def test_counts_and_an_empty_table_keep_their_schema():
     empty = md.counts({}, md.Column("file"), md.Column("reason"))
     assert md.records(empty) == [] and [c.name for c in empty.schema.columns] == ["file", "reason"]
     assert md.plain(table) == md.records(table) and md.plain(3) == 3
+    numpy = md.records(md.counts({"a": np.int64(5)}, md.Column("name"), md.Column("rows", "int")))
+    assert numpy == [{"name": "a", "rows": 5}] and type(numpy[0]["rows"]) is int
 
 
 @pytest.mark.parametrize(("value", "expected"), [
