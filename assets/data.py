@@ -57,6 +57,10 @@ def _expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
     return create_dagster_pandas_dataframe_type(name="ExpectationFrame", columns=columns)
 
 
+FAILURE_COLUMNS = [
+    md.Column("expectation"), md.Column("column"), md.Column("unexpected_count", "int"),
+    md.Column("unexpected_percent", "float"), md.Column("examples", description="a few unexpected values (never device ids)"),
+]
 CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR, "landing_files": dg.AssetCheckSeverity.ERROR}
 
 
@@ -85,7 +89,7 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
             check_name=outcome.name,
             passed=outcome.passed,
             severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
-            metadata={"expectations": outcome.evaluated, "failures": dg.MetadataValue.json(outcome.failures)},
+            metadata={"expectations": outcome.evaluated, "failures": md.table(outcome.failures, FAILURE_COLUMNS)},
         )
     skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, partition_day(context))}
     yield dg.AssetCheckResult(check_name="landing_files", passed=not skipped, severity=CHECK_SEVERITY["landing_files"],

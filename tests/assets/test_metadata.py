@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from assets import metadata as md
+from assets.data import FAILURE_COLUMNS
 from pipeline.dataset import ReportSpec
 
 
@@ -51,3 +52,19 @@ def test_a_metric_on_fewer_rows_than_configured_is_a_small_sample():
     assert threshold == 200
     assert md.sample(threshold - 1, threshold) == "small sample (< 200 rows)"
     assert md.sample(threshold, threshold) == "ok"
+
+
+
+def test_failed_expectations_are_a_table():
+    """What a failing Great Expectations check shows (``validation.CheckOutcome.failures``): per
+    expectation, the column, the count and a few unexpected values."""
+    failures = [{"expectation": "expect_column_values_to_be_between", "column": "latency_ms", "unexpected_count": 144,
+                 "unexpected_percent": 10.0034722, "examples": ["-5.0", "-5.0"]},
+                {"expectation": "expect_table_columns_to_match_set", "column": "None"}]
+    table = md.table(failures, FAILURE_COLUMNS)
+    assert [c.name for c in table.schema.columns] == ["expectation", "column", "unexpected_count", "unexpected_percent", "examples"]
+    assert md.records(table) == [
+        {"expectation": "expect_column_values_to_be_between", "column": "latency_ms", "unexpected_count": 144,
+         "unexpected_percent": 10.0, "examples": "-5.0, -5.0"},
+        {"expectation": "expect_table_columns_to_match_set", "column": "None", "unexpected_count": None,
+         "unexpected_percent": None, "examples": None}]
