@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from assets import metadata as md
 from assets.resources import StorageResource
 from pipeline import edge_package as package_lib
 from pipeline.dataset import LABEL
@@ -42,7 +43,7 @@ def released_package(storage: StorageResource, version: Version) -> tuple[Path, 
     return path, sha256
 
 
-def per_class(frame: pl.DataFrame) -> dg.MetadataValue:
+def per_class(frame: pl.DataFrame) -> dg.TableMetadataValue:
     """Rows per label, for a frame of labelled rows."""
     counts = frame.group_by(LABEL).len().sort(LABEL)
-    return dg.MetadataValue.json({row[LABEL]: row["len"] for row in counts.iter_rows(named=True)})
+    return md.counts(dict(counts.iter_rows()), md.Column("class"), md.Column("rows", "int"))

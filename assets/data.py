@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
+from assets import metadata as md
 from assets.common import per_class
 from assets.io_manager import PUBLISH_TOGETHER
 from assets.partitions import DAILY, HISTORY_WINDOW, WINDOW_INPUT, partition_day
@@ -56,6 +57,10 @@ def _expectation_frame_type(config: DatasetConfig) -> dg.DagsterType:
     return create_dagster_pandas_dataframe_type(name="ExpectationFrame", columns=columns)
 
 
+FAILURE_COLUMNS = [
+    md.Column("expectation"), md.Column("column"), md.Column("unexpected_count", "int"),
+    md.Column("unexpected_percent", "float"), md.Column("examples", description="a few unexpected values (never device ids)"),
+]
 CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR, "landing_files": dg.AssetCheckSeverity.ERROR}
 
 
@@ -84,14 +89,17 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
             check_name=outcome.name,
             passed=outcome.passed,
             severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
-            metadata={"expectations": outcome.evaluated, "failures": dg.MetadataValue.json(outcome.failures)},
+            metadata={"expectations": outcome.evaluated, "failures": md.table(outcome.failures, FAILURE_COLUMNS)},
         )
     skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, partition_day(context))}
     yield dg.AssetCheckResult(check_name="landing_files", passed=not skipped, severity=CHECK_SEVERITY["landing_files"],
-                              metadata={"skipped": dg.MetadataValue.json(skipped)})
+                              metadata={"skipped": md.counts(skipped, *SKIPPED_COLUMNS)})
     files = raw[sources.SOURCE_FILE].unique().sort().to_list()
     yield dg.Output(raw, metadata={"rows": raw.height, "files": dg.MetadataValue.json(files), "columns": len(raw.columns),
-                                   "skipped_files": dg.MetadataValue.json(skipped)})
+                                   "skipped_files": md.counts(skipped, *SKIPPED_COLUMNS)})
+
+
+SKIPPED_COLUMNS = (md.Column("file", description="a landing entry named for the day"), md.Column("reason", description="why it was not read"))
 
 
 CLEANING_OUTPUTS = ["clean_telemetry", "quarantine"]
@@ -122,10 +130,12 @@ def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFra
     reasons = result.top_reasons()
     yield dg.Output(result.clean, output_name="clean_telemetry", metadata={
         "rows": result.clean.height, "duplicates": result.duplicates,
-        "imputed": dg.MetadataValue.json(result.imputed),
+        "imputed": md.counts(result.imputed, md.Column("feature"), md.Column("rows", "int", "missing readings imputed with the day's median")),
     })
     yield dg.Output(result.quarantine, output_name="quarantine", metadata={
-        "rows": result.quarantine.height, "top_reasons": dg.MetadataValue.json(reasons),
+        "rows": result.quarantine.height,
+        "top_reasons": md.counts(reasons, md.Column("reason", description="the field or rule of a row's first reason"),
+                                 md.Column("rows", "int")),
     })
     yield clean_share_check(result, config.quality.min_clean_fraction)
     yield dg.AssetCheckResult(
@@ -186,8 +196,9 @@ def gold_labels(context: dg.AssetExecutionContext, clean_telemetry: pl.DataFrame
     per_source = frame.group_by(labels.LABEL_SOURCE).len().sort(labels.LABEL_SOURCE)
     return dg.MaterializeResult(value=frame, metadata={
         "rows": frame.height, "per_class": per_class(frame),
-        "per_source": dg.MetadataValue.json({r[labels.LABEL_SOURCE]: r["len"] for r in per_source.iter_rows(named=True)}),
-        "inbox": dg.MetadataValue.json(answers.counts),
+        "per_source": md.counts(dict(per_source.iter_rows()), md.Column("source", description="where the label came from"),
+                                md.Column("rows", "int")),
+        "inbox": md.table([answers.counts], [md.Column(name, "int") for name in answers.counts]),
         "inbox_labels": int((frame[labels.LABEL_SOURCE] == labels.INBOX_SOURCE).sum()),
         "rejects": dg.MetadataValue.path(str(rejects)) if rejects else "none",
     })

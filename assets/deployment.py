@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from assets import metadata as md
 from assets.artifact_io_manager import ARTIFACT_IO_MANAGER, ArtifactFolder
 from assets.common import actor, released_package
 from assets.partitions import DAILY
@@ -60,15 +61,15 @@ def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_
         "calibration_rows": calibration.height,
     })
     yield dg.AssetCheckResult(check_name="torch_parity", passed=parity.ok(), metadata={
-        "rows": parity.rows, "max_abs_diff": dg.MetadataValue.float(parity.max_abs_diff),
-        "argmax_agreement": dg.MetadataValue.float(parity.argmax_agreement),
+        "rows": parity.rows, "max_abs_diff": md.metric(parity.max_abs_diff),
+        "argmax_agreement": md.metric(parity.argmax_agreement),
     })
     yield _check_result(release.int8_gate(int8_vs_fp32, len(config.classes), config.deployment.gates))
 
 
 def _check_result(gate: release.Gate) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.description,
-                               metadata={k: dg.MetadataValue.float(float(v)) if isinstance(v, (float, np.floating)) else v
+                               metadata={k: md.metric(float(v)) if isinstance(v, (float, np.floating)) else v
                                          for k, v in gate.metadata.items()})
 
 
@@ -111,7 +112,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
     yield dg.MaterializeResult(metadata={
         "version": version.version, "path": dg.MetadataValue.path(str(version.directory)),
         "candidate_alias": newer.version if newer else version.version,
-        "student_macro_f1": dg.MetadataValue.float(version.entry["metrics"]["student"]["macro_f1"]),
+        "student_macro_f1": md.metric(version.entry["metrics"]["student"]["macro_f1"]),
         "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
     })
     for gate in _gates(version, training_window, package, storage, config):
@@ -180,7 +181,7 @@ def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) ->
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)), "version": version.version, "bytes": path.stat().st_size,
         "sha256": sha256, "served_to": served_by,
-        "student_macro_f1": dg.MetadataValue.float(manifest["metrics"]["macro_f1"]),
+        "student_macro_f1": md.metric(manifest["metrics"]["macro_f1"]),
     })
 
 

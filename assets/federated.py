@@ -22,6 +22,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets import metadata as md
 from assets.partitions import DAILY, DATASET, DATASET_PATH
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, federated as fed
@@ -70,10 +71,11 @@ def site_stores(context: dg.AssetExecutionContext, training_set: pl.DataFrame, s
             rows.write_parquet(tmp)
     mix = training_set.filter(pl.col(LABEL).is_not_null()).group_by(SITE, LABEL).len().pivot(on=LABEL, index=SITE, values="len")
     return dg.MaterializeResult(metadata={
-        "rows_by_site": dg.MetadataValue.json(dict(training_set.group_by(SITE).len().sort(SITE).iter_rows())),
+        "rows_by_site": md.counts(dict(training_set.group_by(SITE).len().sort(SITE).iter_rows()), md.Column("site"),
+                                  md.Column("rows", "int")),
         "rows_outside_site_partitions": training_set.filter(~pl.col(SITE).is_in(list(SITE_NAMES))).height,
-        "labels_by_site": dg.MetadataValue.json({row[SITE]: {k: v for k, v in row.items() if k != SITE}
-                                                  for row in mix.fill_null(0).sort(SITE).iter_rows(named=True)}),
+        "labels_by_site": md.table(mix.fill_null(0).sort(SITE).iter_rows(named=True),
+                                   [md.Column(SITE), *(md.Column(c, "int", f"labelled rows of class {c}") for c in sorted(mix.columns) if c != SITE)]),
     })
 
 
@@ -102,10 +104,10 @@ def site_update(context: dg.AssetExecutionContext, config: RoundConfig, teacher_
     received = report["received"]
     return dg.MaterializeResult(metadata={
         "round": round_, "start": start, "samples": update.samples, "bytes_sent": sent,
-        "received_macro_f1": dg.MetadataValue.float(_number(received["macro_f1"])),
-        "received_validation_loss": dg.MetadataValue.float(received["validation_loss"]),
-        "local_validation_loss": dg.MetadataValue.float(report["local"]["validation_loss"]),
-        "drifted_features": dg.MetadataValue.json(report["drift"]["drifted_features"] if report["drift"] else "not checked after round one"),
+        "received_macro_f1": md.metric(received["macro_f1"]),
+        "received_validation_loss": md.metric(received["validation_loss"]),
+        "local_validation_loss": md.metric(report["local"]["validation_loss"]),
+        "drifted_features": _drifted(report["drift"]["drifted_features"] if report["drift"] else None),
     })
 
 
@@ -137,15 +139,25 @@ def federated_student(context: dg.AssetExecutionContext, config: RoundConfig, da
     return dg.MaterializeResult(metadata={
         "round": round_, "start": start, "sites": len(reports), "samples": sum(r["samples"] for r in reports.values()),
         "bytes_received": summary["bytes_received"], "bytes_sent": summary["bytes_global"] * len(reports),
-        "global_validation_loss": dg.MetadataValue.float(_number(summary["global_validation_loss"])),
+        "global_validation_loss": md.metric(summary["global_validation_loss"]),
         "converged": summary["converged"],
-        "epsilon": dg.MetadataValue.float(summary["epsilon"]) if summary["epsilon"] is not None else "no differential privacy",
-        "per_site": dg.MetadataValue.json(summary["per_site"]),
+        "epsilon": md.metric(summary["epsilon"]) if summary["epsilon"] is not None else "no differential privacy",
+        "per_site": md.table(({"site": site, **r, "drifted_features": _drifted(r["drifted_features"])} for site, r in summary["per_site"].items()),
+                             PER_SITE_COLUMNS),
         "aggregation": dg.MetadataValue.json(result.info),
         "rounds": dg.MetadataValue.md(png_markdown(learning_curve_png(curve, "round"), "global validation loss per round")),
     })
 
 
-def _number(value: float | None) -> float:
-    """A metadata float; NaN where a site had no held-out rows to measure on."""
-    return float("nan") if value is None else value
+NOT_CHECKED = "not checked after round one"
+PER_SITE_COLUMNS = [
+    md.Column("site"), md.Column("samples", "int", "rows the site trained on"),
+    md.Column("held_out_rows", "int", "the site's rows the received global model was measured on"),
+    md.Column("accuracy", "float", "of the global model the round started from (empty: no held-out rows)"),
+    md.Column("macro_f1", "float"), md.Column("local_validation_loss", "float", "after the site's local training"),
+    md.Column("drifted_features", description="the site's own drift, newest day against the rest (round one)"),
+]
+
+
+def _drifted(features: list[str] | None) -> str:
+    return NOT_CHECKED if features is None else ", ".join(features) or "none"

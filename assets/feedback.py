@@ -9,6 +9,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from assets import metadata as md
 from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
 from assets.partitions import DAILY, DRIFT_POOL, DRIFT_READINGS, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
@@ -32,39 +33,41 @@ def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame,
     )
 
 
-def _cell(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _verdict(row: dict) -> str:
     if not row["tested"]:
         return f"not tested (n < {row['min_n']})"
-    return "**yes**" if row["drifted"] else "no"
+    return "yes" if row["drifted"] else "no"
+
+
+FEATURE_COLUMNS = [
+    md.Column("feature"), md.Column("kind", description="numeric (KS) or categorical (chi-squared)"),
+    md.Column("statistic", "float"), md.Column("p_adjusted", "float", "p-value, corrected for the number of features"),
+    md.Column("effect", "float", "effect size (KS distance or PSI)"), md.Column("floor", "float", "the effect a drift must reach"),
+    md.Column("rows", "int", "today's rows tested (pooled with earlier days when small)"), md.Column("drifted"),
+]
 
 
 def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.DriftInputs, detector: str) -> dict:
     inputs_table = report.filter(pl.col("kind").is_in([drift.NUMERIC, drift.CATEGORICAL])).sort("effect", descending=True, nulls_last=True)
-    lines = ["| feature | kind | statistic | p (corrected) | effect | floor | rows | drifted |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['test']} | {r['kind']} | {_cell(r['statistic'], '.4g')} | {_cell(r['p_adjusted'], '.3g')} | "
-              f"{_cell(r['effect'], '.3f')} | {r['floor']} | {r['n_current']} | {_verdict(r)} |" for r in inputs_table.iter_rows(named=True)]
+    features = [{**r, "feature": r["test"], "rows": r["n_current"], "drifted": _verdict(r)} for r in inputs_table.iter_rows(named=True)]
     concept = report.filter(pl.col("kind") == drift.CONCEPT).row(0, named=True)
     return {
         "production_version": inputs.production_version, "detector": detector,
         "alarm": summary.alarm, "data_drift": summary.data_drift, "prediction_drift": summary.prediction_drift,
         "concept_drift": summary.concept_drift, "settled": summary.settled,
         "drifted_features": len(summary.drifted_features),
-        "max_effect_ratio": dg.MetadataValue.float(summary.max_effect_ratio),
+        "max_effect_ratio": md.metric(summary.max_effect_ratio),
         "fresh_labels": summary.fresh_labels,
         "concept_test": (f"tested on {concept['n_current']} labels of {concept['days']} day(s)" if concept["tested"]
                          else f"not tested (n {concept['n_current']} < {concept['min_n']})"),
         "untested": dg.MetadataValue.json(summary.untested),
         "pooled_days": inputs.current_days,
-        "fresh_label_accuracy": dg.MetadataValue.float(summary.fresh_accuracy if summary.fresh_accuracy is not None else float("nan")),
-        "reference_accuracy": dg.MetadataValue.float(summary.reference_accuracy),
-        "severity": dg.MetadataValue.float(summary.severity),
+        "fresh_label_accuracy": md.metric(summary.fresh_accuracy),
+        "reference_accuracy": md.metric(summary.reference_accuracy),
+        "severity": md.metric(summary.severity),
         "rows": inputs.todays_rows.height, "tested_rows": inputs.current.height, "reference_rows": inputs.reference.height,
         "device_predictions": len(inputs.field_predictions or []),
-        "features": dg.MetadataValue.md("\n".join(lines)),
+        "features": md.table(features, FEATURE_COLUMNS),
     }
 
 
@@ -116,7 +119,7 @@ def retraining_policy(context: dg.AssetExecutionContext, drift_reports: pl.DataF
         "event_key": decision.event_key or "", "production_version": decision.production_version or "",
         "change_day": decision.change_day or "none", "cooldown": decision.cooldown,
         "untested": dg.MetadataValue.json(list(decision.untested)),
-        "severity": dg.MetadataValue.float(decision.severity),
+        "severity": md.metric(decision.severity),
         "teacher": dg.MetadataValue.json(decision.teacher), "student": dg.MetadataValue.json(decision.student),
     })
 

@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from assets import metadata as md
 from assets.common import per_class
 from assets.partitions import DAILY, TRAINING_WINDOW, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
@@ -47,7 +48,7 @@ def label_queue(context: dg.AssetExecutionContext, features: pl.DataFrame, gold_
     return dg.MaterializeResult(metadata={
         "rows": chosen.height, "candidates": candidates.height, "method": scored.method,
         "path": dg.MetadataValue.path(str(path)),
-        "median_score": dg.MetadataValue.float(float(np.median(chosen[active_learning.SCORE].to_numpy()))),
+        "median_score": md.metric(float(np.median(chosen[active_learning.SCORE].to_numpy()))),
     })
 
 
@@ -71,19 +72,21 @@ def weak_labels(features: pl.DataFrame, gold_labels: pl.DataFrame, dataset: Data
     return dg.Output(result.labels, metadata={
         "rows": result.labels.height, "covered_rows": result.covered, "day_rows": features.height,
         "per_class": per_class(result.labels),
-        "functions": dg.MetadataValue.md(_functions_table(result.functions)),
+        "functions": md.table(({"function": name, **f} for name, f in result.functions.items()), FUNCTION_COLUMNS),
     })
 
 
-def _accuracy(value: float | None) -> str:
-    return "no votes" if value is None else f"{value:.3f}"
-
-
-def _functions_table(functions: dict[str, dict]) -> str:
-    header = "| function | label | coverage | overlap | conflict | estimated accuracy |\n|---|---|---|---|---|---|\n"
-    return header + "".join(
-        f"| {name} | {f['label']} | {f['coverage']:.3f} | {f['overlap']:.3f} | {f['conflict']:.3f} | {_accuracy(f['estimated_accuracy'])} |\n"
-        for name, f in functions.items())
+FUNCTION_COLUMNS = [
+    md.Column("function"), md.Column("label", description="the class it votes for"),
+    md.Column("coverage", "float", "share of the day's rows it labels"), md.Column("overlap", "float", "share it labels with another function"),
+    md.Column("conflict", "float", "share where another function disagrees"),
+    md.Column("estimated_accuracy", "float", "the label model's estimate (empty: no votes)"),
+]
+ROUND_COLUMNS = [
+    md.Column("round", "int", "0: before any pseudo-label"), md.Column("labels_from", description="the model that labels (round 0)"),
+    md.Column("offered", "int", "pseudo-labels offered"), md.Column("per_class", description="offered per class"),
+    md.Column("validation_macro_f1", "float"), md.Column("kept", "bool", "false: the round's labels were discarded"),
+]
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, ins=WINDOW_INS)
@@ -99,5 +102,5 @@ def pseudo_labels(features: pl.DataFrame, gold_labels: pl.DataFrame, dataset: Da
     result = self_training.self_train(window, config, storage.production_teacher())
     return dg.Output(result.labels, metadata={
         "rows": result.labels.height, "per_class": per_class(result.labels),
-        "rounds": dg.MetadataValue.json(result.rounds), "stopped": result.stopped,
+        "rounds": md.table(result.rounds, ROUND_COLUMNS), "stopped": result.stopped,
     })

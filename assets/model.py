@@ -10,6 +10,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from assets import metadata as md
 from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
 from assets.partitions import DAILY, partition_day
 from assets.resources import DatasetResource, StorageResource
@@ -46,14 +47,17 @@ def training_window(context: dg.AssetExecutionContext, training_set: pl.DataFram
     return dg.MaterializeResult(value=frame, metadata={
         "days": choice.days, "decay": choice.decay, "first_day": str(choice.first_day), "change_day": change or "none",
         "reason": choice.reason, "rows": frame.height, "labelled_rows": frame.filter(pl.col(SPLIT) != UNLABELLED).height,
-        "candidates": dg.MetadataValue.md(_candidates_table(choice)),
+        "candidates": md.table(choice.scores, CANDIDATE_COLUMNS),
         "choice": dg.MetadataValue.json(choice.to_json()),
     })
 
 
-def _candidates_table(choice: recency.WindowChoice) -> str:
-    lines = ["| window | train rows | weight | accuracy |", "|---|---|---|---|"]
-    return "\n".join(lines + [f"| {c['name']} | {c['train_rows']} | {c['weight']} | {c['accuracy']:.3f} |" for c in choice.scores])
+CANDIDATE_COLUMNS = [
+    md.Column("name", description="candidate window"), md.Column("days", "int"), md.Column("decay", "float"),
+    md.Column("train_rows", "int", "training rows the candidate learns from"),
+    md.Column("weight", "float", "their summed weight after the decay"),
+    md.Column("accuracy", "float", "on the newest labelled validation rows"),
+]
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER)
@@ -73,11 +77,19 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     update = update_teacher(training_window, production, trained_through, decision, config)
     return dg.Output(update, metadata={
         "method": update.method, "reason": update.reason, "policy": decision.action,
-        "attempts": dg.MetadataValue.json(update.to_json()["attempts"]),
-        "seconds": dg.MetadataValue.float(update.seconds),
+        "attempts": md.table(update.to_json()["attempts"], ATTEMPT_COLUMNS),
+        "seconds": md.seconds(update.seconds),
         "best_iteration": update.teacher.booster.best_iteration,
         "trees": update.teacher.booster.num_trees(),
     })
+
+
+ATTEMPT_COLUMNS = [
+    md.Column("method", description="how the teacher was made"), md.Column("seconds", "float"),
+    md.Column("new_macro_f1", "float", "on the newest validation rows"),
+    md.Column("older_macro_f1", "float", "on the older validation rows (forgetting)"),
+    md.Column("params", description="hyper-parameters, after the policy's adaptation"),
+]
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER, deps=[FEDERATED_START])
@@ -96,8 +108,9 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
     return dg.Output(student, metadata={
         "parameters": student.parameters, "start": student.start,
-        "transfer_rows": dg.MetadataValue.json(transfer_counts(training_window, spec)),
-        "best_epoch": best["epoch"], "validation_loss": best["validation_loss"],
+        "transfer_rows": md.counts(transfer_counts(training_window, spec), md.Column("kind", description="rows of the transfer set"),
+                                   md.Column("rows", "int")),
+        "best_epoch": best["epoch"], "validation_loss": md.metric(best["validation_loss"]),
         "batch_size": spec.batch_size, "epochs": spec.epochs,
         "temperature": spec.temperature, "alpha": spec.alpha,
         "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
@@ -115,13 +128,16 @@ def _federated_start(storage: StorageResource, day: str, teacher: Teacher) -> tu
 def evaluation(training_window: pl.DataFrame, teacher_model: Teacher, student_model: Student,
                dataset: DatasetResource) -> dg.Output[evaluation_lib.EvaluationReport]:
     """Teacher and student on the test split: accuracy, macro-F1, per-class precision and recall,
-    confusion matrices (plotted), and accuracy per site and per firmware / device model slice."""
+    confusion matrices (plotted), and accuracy per site and per firmware / device model slice. Each
+    figure stands beside the rows it was measured on, marked a small sample below
+    ``report.min_metric_rows``: a newest day of a few dozen rows scores 1.000 by luck."""
     config = dataset.load()
     report = evaluation_lib.evaluate_models(training_window, teacher_model, student_model, config)
-    plot = evaluation_lib.confusion_png({m: report[m]["confusion_matrix"] for m in ("teacher", "student")}, config.classes)
+    plot = evaluation_lib.confusion_png({m: report[m]["confusion_matrix"] for m in MODELS}, config.classes)
+    min_rows, newest_rows = config.report.min_metric_rows, report["teacher"]["newest_day"]["rows"]
     numbers = {
-        f"{model}_{name}": dg.MetadataValue.float(value)
-        for model in ("teacher", "student")
+        f"{model}_{name}": md.metric(value)
+        for model in MODELS
         for name, value in (("accuracy", report[model]["accuracy"]), ("macro_f1", report[model]["macro_f1"]),
                             ("newest_day_accuracy", report[model]["newest_day"]["accuracy"]),
                             ("newest_day_macro_f1", report[model]["newest_day"]["macro_f1"]))
@@ -129,8 +145,39 @@ def evaluation(training_window: pl.DataFrame, teacher_model: Teacher, student_mo
     return dg.Output(evaluation_lib.EvaluationReport(report), metadata={
         **numbers,
         "test_rows": report["test_rows"],
+        "test_sample": md.sample(report["test_rows"], min_rows),
         "newest_test_day": report["newest_test_day"],
-        "per_class": dg.MetadataValue.json({m: report[m]["per_class"] for m in ("teacher", "student")}),
-        "slices": dg.MetadataValue.json({m: report[m]["slices"] for m in ("teacher", "student")}),
+        "newest_test_day_rows": newest_rows,
+        "newest_test_day_sample": md.sample(newest_rows, min_rows),
+        "metrics": md.table(_metric_rows(report, min_rows), METRIC_COLUMNS),
+        "per_class": md.table(_per_class_rows(report, min_rows), PER_CLASS_COLUMNS),
+        "slices": md.table(_slice_rows(report, min_rows), SLICE_COLUMNS),
         "confusion_matrices": dg.MetadataValue.md(evaluation_lib.png_markdown(plot, "confusion matrices")),
     })
+
+
+MODELS = ("teacher", "student")
+SAMPLE = md.Column("sample", description="'small sample' when measured on fewer than report.min_metric_rows rows")
+METRIC_COLUMNS = [md.Column("model"), md.Column("scope", description="the whole test split or its newest day"),
+                  md.Column("rows", "int", "test rows measured on"), md.Column("accuracy", "float"),
+                  md.Column("macro_f1", "float"), SAMPLE]
+PER_CLASS_COLUMNS = [md.Column("model"), md.Column("class"), md.Column("precision", "float"), md.Column("recall", "float"),
+                     md.Column("support", "int", "test rows of the class"), SAMPLE]
+SLICE_COLUMNS = [md.Column("model"), md.Column("slice", description="the column sliced by"), md.Column("value"),
+                 md.Column("rows", "int", "test rows in the slice"), md.Column("accuracy", "float"), SAMPLE]
+
+
+def _metric_rows(report: dict, min_rows: int) -> list[dict]:
+    return [{"model": m, "scope": scope, "rows": r["rows"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+             "sample": md.sample(r["rows"], min_rows)}
+            for m in MODELS for scope, r in (("test split", report[m]), (f"newest day {report['newest_test_day']}", report[m]["newest_day"]))]
+
+
+def _per_class_rows(report: dict, min_rows: int) -> list[dict]:
+    return [{"model": m, "class": name, **c, "sample": md.sample(c["support"], min_rows)}
+            for m in MODELS for name, c in report[m]["per_class"].items()]
+
+
+def _slice_rows(report: dict, min_rows: int) -> list[dict]:
+    return [{"model": m, "slice": column, "value": value, **s, "sample": md.sample(s["rows"], min_rows)}
+            for m in MODELS for column, values in report[m]["slices"].items() for value, s in values.items()]

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from assets import metadata as md
 from assets.common import actor, released_package
 from assets.partitions import DAILY, LABEL_LOOKBACK, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
@@ -46,8 +47,8 @@ def canary_report(context: dg.AssetExecutionContext, recent_features: pl.DataFra
         "canary_version": verdict.version, "production_version": production.version,
         "canary_sites": ", ".join(canary.sites), "verdict": verdict.verdict, "reason": verdict.reason,
         "days_observed": verdict.days_observed, "window_days": canary.window_days,
-        "canary_rows": verdict.canary_rows, "canary_accuracy": dg.MetadataValue.float(verdict.canary_accuracy),
-        "control_rows": verdict.control_rows, "control_accuracy": dg.MetadataValue.float(verdict.control_accuracy),
+        "canary_rows": verdict.canary_rows, "canary_accuracy": md.metric(verdict.canary_accuracy),
+        "control_rows": verdict.control_rows, "control_accuracy": md.metric(verdict.control_accuracy),
     })
 
 

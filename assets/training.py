@@ -5,6 +5,7 @@ own, so the graph reads data -> labelling -> training -> model."""
 import dagster as dg
 import polars as pl
 
+from assets import metadata as md
 from assets.partitions import DAILY, TRAINING_WINDOW, WINDOW_INPUT
 from assets.resources import DatasetResource
 from pipeline import training_set as training_lib
@@ -43,7 +44,8 @@ def training_set(context: dg.AssetExecutionContext, features: pl.DataFrame, gold
     return dg.MaterializeResult(value=frame, metadata={
         "rows": frame.height, **{f"{k}_rows": v for k, v in sorted(counts.items())},
         "split_method": choice.method, "split_reason": choice.reason,
-        "train_rows_by_source": dg.MetadataValue.json(training_lib.provenance_counts(frame)),
+        "train_rows_by_source": md.counts(training_lib.provenance_counts(frame), md.Column("source", description="where the label came from"),
+                                          md.Column("rows", "int", "training-split rows")),
         "first_day": str(days.min()), "last_day": str(days.max()),
     })
 

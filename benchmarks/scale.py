@@ -126,8 +126,10 @@ def _mib(kib: int) -> float:
 
 
 def _metadata(result) -> dict:
-    """Asset key -> its materialization's metadata values, of a run's result."""
-    return {event.materialization.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+    """Asset key -> its materialization's metadata values (a table as its rows), of a run's result."""
+    from assets.metadata import plain
+
+    return {event.materialization.asset_key.to_user_string(): {k: plain(v.value) for k, v in event.materialization.metadata.items()}
             for event in result.get_asset_materialization_events()}
 
 

@@ -67,10 +67,10 @@ def _print_summary(result) -> None:
     }
     ev, package = metadata["evaluation"], metadata["edge_package"]
     print(f"edge package: {package['path']}  (version {package['version']}, {package['bytes']} bytes)")
-    print(f"newest test day {ev['newest_test_day']}:")
+    print(f"newest test day {ev['newest_test_day']}: {ev['newest_test_day_rows']} test rows [{ev['newest_test_day_sample']}]")
     for model in ("teacher", "student"):
         print(f"  {model:8s} accuracy {ev[f'{model}_newest_day_accuracy']:.3f}  macro-F1 {ev[f'{model}_newest_day_macro_f1']:.3f}"
-              f"   (whole test split: {ev[f'{model}_accuracy']:.3f} / {ev[f'{model}_macro_f1']:.3f})")
+              f"   (whole test split, {ev['test_rows']} rows [{ev['test_sample']}]: {ev[f'{model}_accuracy']:.3f} / {ev[f'{model}_macro_f1']:.3f})")
 
 
 if __name__ == "__main__":

@@ -433,10 +433,14 @@ class LabellingSpec(_Strict):
 
 
 class ReportSpec(_Strict):
-    """What a person reads: the daily loop report (``pipeline.loop_report``)."""
+    """What a person reads: the metadata in the UI, the command line's summaries and the daily loop
+    report (``pipeline.loop_report``)."""
 
+    min_metric_rows: int = Field(200, ge=1)
+    """A metric measured on fewer rows than this is shown as a small sample: on a handful of rows an
+    accuracy of 1.000 says little."""
     days: int = Field(60, ge=1, le=3660)
-    """How many days, up to the report's own, its history covers."""
+    """How many days, up to the report's own, the loop report's history covers."""
 
 
 class FirmwareRollout(_Strict):

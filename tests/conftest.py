@@ -21,6 +21,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
+import numpy.testing  # noqa: E402, F401  (runs lscpu once on import: here, before the process guard below)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 

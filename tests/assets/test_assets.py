@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 import definitions
+from assets import metadata as md
+from assets.federated import NOT_CHECKED
 from assets.jobs import INGEST_SELECTION, MAIN_SELECTION
 from assets.report import reason_counts
 from pipeline.registry import Registry
@@ -41,6 +43,15 @@ def graph_run(tmp_path_factory):
 def _metadata(result, asset: str) -> dict:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
     return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _counts(table: dg.TableMetadataValue, key: str) -> dict:
+    """A name -> rows table as a mapping."""
+    return {r[key]: r["rows"] for r in md.records(table)}
+
+
+def _columns(table: dg.TableMetadataValue) -> list[str]:
+    return [c.name for c in table.schema.columns]
 
 
 def test_every_run_succeeds_and_every_check_passes(graph_run):
@@ -103,20 +114,20 @@ def test_the_label_queue_round_trip_feeds_active_labels_into_training(graph_run)
     queued = pl.read_csv(queue["path"], schema_overrides={"label": pl.String})
     assert queued.height == 100 and queued["label"].null_count() == 100 and "device_id" in queued.columns
     second = _metadata(results[1], "gold_labels")
-    assert second["inbox"] == {"files": 1, "rows": 100, "merged": 100, "rejected": 0, "unanswered": 0, "duplicates": 0}
+    assert md.records(second["inbox"]) == [{"files": 1, "rows": 100, "merged": 100, "rejected": 0, "unanswered": 0, "duplicates": 0}]
     # a queued row the ticket system also returned keeps the ticket's label (gold first)
-    assert 50 < second["inbox_labels"] <= 100 and second["per_source"]["inbox"] == second["inbox_labels"]
+    assert 50 < second["inbox_labels"] <= 100 and _counts(second["per_source"], "source")["inbox"] == second["inbox_labels"]
     assert list((data_dir / "label_inbox" / "answered" / DAYS[1]).glob("*.csv"))
-    sources = _metadata(results[-1], "training_set")["train_rows_by_source"]
+    sources = _counts(_metadata(results[-1], "training_set")["train_rows_by_source"], "source")
     third = _metadata(results[-1], "gold_labels")["inbox_labels"]
     # (a row the ticket system returns later takes the ticket's label: the newest label of a row wins)
     assert 0.8 * (second["inbox_labels"] + third) <= sources["active"] <= second["inbox_labels"] + third
     assert sources["gold"] > sources["active"]
     assert sources["weak"] > 0 and sources["augmented"] > 0
     weak = _metadata(results[-1], "weak_labels")
-    assert weak["rows"] > 0 and "| healthy | none |" in weak["functions"]
+    assert weak["rows"] > 0 and ("healthy", "none") in {(r["function"], r["label"]) for r in md.records(weak["functions"])}
     pseudo = _metadata(results[-1], "pseudo_labels")
-    assert pseudo["rounds"][0]["round"] == 0 and pseudo["stopped"]
+    assert md.records(pseudo["rounds"])[0]["round"] == 0 and pseudo["stopped"]
 
 
 def test_features_read_the_previous_days(graph_run):
@@ -134,15 +145,28 @@ def test_registry_and_package_carry_the_lineage_and_metrics(graph_run):
     assert version.entry["lineage"]["partition"] == DAYS[-1]
     assert set(version.entry["files"]) >= {"teacher.txt", "student.pt", "student.onnx", "evaluation.json"}
     evaluation = _metadata(results[-1], "evaluation")
-    assert version.entry["metrics"]["student"]["macro_f1"] == pytest.approx(evaluation["student_macro_f1"])
+    assert md.rounded(version.entry["metrics"]["student"]["macro_f1"]) == evaluation["student_macro_f1"]
     assert 0.5 < evaluation["teacher_accuracy"] <= 1 and 0.5 < evaluation["student_accuracy"] <= 1
     assert evaluation["confusion_matrices"].startswith("![confusion matrices](data:image/png;base64,")
+    metrics = md.records(evaluation["metrics"])
+    assert _columns(evaluation["metrics"]) == ["model", "scope", "rows", "accuracy", "macro_f1", "sample"]
+    assert metrics[0] == {"model": "teacher", "scope": "test split", "rows": evaluation["test_rows"],
+                          "accuracy": evaluation["teacher_accuracy"], "macro_f1": evaluation["teacher_macro_f1"],
+                          "sample": evaluation["test_sample"]}
+    assert metrics[1]["rows"] == evaluation["newest_test_day_rows"] and metrics[1]["sample"] == evaluation["newest_test_day_sample"]
+    per_class = md.records(evaluation["per_class"])
+    assert _columns(evaluation["per_class"]) == ["model", "class", "precision", "recall", "support", "sample"]
+    assert all(r["sample"] == md.sample(r["support"], 200) for r in per_class)
+    assert any(r["sample"] == "small sample (< 200 rows)" for r in per_class)  # the small data's rare classes
+    slices = md.records(evaluation["slices"])
+    assert {r["slice"] for r in slices} >= {"site", "firmware_version", "device_model"}
+    assert sum(r["rows"] for r in slices if r["model"] == "teacher" and r["slice"] == "site") == evaluation["test_rows"]
 
     package = Path(_metadata(results[-1], "edge_package")["path"])
     manifest = json.loads(zipfile.ZipFile(package).read("manifest.json"))
     assert manifest["version"] == version.version
     assert manifest["files"]["student.onnx"] == version.entry["files"]["student.onnx"]
-    assert manifest["metrics"]["macro_f1"] == pytest.approx(evaluation["student_macro_f1"])
+    assert md.rounded(manifest["metrics"]["macro_f1"]) == evaluation["student_macro_f1"]
     derived = set(manifest["feature_order"]) - {f["name"] for f in manifest["preprocessing"]["numeric"][:11]} - {"device_model", "firmware_version"}
     assert derived == set(manifest["derived_features"]) == {"hour", "rx_power_dbm_delta", "temperature_c_delta", "latency_ms_delta"}
 
@@ -169,7 +193,7 @@ def test_the_next_day_is_judged_against_the_production_model(graph_run):
     production = Registry(data_dir / "registry").resolve("production")
     assert report["production_version"] == production and report["detector"] == "alibi"
     assert report["fresh_labels"] > 0 and 0.5 < report["fresh_label_accuracy"] <= 1
-    assert report["features"].startswith("| feature | kind |") and len(report["features"].splitlines()) == 2 + 13
+    assert _columns(report["features"])[:2] == ["feature", "kind"] and len(md.records(report["features"])) == 13
     frame = result.output_for_node("drift_report")
     assert set(frame["kind"]) == {"numeric", "categorical", "stability", "prediction", "concept"}
     policy = _metadata(result, "retraining_policy")
@@ -273,8 +297,9 @@ def test_a_federated_round_moves_only_weights(graph_run):
     assert m["round"] == 1 and m["sites"] == 4 and m["epsilon"] == "no differential privacy"
     assert m["samples"] == sum(_metadata(r, "site_update")["samples"] for r, _ in sites.values())
     assert m["bytes_received"] == sum(_metadata(r, "site_update")["bytes_sent"] for r, _ in sites.values())
-    assert set(m["per_site"]) == set(sites) and all(v["macro_f1"] is not None for v in m["per_site"].values())
-    assert all(isinstance(v["drifted_features"], list) for v in m["per_site"].values())
+    per_site = {r["site"]: r for r in md.records(m["per_site"])}
+    assert set(per_site) == set(sites) and all(v["macro_f1"] is not None for v in per_site.values())
+    assert all(v["drifted_features"] != NOT_CHECKED for v in per_site.values())
     assert (data_dir / "artifacts" / "federated_student" / day / "round-1" / "global.npz").exists()
 
 

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import yaml
 
+from assets import metadata as md
 from pipeline import cleaning, sources
 from pipeline.dataset import DatasetConfig, DatasetConfigError, load_dataset_config
 from pipeline.sources import SOURCE_FILE, SOURCE_ROW
@@ -146,7 +147,8 @@ def test_a_day_of_skipped_entries_or_all_quarantined_rows_never_looks_green(base
                                 instance=instance, raise_on_error=False)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not checks["landing_files"].passed
-    assert checks["landing_files"].metadata["skipped"].value == {str(skipped): "not a data file (read are .csv, .csv.gz, .parquet)"}
+    assert md.records(checks["landing_files"].metadata["skipped"].value) == [
+        {"file": str(skipped), "reason": "not a data file (read are .csv, .csv.gz, .parquet)"}]
     share = checks["clean_share"]
     assert not share.passed and share.metadata["clean_fraction"].value == 0.0
     assert share.description.startswith("0.0% of the rows are clean, below quality.min_clean_fraction 50%; "

@@ -1,6 +1,7 @@
 """``make run`` (``deploy.run_main``) on a minimal stream as a new user writes it, and on a broken
 contract: subprocesses, as a person starts them."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,8 @@ def test_make_run_and_the_ui_definitions_work_on_a_minimal_stream_as_written(tmp
                           text=True, timeout=900, cwd=root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[6/6] main_job 2026-06-06: ok" in done.stdout and "edge package:" in done.stdout
+    # a day of a minimal stream has a handful of test rows: the summary says so beside the metrics
+    assert re.search(r"newest test day 2026-06-0\d: \d+ test rows \[small sample \(< 200 rows\)\]", done.stdout), done.stdout
     assert len(list((tmp_path / "data" / "packages").glob("evergreen-v20260606-*.zip"))) == 1
     check = ("import dagster as dg, definitions\n"
              "dg.Definitions.validate_loadable(definitions.defs)\n"
