@@ -54,6 +54,7 @@ def test_nothing_binds_beyond_loopback_by_default():
     scanned = [*CODE, ROOT / "Makefile", ROOT / "workspace.yaml", *(ROOT / "config").rglob("*.yaml"),
                *(ROOT / "examples").rglob("*.yaml"), *(ROOT / "deploy").rglob("*.yaml")]
     assert [p for p in scanned if p not in allowed and "0.0.0.0" in p.read_text()] == []
-    assert "dagster dev -h 127.0.0.1" in (ROOT / "Makefile").read_text()
+    assert "-m deploy.ui --host 127.0.0.1" in (ROOT / "Makefile").read_text()
+    assert '"--host", default="127.0.0.1"' in (ROOT / "deploy" / "ui.py").read_text()
     assert BrokerSpec().host == "127.0.0.1"
 
