@@ -1,6 +1,7 @@
 """Deployment layer: ONNX export (fp32 and int8) with parity gates, registration as a candidate with
 its release gates, release to a canary fraction of the sites or to all, the signed edge package."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from assets.common import actor, released_package
 from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, evergreen_edge, export, quantize, release, sample_sizes
+from pipeline.calibration import CALIBRATION_FILE, calibrate_student
 from pipeline.dataset import LABEL, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.evaluation import EVALUATION_FILE
@@ -97,11 +99,14 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
     reference = storage.artifact_dir("candidate_model", key) / REFERENCE_FILE
     with atomic.atomic_path(reference) as tmp:
         reference_rows(training_window, config).write_parquet(tmp)
+    calibration = storage.artifact_dir("candidate_model", key) / CALIBRATION_FILE
+    calibrate_student(Student.load(student_model.path), training_window.filter(pl.col(SPLIT) == VALIDATION),
+                      json.loads((teacher_model.path / PREPROCESSING_FILE).read_text(encoding="utf-8"))["preprocessing"], config.classes).save(calibration)
     files = {
         **{name: teacher_model.path / name for name in (MODEL_FILE, PREPROCESSING_FILE, UPDATE_FILE)},
         **{name: student_model.path / name for name in (WEIGHTS_FILE, ARCHITECTURE_FILE)},
         **{name: onnx_student.path / name for name in (export.ONNX_FILE, quantize.INT8_FILE)},
-        EVALUATION_FILE: evaluation.path / EVALUATION_FILE, REFERENCE_FILE: reference,
+        EVALUATION_FILE: evaluation.path / EVALUATION_FILE, REFERENCE_FILE: reference, CALIBRATION_FILE: calibration,
     }
     change_day = retraining_policy.change_day if retraining_policy else None
     version = registry.register(f"v{key.replace('-', '')}-{context.run.run_id[:8]}", files,
