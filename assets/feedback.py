@@ -41,12 +41,13 @@ def _explain(version: Version, probabilities: Callable[[pl.DataFrame], np.ndarra
     """The estimate (the version's calibrated student) and the causes (its teacher's contributions)."""
     calibrator, teacher = Calibrator.load(version.directory / CALIBRATION_FILE), Teacher.load(version.directory)
     numeric, spec = drift.monitored_features(config)[0], config.feedback.estimate
+    before = causes.load_reference_contributions(teacher, version.directory / causes.REFERENCE_ATTRIBUTION_FILE)
 
     def explain(inputs: drift.DriftInputs) -> list[pl.DataFrame]:
         fresh = np.asarray(config.classes)[probabilities(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
         return [estimation.estimate_report(inputs, lambda frame: calibrator.apply(probabilities(frame)), config.classes,
                                            version.entry["metrics"]["student"]["macro_f1"], numeric, categorical, spec),
-                causes.cause_report(teacher, inputs, fresh, categorical, spec, config.training.seed)]
+                causes.cause_report(teacher, inputs, fresh, categorical, spec, config.training.seed, before)]
 
     return explain
 

@@ -10,17 +10,26 @@
   errors beyond those the reference accuracy expects (``excess errors``), largest first: where the
   loss increase sits.
 
+``pred_contrib`` costs about a millisecond a row, so the reference's side is computed once, when the
+version is registered (``reference_attribution.json``), and only the day's sample each day.
+
 The rows join the drift report (kinds ``attribution`` and ``loss slice``); ``top_causes`` says it in
 one sentence and a table.
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
+from pipeline import atomic
 from pipeline.dataset import LABEL, SITE, EstimateSpec
 from pipeline.drift import ATTRIBUTION, LOSS_SLICE, DriftInputs, report_rows
 from pipeline.encoding import teacher_matrix
 from pipeline.teacher import Teacher
+
+REFERENCE_ATTRIBUTION_FILE = "reference_attribution.json"
 
 
 def mean_abs_contributions(teacher: Teacher, frame: pl.DataFrame) -> np.ndarray:
@@ -37,10 +46,27 @@ def _sample(frame: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
     return frame.sample(rows, seed=seed) if frame.height > rows else frame
 
 
-def attribution_drift(teacher: Teacher, reference: pl.DataFrame, current: pl.DataFrame, rows: int, seed: int = 0) -> pl.DataFrame:
-    """Per input: mean |contribution| on the reference and on the day, and the change; ranked by
-    the size of the change (as a share of the reference's total, comparable across days)."""
-    before = mean_abs_contributions(teacher, _sample(reference, rows, seed))
+def reference_contributions(teacher: Teacher, reference: pl.DataFrame, rows: int, seed: int = 0) -> np.ndarray:
+    """Mean |contribution| per input on a sample of the reference rows."""
+    return mean_abs_contributions(teacher, _sample(reference, rows, seed))
+
+
+def save_reference_contributions(contributions: np.ndarray, teacher: Teacher, path: Path) -> None:
+    atomic.write_text(path, json.dumps(dict(zip(teacher.preprocessing["feature_order"], contributions.tolist())), indent=2))
+
+
+def load_reference_contributions(teacher: Teacher, path: Path) -> np.ndarray | None:
+    """The stored reference side, in the teacher's feature order; None for a version saved before them."""
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return np.array([stored[name] for name in teacher.preprocessing["feature_order"]])
+
+
+def attribution_drift(teacher: Teacher, before: np.ndarray, current: pl.DataFrame, rows: int, seed: int = 0) -> pl.DataFrame:
+    """Per input: mean |contribution| on the reference (``before``) and on a sample of the day, and
+    the change; ranked by the size of the change as a share of the reference's total (comparable
+    across days)."""
     after = mean_abs_contributions(teacher, _sample(current, rows, seed))
     total = max(float(before.sum()), 1e-12)
     return pl.DataFrame({
@@ -63,10 +89,13 @@ def loss_slices(fresh: pl.DataFrame, correct: np.ndarray, reference_accuracy: fl
 
 
 def cause_report(teacher: Teacher, inputs: DriftInputs, predicted: np.ndarray, categorical: list[str],
-                 spec: EstimateSpec, seed: int = 0) -> pl.DataFrame:
-    """The report rows of the causes: attribution drift of every input, and, where labels came back
+                 spec: EstimateSpec, seed: int = 0, before: np.ndarray | None = None) -> pl.DataFrame:
+    """The report rows of the causes: attribution drift of every input (against ``before``, the
+    stored reference side, else computed from ``inputs.reference``), and, where labels came back
     (``predicted``: the production model's classes for ``inputs.fresh``), the slices that lost most."""
-    attribution = attribution_drift(teacher, inputs.reference, inputs.current, spec.contribution_rows, seed)
+    if before is None:
+        before = reference_contributions(teacher, inputs.reference, spec.contribution_rows, seed)
+    attribution = attribution_drift(teacher, before, inputs.current, spec.contribution_rows, seed)
     rows = [{"test": r["feature"], "kind": ATTRIBUTION, "statistic": r["change"], "effect": r["share"],
              "reference_value": r["reference"], "current_value": r["current"], "tested": True, "drifted": False,
              "n_reference": min(inputs.reference.height, spec.contribution_rows), "n_current": min(inputs.current.height, spec.contribution_rows)}

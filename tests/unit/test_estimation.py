@@ -77,13 +77,14 @@ def fitted(config):
     return fit_teacher(train, config), reference, labelled_features(config, [dt.date(2026, 9, 4)])
 
 
-@pytest.mark.parametrize("feature", ["latency_ms", "rx_power_dbm", "line_length_m", "crc_errors", "packet_loss_pct"])
+@pytest.mark.parametrize("feature", ["latency_ms", "rx_power_dbm", "jitter_ms", "crc_errors"])
 def test_one_injected_drifting_feature_ranks_first_in_attribution_drift(config, fitted, feature):
     """Among the inputs the teacher uses: one it ignores (here tx_power_dbm) moves no attribution,
     by design; the data-drift table still names it. Above the day-over-day ageing of uptime_h."""
     teacher, reference, day = fitted
     shifted = day.with_columns(pl.col(feature) * 1.5)
-    table = causes.attribution_drift(teacher, reference, shifted, config.feedback.estimate.contribution_rows)
+    rows = config.feedback.estimate.contribution_rows
+    table = causes.attribution_drift(teacher, causes.reference_contributions(teacher, reference, rows), shifted, rows)
     assert table["feature"][0] == feature, table.head(3)
     names, sentence, markdown = causes.top_causes(_as_report(table), 3)
     assert names[0] == feature and sentence.startswith(f"The model's attribution moved most on {feature} (")
@@ -102,3 +103,11 @@ def test_the_slice_that_carries_the_loss_increase_ranks_first():
     table = causes.loss_slices(fresh, correct, 0.95, ["site", "model"])
     assert table["slice"][0] == "site=b" and table["excess_errors"][0] == pytest.approx(25 - 50 * 0.05)
     assert table.filter(pl.col("slice") == "site=a")["excess_errors"][0] < 0
+
+
+def test_the_reference_side_is_stored_once_and_read_back_in_the_teachers_order(fitted, tmp_path):
+    teacher, reference, _ = fitted
+    before = causes.reference_contributions(teacher, reference, 50)
+    causes.save_reference_contributions(before, teacher, tmp_path / causes.REFERENCE_ATTRIBUTION_FILE)
+    assert np.allclose(causes.load_reference_contributions(teacher, tmp_path / causes.REFERENCE_ATTRIBUTION_FILE), before)
+    assert causes.load_reference_contributions(teacher, tmp_path / "missing.json") is None
