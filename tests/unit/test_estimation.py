@@ -13,6 +13,7 @@ from pipeline.teacher import fit_teacher
 from tests.support.helpers import days_from, labelled_features, training_frame
 
 CLASSES = ("a", "b", "c", "d")
+DAY = dt.date(2026, 9, 4)
 
 
 def _overconfident(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -111,3 +112,37 @@ def test_the_reference_side_is_stored_once_and_read_back_in_the_teachers_order(f
     causes.save_reference_contributions(before, teacher, tmp_path / causes.REFERENCE_ATTRIBUTION_FILE)
     assert np.allclose(causes.load_reference_contributions(teacher, tmp_path / causes.REFERENCE_ATTRIBUTION_FILE), before)
     assert causes.load_reference_contributions(teacher, tmp_path / "missing.json") is None
+
+
+def _inputs(current: pl.DataFrame, reference: pl.DataFrame, fresh: pl.DataFrame) -> drift.DriftInputs:
+    return drift.DriftInputs(DAY, "v1", reference, current, None, fresh, 0.9, 1000)
+
+
+def test_the_report_rows_estimate_the_day_each_site_and_the_returned_labels_and_say_when_unreliable(config):
+    probabilities, labels = _drawn(1200, 3)
+    classes = CLASSES  # four classes of calibrated probabilities, three sites, one categorical input
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"x": rng.normal(size=1200), "c": ["a"] * 1200, "site": ["s1", "s2", "s3"] * 400, "row": np.arange(1200),
+                          "label": np.asarray(classes)[labels]})
+    spec = config.feedback.estimate
+
+    def calibrated(rows: pl.DataFrame) -> np.ndarray:
+        return probabilities[rows["row"].to_numpy()]
+
+    report = estimation.estimate_report(_inputs(frame, frame, frame.head(600)), calibrated, classes, 0.7, ["x"], ["c"], spec)
+    rows = {r["test"]: r for r in report.iter_rows(named=True)}
+    assert set(rows) == {estimation.UNSEEN_TEST, drift.ESTIMATED_ACCURACY_TEST, drift.ESTIMATED_F1_TEST,
+                         estimation.FRESH_ESTIMATE_TEST, *(estimation.SITE_TEST.format(s) for s in ("s1", "s2", "s3"))}
+    day = rows[drift.ESTIMATED_ACCURACY_TEST]
+    assert day["tested"] and day["low"] < day["statistic"] < day["high"] and day["reference_value"] == 0.9
+    checked = rows[estimation.FRESH_ESTIMATE_TEST]
+    assert checked["current_value"] == float(np.mean(probabilities[:600].argmax(axis=1) == labels[:600]))
+    assert abs(checked["statistic"] - checked["current_value"]) <= checked["high"] - checked["statistic"]
+    assert drift.untested(report.with_columns(pl.lit(False).alias("tested"))) == []  # estimates are never "untested" tests
+
+    moved = frame.with_columns(pl.when(pl.col("row") % 5 == 0).then(pl.lit("new")).otherwise(pl.col("c")).alias("c"))
+    unreliable = estimation.estimate_report(_inputs(moved, frame, frame.clear()), calibrated, classes, 0.7, ["x"], ["c"], spec)
+    shown = {r["test"]: r for r in unreliable.iter_rows(named=True)}
+    assert shown[estimation.UNSEEN_TEST]["statistic"] == pytest.approx(0.2) and shown[estimation.UNSEEN_TEST]["drifted"]
+    assert not shown[drift.ESTIMATED_ACCURACY_TEST]["tested"] and not shown[drift.ESTIMATED_ACCURACY_TEST]["drifted"]
+    assert estimation.FRESH_ESTIMATE_TEST not in shown  # no labels came back
