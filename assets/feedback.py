@@ -5,7 +5,6 @@ materializations and launches the retrain when it says so.
 """
 
 import datetime as dt
-from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -15,12 +14,10 @@ from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
 from assets.partitions import DAILY, DRIFT_POOL, DRIFT_READINGS, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import causes, drift, estimation, policy, sources
-from pipeline.calibration import CALIBRATION_FILE, Calibrator
 from pipeline.dataset import DatasetConfig
 from pipeline.encoding import student_matrix
 from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
 from pipeline.student import Student
-from pipeline.teacher import Teacher
 
 GROUP = "feedback"
 
@@ -36,26 +33,11 @@ def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame,
     )
 
 
-def _explain(version: Version, probabilities: Callable[[pl.DataFrame], np.ndarray], config: DatasetConfig,
-             categorical: list[str]) -> Callable[[drift.DriftInputs], list[pl.DataFrame]]:
-    """The estimate (the version's calibrated student) and the causes (its teacher's contributions)."""
-    calibrator, teacher = Calibrator.load(version.directory / CALIBRATION_FILE), Teacher.load(version.directory)
-    numeric, spec = drift.monitored_features(config)[0], config.feedback.estimate
-    before = causes.load_reference_contributions(teacher, version.directory / causes.REFERENCE_ATTRIBUTION_FILE)
-
-    def explain(inputs: drift.DriftInputs) -> list[pl.DataFrame]:
-        fresh = np.asarray(config.classes)[probabilities(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
-        return [estimation.estimate_report(inputs, lambda frame: calibrator.apply(probabilities(frame)), config.classes,
-                                           version.entry["metrics"]["student"]["macro_f1"], numeric, categorical, spec),
-                causes.cause_report(teacher, inputs, fresh, categorical, spec, config.training.seed, before)]
-
-    return explain
-
-
 def _estimate_metadata(report: pl.DataFrame, summary: drift.DriftSummary, top: int) -> dict:
     """The estimate (NaN when unreliable or not made), its check against returned labels, the causes."""
     if not report.filter(pl.col("kind") == drift.ESTIMATE).height:
         return {"estimate_reliable": False}
+
     def number(value: float | None) -> dg.MetadataValue:
         return dg.MetadataValue.float(value if value is not None and summary.estimate_reliable else float("nan"))
 
@@ -140,7 +122,7 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
     def probabilities(frame: pl.DataFrame) -> np.ndarray:
         return student.predict_proba(student_matrix(frame, preprocessing))
 
-    explain = _explain(version, probabilities, config, categorical) if config.feedback.estimate.enabled else None
+    explain = estimation.explainer(version.directory, version.entry, probabilities, config) if config.feedback.estimate.enabled else None
     report = drift.drift_report(inputs, probabilities, numeric, categorical, config.classes, config.feedback.drift,
                                 config.feedback.concept, detector, explain)
     summary = drift.summarise(report, len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop)

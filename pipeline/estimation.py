@@ -24,12 +24,16 @@ accuracy (the row ``estimated accuracy (fresh-label rows)``): that error is what
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from pipeline.dataset import LABEL, SITE, EstimateSpec
-from pipeline.drift import ESTIMATE, ESTIMATED_ACCURACY_TEST, ESTIMATED_F1_TEST, DriftInputs, report_rows
+from pipeline import causes
+from pipeline.calibration import CALIBRATION_FILE, Calibrator
+from pipeline.dataset import LABEL, SITE, DatasetConfig, EstimateSpec
+from pipeline.drift import ESTIMATE, ESTIMATED_ACCURACY_TEST, ESTIMATED_F1_TEST, DriftInputs, monitored_features, report_rows
+from pipeline.teacher import Teacher
 
 UNSEEN_TEST = "rows outside the reference"
 FRESH_ESTIMATE_TEST = f"{ESTIMATED_ACCURACY_TEST} (fresh-label rows)"
@@ -137,3 +141,20 @@ def estimate_report(inputs: DriftInputs, calibrated: Callable[[pl.DataFrame], np
         rows.append(_estimate_row(FRESH_ESTIMATE_TEST, estimate(scored, spec.band_z), inputs.reference_accuracy,
                                   fresh_reliable, spec, inputs.fresh_days, measured))
     return report_rows(rows)
+
+
+def explainer(directory: Path, entry: dict, probabilities: Callable[[pl.DataFrame], np.ndarray],
+              config: DatasetConfig) -> Callable[[DriftInputs], list[pl.DataFrame]]:
+    """What a registry version (``directory``, its ``entry``) adds to its drift report: the estimate
+    from its calibrated student (``probabilities``: the raw ones) and the causes from its teacher."""
+    calibrator, teacher = Calibrator.load(directory / CALIBRATION_FILE), Teacher.load(directory)
+    before = causes.load_reference_contributions(teacher, directory / causes.REFERENCE_ATTRIBUTION_FILE)
+    (numeric, categorical), spec = monitored_features(config), config.feedback.estimate
+
+    def explain(inputs: DriftInputs) -> list[pl.DataFrame]:
+        fresh = np.asarray(config.classes)[probabilities(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
+        return [estimate_report(inputs, lambda frame: calibrator.apply(probabilities(frame)), config.classes,
+                                entry["metrics"]["student"]["macro_f1"], numeric, categorical, spec),
+                causes.cause_report(teacher, inputs, fresh, categorical, spec, config.training.seed, before)]
+
+    return explain
