@@ -13,7 +13,8 @@ from assets.artifact_io_manager import ARTIFACT_IO_MANAGER, ArtifactFolder
 from assets.common import actor, released_package
 from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
-from pipeline import atomic, evergreen_edge, export, quantize, release, sample_sizes
+from pipeline import atomic, causes, evergreen_edge, export, quantize, release, sample_sizes
+from pipeline.calibration import CALIBRATION_FILE, calibrate_student
 from pipeline.dataset import LABEL, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.evaluation import EVALUATION_FILE
@@ -96,13 +97,22 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
     key, config = context.partition_key, dataset.load()
     registry = storage.registry
     reference = storage.artifact_dir("candidate_model", key) / REFERENCE_FILE
+    rows = reference_rows(training_window, config)
     with atomic.atomic_path(reference) as tmp:
-        reference_rows(training_window, config).write_parquet(tmp)
+        rows.write_parquet(tmp)
+    teacher = Teacher.load(teacher_model.path)
+    calibration = storage.artifact_dir("candidate_model", key) / CALIBRATION_FILE
+    calibrate_student(Student.load(student_model.path), training_window.filter(pl.col(SPLIT) == VALIDATION),
+                      teacher.preprocessing, config.classes).save(calibration)
+    attribution = storage.artifact_dir("candidate_model", key) / causes.REFERENCE_ATTRIBUTION_FILE
+    causes.save_reference_contributions(causes.reference_contributions(
+        teacher, rows, config.feedback.estimate.contribution_rows, config.training.seed), teacher, attribution)
     files = {
         **{name: teacher_model.path / name for name in (MODEL_FILE, PREPROCESSING_FILE, UPDATE_FILE)},
         **{name: student_model.path / name for name in (WEIGHTS_FILE, ARCHITECTURE_FILE)},
         **{name: onnx_student.path / name for name in (export.ONNX_FILE, quantize.INT8_FILE)},
-        EVALUATION_FILE: evaluation.path / EVALUATION_FILE, REFERENCE_FILE: reference,
+        EVALUATION_FILE: evaluation.path / EVALUATION_FILE, REFERENCE_FILE: reference, CALIBRATION_FILE: calibration,
+        causes.REFERENCE_ATTRIBUTION_FILE: attribution,
     }
     change_day = retraining_policy.change_day if retraining_policy else None
     version = registry.register(f"v{key.replace('-', '')}-{context.run.run_id[:8]}", files,

@@ -7,13 +7,14 @@ materializations and launches the retrain when it says so.
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from assets import metadata as md
 from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
 from assets.partitions import DAILY, DRIFT_POOL, DRIFT_READINGS, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import drift, policy, sources
+from pipeline import causes, drift, estimation, policy, sources
 from pipeline.dataset import DatasetConfig
 from pipeline.encoding import student_matrix
 from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
@@ -31,6 +32,40 @@ def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame,
         reference_accuracy=student["accuracy"], reference_test_rows=lineage["training_rows"].get("test", 0),
         field_predictions=field_predictions, drift=config.feedback.drift, concept=config.feedback.concept,
     )
+
+
+ESTIMATE_BY_SITE = (
+    md.Column("site"), md.Column("estimated_accuracy", "float", "mean calibrated top-class probability of the site's rows"),
+    md.Column("low", "float", "lower end of the sampling band"), md.Column("high", "float", "upper end of the sampling band"),
+    md.Column("rows", "int"), md.Column("reliable", "bool", "inputs inside the reference's range and categories"),
+)
+
+
+def _estimate_metadata(report: pl.DataFrame, summary: drift.DriftSummary, top: int) -> dict:
+    """The estimate (NaN when unreliable or not made), its check against returned labels, the causes."""
+    if not report.filter(pl.col("kind") == drift.ESTIMATE).height:
+        return {"estimate_reliable": False}
+
+    def number(value: float | None) -> dg.MetadataValue:
+        return dg.MetadataValue.float(value if value is not None and summary.estimate_reliable else float("nan"))
+
+    rows = {r["test"]: r for r in report.filter(pl.col("kind") == drift.ESTIMATE).iter_rows(named=True)}
+    checked = rows.get(estimation.FRESH_ESTIMATE_TEST)
+    names, sentence, table = causes.top_causes(report, top)
+    sites = [{"site": t.split(" @ ", 1)[1], "estimated_accuracy": r["statistic"], "low": r["low"], "high": r["high"],
+              "rows": r["n_current"], "reliable": r["tested"]} for t, r in rows.items() if " @ " in t]
+    return {
+        "estimated_accuracy": number(summary.estimated_accuracy), "estimated_accuracy_low": number(summary.estimated_low),
+        "estimated_accuracy_high": number(summary.estimated_high), "estimate_reliable": summary.estimate_reliable,
+        "estimated_harm": summary.estimated_harm,
+        "estimated_macro_f1": number(rows[drift.ESTIMATED_F1_TEST]["statistic"]),
+        "rows_outside_reference": dg.MetadataValue.float(rows[estimation.UNSEEN_TEST]["statistic"]),
+        "estimate_by_site": md.table(sites, ESTIMATE_BY_SITE),
+        "fresh_estimated_accuracy": dg.MetadataValue.float(checked["statistic"] if checked else float("nan")),
+        "fresh_measured_accuracy": dg.MetadataValue.float(checked["current_value"] if checked else float("nan")),
+        "estimate_error": dg.MetadataValue.float(abs(checked["statistic"] - checked["current_value"]) if checked else float("nan")),
+        "top_causes": dg.MetadataValue.json(names), "cause_summary": sentence, "causes": dg.MetadataValue.md(table),
+    }
 
 
 def _verdict(row: dict) -> str:
@@ -93,12 +128,15 @@ def drift_report(context: dg.AssetExecutionContext, recent_features: pl.DataFram
     preprocessing = version.entry["preprocessing"]
     numeric, categorical = drift.monitored_features(config)
     detector = drift.make_detector(config.feedback.drift.detector)
-    report = drift.drift_report(
-        inputs, lambda frame: student.predict_proba(student_matrix(frame, preprocessing)),
-        numeric, categorical, config.classes, config.feedback.drift, config.feedback.concept, detector,
-    )
+    def probabilities(frame: pl.DataFrame) -> np.ndarray:
+        return student.predict_proba(student_matrix(frame, preprocessing))
+
+    explain = estimation.explainer(version.directory, version.entry, probabilities, config) if config.feedback.estimate.enabled else None
+    report = drift.drift_report(inputs, probabilities, numeric, categorical, config.classes, config.feedback.drift,
+                                config.feedback.concept, detector, explain)
     summary = drift.summarise(report, len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop)
-    return dg.Output(report, metadata=_metadata(report, summary, inputs, detector.name))
+    return dg.Output(report, metadata={**_metadata(report, summary, inputs, detector.name),
+                                       **_estimate_metadata(report, summary, config.feedback.estimate.top_causes)})
 
 
 @dg.asset(

@@ -104,6 +104,7 @@ class Backtest:
             day=day, rows=rows.height, accuracy=accuracy, macro_f1=f1, baselines=baselines,
             data_alarm=bool(report.get("data_drift")), concept_alarm=bool(report.get("concept_drift")),
             action=str(decision.get("action", "")), reason=str(decision.get("reason", "")), serving=serving.version, runs=runs,
+            estimated_accuracy=float(report.get("estimated_accuracy", float("nan"))), top_cause=(report.get("top_causes") or [""])[0],
         )
         self.run_sensors(day, record)
         self.learn(day)

@@ -54,6 +54,11 @@ class BacktestDay:
     action: str
     reason: str
     serving: str
+    estimated_accuracy: float = float("nan")
+    """The drift report's estimate for the serving model on the day's rows, made before their
+    labels are used (NaN: none, or unreliable)."""
+    top_cause: str = ""
+    """The input whose attribution moved most that day (the drift report's first cause)."""
     retrained: bool = False
     retrain_trigger: str = ""
     retrain_action: str = ""

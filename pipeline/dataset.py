@@ -292,10 +292,32 @@ class PolicySpec(_Strict):
     """The student's epochs are chosen to give about this many optimiser steps."""
 
 
+class EstimateSpec(_Strict):
+    """Estimated performance without labels (calibrated probabilities of the day's rows) and the
+    causes of a drift (the teacher's feature contributions), and how the policy uses them."""
+
+    enabled: bool = True
+    """Off: no estimate nor causes in the drift report, and the policy decides from the tests alone."""
+    band_z: float = Field(1.96, gt=0)
+    """Half-width of the sampling-error band in standard errors (1.96: 95%)."""
+    min_drop: float = Field(0.02, ge=0, le=1)
+    """An estimated drop harms when the band's upper end is below the reference accuracy by this much."""
+    max_unseen_share: float = Field(0.1, ge=0, le=1)
+    """More of the day's rows than this outside what the reference saw (a numeric input beyond its
+    range, a category it never had): the estimate is unreliable, and the policy falls back on the tests."""
+    min_rows: int = Field(50, ge=1)
+    """A site with fewer rows gets no estimate of its own (it still counts in the day's)."""
+    contribution_rows: int = Field(200, ge=10)
+    """Rows sampled from the reference and from the day for the teacher's feature contributions
+    (``pred_contrib`` costs about 1 ms a row on a 170-tree teacher: 200 + 200 rows keep the report fast)."""
+    top_causes: int = Field(3, ge=1)
+
+
 class FeedbackSpec(_Strict):
     drift: DataDriftSpec = DataDriftSpec()
     concept: ConceptDriftSpec = ConceptDriftSpec()
     policy: PolicySpec = PolicySpec()
+    estimate: EstimateSpec = EstimateSpec()
 
 
 class GateSpec(_Strict):

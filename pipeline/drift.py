@@ -33,6 +33,11 @@ from pipeline.labels import ARRIVED_ON, unbiased
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
+ESTIMATE, ATTRIBUTION, LOSS_SLICE = "estimate", "attribution", "loss slice"
+"""Kinds of rows that are not tests: the estimated performance (``pipeline.estimation``) and the
+causes (``pipeline.causes``); they never count as untested."""
+TESTS = (NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY)
+ESTIMATED_ACCURACY_TEST, ESTIMATED_F1_TEST = "estimated accuracy", "estimated macro-F1"
 FIELD_PREDICTION_TEST = "predicted class (devices)"
 """The classes the devices themselves reported over MQTT, whatever version each one runs."""
 DAY, PRODUCTION_VERSION = "day", "production_version"
@@ -40,8 +45,10 @@ REPORT_SCHEMA = {
     DAY: pl.Date, PRODUCTION_VERSION: pl.String, "test": pl.String, "kind": pl.String, "statistic": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
     "effect": pl.Float64, "floor": pl.Float64, "drifted": pl.Boolean, "n_reference": pl.Int64, "n_current": pl.Int64,
     "reference_value": pl.Float64, "current_value": pl.Float64, "tested": pl.Boolean, "days": pl.Int64, "min_n": pl.Int64,
+    "low": pl.Float64, "high": pl.Float64,
 }
-"""``tested``: false when the test lacked rows (``n_current`` or ``n_reference`` below ``min_n``, even after pooling);
+"""``low``, ``high``: the band of an estimate (its sampling error; null for the tests).
+``tested``: false when the test lacked rows (``n_current`` or ``n_reference`` below ``min_n``, even after pooling);
 ``days``: how many days the current rows (or fresh labels) were pooled from."""
 _PSI_EPSILON = 1e-4
 
@@ -209,6 +216,13 @@ def stability(previous: pl.DataFrame | None, current: pl.DataFrame, numeric: lis
     return _finish(pl.DataFrame([row], schema={k: REPORT_SCHEMA[k] for k in row}), spec.p_value)
 
 
+def report_rows(rows: list[dict]) -> pl.DataFrame:
+    """Rows that are not tests (estimates, causes; ``drifted`` and ``tested`` given) in the report's columns."""
+    if not rows:
+        return empty_report()
+    return _finish(pl.DataFrame(rows, schema={k: REPORT_SCHEMA[k] for k in rows[0]}), 0.0)
+
+
 def _finish(table: pl.DataFrame, p_value: float) -> pl.DataFrame:
     """Fill the report's columns; ``drifted`` = significant after correction and above the floor;
     a row without a p-value was not tested (and did not drift)."""
@@ -244,15 +258,28 @@ class DriftSummary:
     untested: list[str] = field(default_factory=list)
     """Tests that lacked rows even after pooling, each as "name (n < min)": no evidence either way."""
     concept_tested: bool = True
+    estimated_accuracy: float | None = None
+    """The day's accuracy estimated without labels (``pipeline.estimation``); None: none was made."""
+    estimated_low: float | None = None
+    estimated_high: float | None = None
+    estimate_reliable: bool = False
+    """False when no estimate was made or the day's inputs left the region the reference covers."""
+    estimated_harm: bool = False
+    """A reliable estimate whose band lies below the reference accuracy beyond the tolerance."""
 
     @property
     def alarm(self) -> bool:
-        return self.data_drift or self.prediction_drift or self.concept_drift
+        return self.data_drift or self.prediction_drift or self.concept_drift or self.estimated_harm
+
+    @property
+    def covariate_only(self) -> bool:
+        """An alarm on the inputs or the predictions alone, no fresh-label evidence of a new rule."""
+        return (self.data_drift or self.prediction_drift) and not self.concept_drift
 
 
 def untested(report: pl.DataFrame) -> list[str]:
     """The report's tests that did not run, as "test (n < min)"."""
-    rows = report.filter(pl.col("tested").not_()) if "tested" in report.columns else report.clear()
+    rows = report.filter(pl.col("tested").not_() & pl.col("kind").is_in(TESTS)) if "tested" in report.columns else report.clear()
     def short(r: dict) -> int:  # the sample that fell short: today's (pooled) rows, else the reference
         return r["n_current"] if r["kind"] == CONCEPT or (r["n_current"] or 0) < r["min_n"] else r["n_reference"] or 0
 
@@ -262,7 +289,8 @@ def untested(report: pl.DataFrame) -> list[str]:
 def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -> DriftSummary:
     """Flags, numbers and a severity in [0, 1]: data drift counts up to 0.5 (by the share of inputs
     that drifted), prediction drift 0.3, concept drift up to 1 (the accuracy drop against the drop
-    that calls for a full retrain): only returned labels can say the model is wrong."""
+    that calls for a full retrain): only returned labels can say the model is wrong, or an estimate
+from calibrated probabilities that reads a drop beyond its band (counted as that drop would be)."""
     inputs = report.filter(pl.col("kind").is_in([NUMERIC, CATEGORICAL]))
     drifted = inputs.filter(pl.col("drifted"))["test"].to_list()
     ratios = (inputs["effect"] / inputs["floor"].replace(0.0, None)).drop_nulls()
@@ -270,12 +298,16 @@ def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -
     concept = report.filter(pl.col("kind") == CONCEPT)
     settled_rows = report.filter(pl.col("kind") == STABILITY)
     concept_row = concept.row(0, named=True) if concept.height else {}
+    estimated = report.filter((pl.col("kind") == ESTIMATE) & (pl.col("test") == ESTIMATED_ACCURACY_TEST))
+    estimate_row = estimated.row(0, named=True) if estimated.height else {}
+    harm = bool(estimate_row.get("drifted"))
     concept_drift = bool(concept_row.get("drifted"))
     drop = float(concept_row.get("effect") or 0.0)
     severity = max(
         0.5 * min(1.0, 4 * len(drifted) / max(n_features, 1)) if drifted else 0.0,
         0.3 if prediction["drifted"].any() else 0.0,
         min(1.0, drop / full_retrain_drop) if concept_drift else 0.0,
+        min(1.0, float(estimate_row["effect"]) / full_retrain_drop) if harm else 0.0,
     )
     return DriftSummary(
         data_drift=bool(drifted), drifted_features=drifted,
@@ -285,6 +317,8 @@ def summarise(report: pl.DataFrame, n_features: int, full_retrain_drop: float) -
         fresh_accuracy=concept_row.get("current_value"), reference_accuracy=concept_row.get("reference_value"),
         accuracy_drop=drop, settled=not (settled_rows.height and settled_rows["drifted"][0]), severity=round(severity, 4),
         untested=untested(report), concept_tested=bool(concept_row.get("tested", True)) if concept.height else True,
+        estimated_accuracy=estimate_row.get("statistic"), estimated_low=estimate_row.get("low"),
+        estimated_high=estimate_row.get("high"), estimate_reliable=bool(estimate_row.get("tested")), estimated_harm=harm,
     )
 
 
@@ -359,9 +393,10 @@ def drift_inputs(day: dt.date, production_version: str, reference: pl.DataFrame,
 
 def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np.ndarray], numeric: list[str],
                  categorical: list[str], classes: tuple[str, ...], drift: DataDriftSpec, concept: ConceptDriftSpec,
-                 detector: Detector) -> pl.DataFrame:
+                 detector: Detector, explain: Callable[[DriftInputs], list[pl.DataFrame]] | None = None) -> pl.DataFrame:
     """The whole report: inputs, day-over-day stability, predictions (recomputed centrally, and as
-    the devices reported them when they publish), fresh-label accuracy."""
+    the devices reported them when they publish), fresh-label accuracy, and what ``explain`` adds
+    from the same inputs (the estimated performance and the causes, as ``report_rows``)."""
     reference = predict_proba(inputs.reference).argmax(axis=1)
     parts = [
         data_drift(inputs.reference, inputs.current, numeric, categorical, drift, detector),
@@ -375,4 +410,5 @@ def drift_report(inputs: DriftInputs, predict_proba: Callable[[pl.DataFrame], np
     labels = inputs.fresh[LABEL].to_numpy()
     predicted = np.asarray(classes)[predict_proba(inputs.fresh).argmax(axis=1)] if inputs.fresh.height else np.array([])
     parts.append(concept_drift(predicted == labels, inputs.reference_accuracy, inputs.reference_test_rows, concept, inputs.fresh_days))
+    parts += explain(inputs) if explain else []
     return pl.concat(parts).with_columns(pl.lit(inputs.day).alias(DAY), pl.lit(inputs.production_version).alias(PRODUCTION_VERSION))

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import export, features as feature_lib, quantize, training_set as training_lib
+from pipeline.calibration import CALIBRATION_FILE
 from pipeline.code_version import code_version
 from pipeline.dataset import SITE, TIMESTAMP, DatasetConfig
 from pipeline.evaluation import EVALUATION_FILE
@@ -38,6 +39,7 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
                  "models": {"int8": quantize.INT8_FILE, "fp32": export.ONNX_FILE}},
         "derived_features": feature_lib.derived_feature_notes(config),
         "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
+        "calibration": _json(files[CALIBRATION_FILE]) if CALIBRATION_FILE in files else None,
         "reference": {"days": sorted({str(d) for d in reference_rows[TIMESTAMP].dt.date()}), "rows": reference_rows.height},
         "lineage": {
             "dataset": config.name, "partition": partition,

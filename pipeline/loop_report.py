@@ -33,10 +33,6 @@ from pipeline.registry import (
     ROLLBACK,
 )
 
-ESTIMATE, ESTIMATED_ACCURACY_TEST = "estimate", "estimated accuracy"
-"""The drift report's row that estimates the day's accuracy without labels (issue 19): ``kind``
-"estimate", ``test`` "estimated accuracy", the estimate in ``statistic`` and its band in the
-``low`` and ``high`` columns. Until drift reports carry it, the series stays empty and nothing is drawn."""
 TOP_FEATURES, TOP_REASONS = 8, 8
 
 
@@ -121,7 +117,7 @@ def drift_days(reports: pl.DataFrame, n_features: int, full_retrain_drop: float)
 def _estimate(report: pl.DataFrame) -> Estimate | None:
     if not {"low", "high"} <= set(report.columns):
         return None
-    rows = report.filter((pl.col("kind") == ESTIMATE) & (pl.col("test") == ESTIMATED_ACCURACY_TEST) & pl.col("statistic").is_not_null())
+    rows = report.filter((pl.col("kind") == drift.ESTIMATE) & (pl.col("test") == drift.ESTIMATED_ACCURACY_TEST) & pl.col("statistic").is_not_null())
     if rows.is_empty():
         return None
     row = rows.row(0, named=True)

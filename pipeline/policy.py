@@ -7,12 +7,18 @@ labels show a large accuracy drop (the old trees encode a rule that no longer ho
 incremental update otherwise. A concept alarm is not waited on: the labels show production is wrong
 now, and the follow-ups after a label-rule change (1, 2, 4, 8 days later) catch up with inputs still
 moving.
+With the estimate of performance without labels (``pipeline.estimation``, ``feedback.estimate``): a
+shift of the inputs whose estimated accuracy has not dropped beyond its band is recorded as "shift
+without harm" and not retrained for; an estimated drop retrains at once, before labels confirm it
+(not waited on, like a concept alarm). An unreliable estimate (inputs the reference never saw) is
+no evidence either way: the tests decide as before. The fresh-label concept test stays the
+authority: the estimate cannot see a new label rule, so it never vetoes a concept alarm.
 Hyper-parameters adapt to severity and data volume.
 """
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -121,6 +127,8 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     ``days_of_data``: partitions up to today (a first model waits for a full window); ``change_day``:
     the label-rule change the production model was retrained for, if any (its lineage)."""
     spec, window_days = config.feedback.policy, config.partitions.window_days
+    if not config.feedback.estimate.enabled:
+        summary = replace(summary, estimated_harm=False, estimate_reliable=False)
     teacher, student = adapted_hyperparameters(summary.severity, window_rows, config.training, spec)
 
     def decision(action: str, reason: str, event_key: str | None = None, change: dt.date | None = None) -> Decision:
@@ -142,7 +150,11 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     evidence = _evidence(summary)
     key = f"{production_version}@{start.isoformat()}"
     confirmed = summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop
-    if not summary.settled and waited < spec.max_wait_days and not summary.concept_drift:
+    if summary.covariate_only and summary.estimate_reliable and not summary.estimated_harm:
+        return decision(NONE, f"shift without harm: {evidence} since {start}, but the accuracy estimated without labels "
+                              f"{_band(summary)} has not dropped beyond its band from the reference "
+                              f"{summary.reference_accuracy or float('nan'):.3f}: no retrain")
+    if not summary.settled and waited < spec.max_wait_days and not (summary.concept_drift or summary.estimated_harm):
         return decision(WAIT, f"{evidence} since {start}; inputs still moving day over day, waiting for them "
                               f"to settle (day {waited} of at most {spec.max_wait_days})", key)
     change = start if summary.concept_drift else None
@@ -189,6 +201,8 @@ def _rows_per_day(report: pl.DataFrame) -> float:
 
 def _evidence(summary: DriftSummary) -> str:
     found = []
+    if summary.estimated_harm:
+        found.append(f"estimated accuracy without labels {_band(summary)} below the reference {summary.reference_accuracy or float('nan'):.3f}")
     if summary.data_drift:
         found.append(f"data drift in {', '.join(summary.drifted_features)}")
     if summary.prediction_drift:
@@ -197,3 +211,7 @@ def _evidence(summary: DriftSummary) -> str:
         found.append(f"concept drift (fresh-label accuracy {summary.fresh_accuracy:.3f} "
                      f"against {summary.reference_accuracy:.3f})")
     return "; ".join(found)
+
+
+def _band(summary: DriftSummary) -> str:
+    return f"{summary.estimated_accuracy or float('nan'):.3f} ({summary.estimated_low or float('nan'):.3f} .. {summary.estimated_high or float('nan'):.3f})"

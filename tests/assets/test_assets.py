@@ -195,7 +195,12 @@ def test_the_next_day_is_judged_against_the_production_model(graph_run):
     assert report["fresh_labels"] > 0 and 0.5 < report["fresh_label_accuracy"] <= 1
     assert _columns(report["features"])[:2] == ["feature", "kind"] and len(md.records(report["features"])) == 13
     frame = result.output_for_node("drift_report")
-    assert set(frame["kind"]) == {"numeric", "categorical", "stability", "prediction", "concept"}
+    assert set(frame["kind"]) - {"loss slice"} == {"numeric", "categorical", "stability", "prediction", "concept", "estimate", "attribution"}
+    # issue 19: the estimate without labels, checked on the labels that came back, and the causes
+    assert report["estimate_reliable"] == (report["estimated_accuracy"] == report["estimated_accuracy"])  # NaN when unreliable
+    assert not report["estimate_reliable"] or report["estimated_accuracy_low"] <= report["estimated_accuracy"] <= report["estimated_accuracy_high"]
+    assert report["estimate_error"] == pytest.approx(abs(report["fresh_estimated_accuracy"] - report["fresh_measured_accuracy"]))
+    assert len(report["top_causes"]) == 3 and report["cause_summary"].startswith("The model's attribution moved most on")
     policy = _metadata(result, "retraining_policy")
     decision = json.loads((data_dir / "artifacts" / "retraining_policy" / "2026-10-21" / "decision.json").read_text())
     assert policy["production_version"] == decision["production_version"] == production

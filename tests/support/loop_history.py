@@ -12,7 +12,8 @@ from unittest import mock
 import polars as pl
 
 from pipeline import drift
-from pipeline.loop_report import ESTIMATE, ESTIMATED_ACCURACY_TEST, DriftDay, InboxDay, LoopHistory, QuarantineDay, drift_days
+from pipeline.drift import ESTIMATE, ESTIMATED_ACCURACY_TEST
+from pipeline.loop_report import DriftDay, InboxDay, LoopHistory, QuarantineDay, drift_days
 from pipeline.registry import Canary, Registry
 
 FEATURES = ("temperature", "humidity", "firmware", "<script>alert('x')</script>", "load & wear")

@@ -126,3 +126,11 @@ def test_generated_streams_are_deterministic_minimal_and_change_where_they_say(t
     x, colour = np.random.default_rng(0).normal(size=(1000, 4)), np.zeros(1000, dtype=int)
     old, new = (concepts.labels(x, colour, np.full(1000, c)) for c in (0, 1))
     assert np.mean(old != new) > 0.2
+
+
+def test_the_timeline_carries_the_estimate_and_the_top_cause():
+    estimated = bt.BacktestDay(DAY, 100, 0.9, 0.8, {"static": 0.5}, True, False, "none", "shift without harm", "v1",
+                               estimated_accuracy=0.91234, top_cause="latency_ms")
+    frame = bt.timeline_frame([estimated, _day(1, 0.9)])
+    assert frame["estimated_accuracy"][0] == 0.9123 and frame["top_cause"].to_list() == ["latency_ms", ""]
+    assert frame["estimated_accuracy"].is_nan()[1]  # no estimate that day

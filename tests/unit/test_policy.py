@@ -165,3 +165,54 @@ def test_a_model_materialized_without_a_decision_is_a_full_retrain_on_request():
     decision = policy.on_request(DAY)
     assert decision.action == policy.FULL and decision.retrain and decision.change_day is None
     assert decision.reason == f"materialized on request (no policy decision for {DAY.isoformat()})"
+
+
+# issue 19: the estimate of accuracy without labels decides on shifts of the inputs alone
+HARMLESS = dict(estimated_accuracy=0.91, estimated_low=0.90, estimated_high=0.92, estimate_reliable=True, reference_accuracy=0.92)
+HARMFUL = dict(estimated_accuracy=0.80, estimated_low=0.79, estimated_high=0.81, estimate_reliable=True,
+               estimated_harm=True, reference_accuracy=0.92)
+
+
+def _with(summary: DriftSummary, **estimate) -> DriftSummary:
+    return DriftSummary(**{**summary.__dict__, **estimate})
+
+
+def _estimate_off():
+    return CONFIG.model_copy(update={"feedback": CONFIG.feedback.model_copy(update={
+        "estimate": CONFIG.feedback.estimate.model_copy(update={"enabled": False})})})
+
+
+def test_a_shift_without_estimated_harm_does_not_retrain_and_says_so():
+    for summary in (_with(DATA_DRIFT, **HARMLESS), _with(DATA_DRIFT, settled=True, **HARMLESS)):
+        decision = _decide(summary, _days(False, True, True))
+        assert decision.action == policy.NONE and decision.reason.startswith("shift without harm: data drift in firmware_version")
+        assert decision.event_key is None
+
+
+def test_an_estimated_drop_retrains_at_once_before_labels_confirm_it():
+    decision = _decide(_with(DATA_DRIFT, **HARMFUL), _days(False))  # first alarm day, inputs still moving
+    assert decision.action == policy.INCREMENTAL and decision.event_key == "v1@2026-10-17"
+    assert "estimated accuracy without labels 0.800 (0.790 .. 0.810) below the reference 0.920" in decision.reason
+    alone = _decide(DriftSummary(**HARMFUL), _days(False))  # no input test fired: the estimate is the alarm
+    assert alone.retrain
+
+
+def test_the_label_test_stays_the_authority_and_an_unreliable_or_disabled_estimate_changes_nothing():
+    assert _decide(_with(CONCEPT, **HARMLESS), _days(False)).action == policy.FULL  # the estimate cannot see a new rule
+    unreliable = _with(DATA_DRIFT, **{**HARMLESS, "estimate_reliable": False})
+    assert _decide(unreliable, _days(False)).action == policy.WAIT
+    settled = _with(DATA_DRIFT, settled=True, **HARMLESS)
+    off = policy.decide(DAY, settled, "v1", _days(False), 27_000, 60, _estimate_off())
+    assert off.action == policy.INCREMENTAL
+    assert policy.decide(DAY, _with(DATA_DRIFT, **HARMFUL), "v1", _days(False), 27_000, 60, _estimate_off()).action == policy.WAIT
+
+
+def test_the_estimate_rows_of_a_report_reach_the_summary():
+    estimate = {"test": drift.ESTIMATED_ACCURACY_TEST, "kind": drift.ESTIMATE, "statistic": 0.8, "low": 0.79, "high": 0.81,
+                "effect": 0.12, "floor": 0.03, "drifted": True, "tested": True, "n_current": 3840}
+    report = pl.concat([_report(DAY, "v1", True), drift.report_rows([estimate]).with_columns(
+        pl.lit(DAY).alias(drift.DAY), pl.lit("v1").alias(drift.PRODUCTION_VERSION))])
+    summary = drift.summarise(report, 13, SPEC.full_retrain_drop)
+    assert summary.estimated_harm and summary.estimate_reliable and summary.estimated_accuracy == 0.8
+    assert summary.untested == [] and summary.severity == 1.0
+    assert policy.decide_from_reports(DAY, report, CONFIG).retrain
