@@ -65,11 +65,7 @@ rollback: setup
 	$(BIN)/python -m deploy.rollback $(if $(VERSION),--version $(VERSION))
 
 bench: setup
-	$(BIN)/python -m benchmarks.run_all --record
-	$(BIN)/python -m benchmarks.labelling --record
-	$(BIN)/python -m benchmarks.federated --record
-	$(BIN)/python -m benchmarks.mqtt --record
-	$(BIN)/python -m benchmarks.scale --record
+	$(BIN)/python -m benchmarks.all --record
 
 broker: setup
 	$(BIN)/python -m deploy.broker
