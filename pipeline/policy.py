@@ -127,7 +127,7 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     ``days_of_data``: partitions up to today (a first model waits for a full window); ``change_day``:
     the label-rule change the production model was retrained for, if any (its lineage)."""
     spec, window_days = config.feedback.policy, config.partitions.window_days
-    if not config.feedback.estimate.enabled:
+    if not (config.feedback.estimate.enabled and config.feedback.estimate.acts):
         summary = replace(summary, estimated_harm=False, estimate_reliable=False)
     teacher, student = adapted_hyperparameters(summary.severity, window_rows, config.training, spec)
 

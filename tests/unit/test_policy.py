@@ -24,8 +24,9 @@ def _days(*alarms: bool, version: str = "v1") -> list[policy.DayState]:
     return [policy.DayState(DAY - dt.timedelta(days=len(alarms) - i), version, a) for i, a in enumerate(alarms)]
 
 
-def _decide(summary: DriftSummary, earlier: list[policy.DayState], version: str | None = "v1", days_of_data: int = 60) -> policy.Decision:
-    return policy.decide(DAY, summary, version, earlier, 27_000, days_of_data, CONFIG)
+def _decide(summary: DriftSummary, earlier: list[policy.DayState], version: str | None = "v1", days_of_data: int = 60,
+            config=CONFIG) -> policy.Decision:
+    return policy.decide(DAY, summary, version, earlier, 27_000, days_of_data, config)
 
 
 def test_no_drift_no_retrain():
@@ -177,34 +178,48 @@ def _with(summary: DriftSummary, **estimate) -> DriftSummary:
     return DriftSummary(**{**summary.__dict__, **estimate})
 
 
-def _estimate_off():
+def _estimate(**spec):
     return CONFIG.model_copy(update={"feedback": CONFIG.feedback.model_copy(update={
-        "estimate": CONFIG.feedback.estimate.model_copy(update={"enabled": False})})})
+        "estimate": CONFIG.feedback.estimate.model_copy(update=spec)})})
+
+
+ACTING = _estimate(acts=True)
+
+
+def _estimate_off():
+    return _estimate(enabled=False, acts=True)
 
 
 def test_a_shift_without_estimated_harm_does_not_retrain_and_says_so():
     for summary in (_with(DATA_DRIFT, **HARMLESS), _with(DATA_DRIFT, settled=True, **HARMLESS)):
-        decision = _decide(summary, _days(False, True, True))
+        decision = _decide(summary, _days(False, True, True), config=ACTING)
         assert decision.action == policy.NONE and decision.reason.startswith("shift without harm: data drift in firmware_version")
         assert decision.event_key is None
 
 
 def test_an_estimated_drop_retrains_at_once_before_labels_confirm_it():
-    decision = _decide(_with(DATA_DRIFT, **HARMFUL), _days(False))  # first alarm day, inputs still moving
+    decision = _decide(_with(DATA_DRIFT, **HARMFUL), _days(False), config=ACTING)  # first alarm day, inputs still moving
     assert decision.action == policy.INCREMENTAL and decision.event_key == "v1@2026-10-17"
     assert "estimated accuracy without labels 0.800 (0.790 .. 0.810) below the reference 0.920" in decision.reason
-    alone = _decide(DriftSummary(**HARMFUL), _days(False))  # no input test fired: the estimate is the alarm
+    alone = _decide(DriftSummary(**HARMFUL), _days(False), config=ACTING)  # no input test fired: the estimate is the alarm
     assert alone.retrain
 
 
 def test_the_label_test_stays_the_authority_and_an_unreliable_or_disabled_estimate_changes_nothing():
-    assert _decide(_with(CONCEPT, **HARMLESS), _days(False)).action == policy.FULL  # the estimate cannot see a new rule
+    assert _decide(_with(CONCEPT, **HARMLESS), _days(False), config=ACTING).action == policy.FULL  # it cannot see a new rule
     unreliable = _with(DATA_DRIFT, **{**HARMLESS, "estimate_reliable": False})
-    assert _decide(unreliable, _days(False)).action == policy.WAIT
+    assert _decide(unreliable, _days(False), config=ACTING).action == policy.WAIT
     settled = _with(DATA_DRIFT, settled=True, **HARMLESS)
     off = policy.decide(DAY, settled, "v1", _days(False), 27_000, 60, _estimate_off())
     assert off.action == policy.INCREMENTAL
     assert policy.decide(DAY, _with(DATA_DRIFT, **HARMFUL), "v1", _days(False), 27_000, 60, _estimate_off()).action == policy.WAIT
+
+
+def test_by_default_the_estimate_is_reported_but_the_policy_decides_from_the_tests():
+    assert not CONFIG.feedback.estimate.acts
+    assert _decide(_with(DATA_DRIFT, **HARMFUL), _days(False)).action == policy.WAIT
+    assert _decide(DriftSummary(**HARMFUL), _days(False)).action == policy.NONE
+    assert _decide(_with(DATA_DRIFT, settled=True, **HARMLESS), _days(False)).action == policy.INCREMENTAL
 
 
 def test_the_estimate_rows_of_a_report_reach_the_summary():
