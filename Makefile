@@ -36,15 +36,16 @@ run: setup
 ui: setup
 	exec $(BIN)/python -m deploy.ui --host 127.0.0.1 --port $(UI_PORT)
 
-# Test files are spread over one worker per core (a file's tests share its fixtures and stay together);
+# Test files are spread over one worker per core (a file's tests share its fixtures and stay together), in the
+# order tests/conftest.py gives them (the longest first, not xdist's most-tests-first);
 # TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The in-process tests only (no server, no subprocess): what to run while working.
 test-fast: setup
-	$(BIN)/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

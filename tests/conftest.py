@@ -86,6 +86,19 @@ def trained(config) -> Trained:
     return Trained(small, frame, teacher, fit_student(frame, teacher, small))
 
 
+LONGEST_FIRST = ("tests/e2e/test_ui_server.py", "tests/e2e/test_replay.py", "tests/e2e/")
+"""Where the longest tests are, longest first: run first, so that no worker of ``make test`` is
+left with one of them at the end while the other has nothing to do."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
+
 @pytest.fixture(autouse=True)
 def _processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse to start a process from a test that is not marked ``slow``. Every way Python starts one
