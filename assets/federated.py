@@ -23,7 +23,7 @@ import polars as pl
 from pydantic import Field
 
 from assets import metadata as md
-from assets.partitions import DAILY, DATASET, DATASET_PATH
+from assets.partitions import DAILY, SITE_NAMES, SITES
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, federated as fed
 from pipeline.dataset import LABEL, SITE
@@ -33,19 +33,8 @@ from pipeline.teacher import Teacher
 GROUP = "federated"
 
 
-def _partition_sites(sites: tuple[str, ...]) -> tuple[str, ...]:
-    """The sites, each checked to be usable as a partition key (a multi-partition key cannot hold them)."""
-    for site in sites:
-        if any(c in site for c in "|[],") or site != site.strip() or not site.isprintable():
-            raise ValueError(f"{DATASET_PATH}: site {site!r} cannot be a partition key (no | [ ] , or control "
-                             "characters): declare partitions.sites or rename the site in the files")
-    return sites
-
-
-SITE_NAMES = _partition_sites(fed.dataset_sites(DATASET))
 NOTHING_TO_FEDERATE = fed.too_few_sites(SITE_NAMES)
 """Why the federated group has nothing to do for this dataset (None when it has two sites or more)."""
-SITES = dg.StaticPartitionsDefinition(list(SITE_NAMES))
 SITE_DAILY = dg.MultiPartitionsDefinition({"date": DAILY, "site": SITES})
 with warnings.catch_warnings():  # beta in 1.13; the mapping is what a per-site asset of a day needs
     warnings.simplefilter("ignore", dg.BetaWarning)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline import federated as fed
 from pipeline.dataset import DATASET_ENV, DatasetConfig, DatasetConfigError, dataset_path, load_dataset_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +85,17 @@ def check_definition_fields(path: str | Path, config: DatasetConfig) -> None:
 
 WINDOW_INPUT = {"allow_missing_partitions": True}
 """Input metadata: days of a window that were never materialized are skipped, not an error."""
+
+
+def _partition_sites(sites: tuple[str, ...]) -> tuple[str, ...]:
+    """The sites, each checked to be usable as a partition key (a multi-partition key cannot hold them)."""
+    for site in sites:
+        if any(c in site for c in "|[],") or site != site.strip() or not site.isprintable():
+            raise ValueError(f"{DATASET_PATH}: site {site!r} cannot be a partition key (no | [ ] , or control "
+                             "characters): declare partitions.sites or rename the site in the files")
+    return sites
+
+
+SITE_NAMES = _partition_sites(fed.dataset_sites(DATASET))
+"""The dataset's sites (``pipeline.federated.dataset_sites``), read once when the definitions load."""
+SITES = dg.StaticPartitionsDefinition(list(SITE_NAMES))

@@ -17,12 +17,22 @@ FORBIDDEN = {"pipeline": ABOVE_PIPELINE, "assets": {"deploy", "definitions"}, "s
 MODULES = [(layer, path) for layer in FORBIDDEN for path in sorted((ROOT / layer).rglob("*.py"))]
 
 
-def imported_packages(source: str) -> set[str]:
-    """Top-level names of every absolute import in the source, including ones inside functions."""
+ASSET_LAYERS = ("data", "labelling", "training", "feedback", "model", "federated", "deployment", "release", "report")
+"""The asset modules, one per layer (``definitions.LAYERS``): they share helpers through ``assets/common.py``,
+``metadata.py``, ``partitions.py`` and ``resources.py``, and reach upstream assets by key or input, never by
+importing another layer's module (only ``assets/jobs.py`` gathers them, for its selections)."""
+
+
+def imported_modules(source: str) -> set[str]:
+    """Full dotted names of every absolute import in the source, including ones inside functions."""
     tree = ast.parse(source)
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
-    return {name.split(".")[0] for name in names}
+    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+
+
+def imported_packages(source: str) -> set[str]:
+    """Top-level names of every absolute import in the source."""
+    return {name.split(".")[0] for name in imported_modules(source)}
 
 
 @pytest.mark.parametrize(("layer", "path"), MODULES, ids=lambda v: v if isinstance(v, str) else str(v.relative_to(ROOT)))
@@ -34,3 +44,15 @@ def test_the_scan_sees_imports_inside_functions():
     """The scan above is only worth something if it can fail."""
     source = "import os.path\nfrom . import sibling\n\ndef launch():\n    from deploy.cli import main\n"
     assert imported_packages(source) == {"os", "deploy"}
+
+
+@pytest.mark.parametrize("layer", ASSET_LAYERS)
+def test_no_asset_layer_imports_another(layer: str):
+    others = {f"assets.{other}" for other in ASSET_LAYERS if other != layer}
+    assert not imported_modules((ROOT / "assets" / f"{layer}.py").read_text(encoding="utf-8")) & others
+
+
+def test_the_definitions_load_exactly_these_layers():
+    import definitions
+
+    assert tuple(module.__name__.removeprefix("assets.") for module in definitions.LAYERS) == ASSET_LAYERS
