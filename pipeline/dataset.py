@@ -221,6 +221,29 @@ class RecencySpec(_Strict):
     """A candidate window with fewer labelled training rows is not tried."""
 
 
+class TeacherSearchSpec(_Strict):
+    """Optuna's TPE search over the teacher's LightGBM parameters on full retrains (``pipeline.teacher_search``)."""
+
+    budget_seconds: float = Field(60.0, gt=0)
+    trials: int = Field(30, ge=1)
+
+
+class StudentSearchSpec(_Strict):
+    """Optuna's two-objective search of the student's shape: macro-F1 against single-row latency
+    (``pipeline.student_search``)."""
+
+    budget_seconds: float = Field(120.0, gt=0)
+    trials: int = Field(16, ge=1)
+
+
+class TuningSpec(_Strict):
+    """Hyper-parameter search inside the loop. ``enabled: false`` trains with the YAML's parameters as they are."""
+
+    enabled: bool = False
+    teacher: TeacherSearchSpec = TeacherSearchSpec()
+    student: StudentSearchSpec = StudentSearchSpec()
+
+
 class TrainingSpec(_Strict):
     seed: int = 7
     split: SplitSpec = SplitSpec()
@@ -228,6 +251,7 @@ class TrainingSpec(_Strict):
     student: StudentSpec = StudentSpec()
     federated: FederatedSpec = FederatedSpec()
     recency: RecencySpec = RecencySpec()
+    tuning: TuningSpec = TuningSpec()
 
 
 class DataDriftSpec(_Strict):
