@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_dataset(out: Path, rollout_day: int, warmup: int, devices_per_site: int | None,
-                  canary_min_labels: int | None) -> tuple[Path, dt.date]:
-    """The default dataset YAML with its partitions starting ``warmup + rollout_day`` days before the roll-out."""
+                  canary_min_labels: int | None, label_delay: int = 0, settings: tuple[str, ...] = ()) -> tuple[Path, dt.date]:
+    """The default dataset YAML with its partitions starting ``warmup + rollout_day`` days before the
+    roll-out, labels returning ``label_delay`` days late, and ``settings`` (``dotted.key=yaml value``) applied."""
     raw = yaml.safe_load((ROOT / "config" / "broadband.yaml").read_text())
     rollout = dt.date.fromisoformat(str(raw["simulator"]["drift"]["firmware_rollout"]["date"]))
     first = rollout - dt.timedelta(days=rollout_day + warmup)
@@ -33,9 +34,24 @@ def write_dataset(out: Path, rollout_day: int, warmup: int, devices_per_site: in
         raw["simulator"]["devices_per_site"] = devices_per_site
     if canary_min_labels:
         raw["deployment"]["canary"]["min_labels"] = canary_min_labels
+    raw["simulator"].setdefault("label_return", {})["delay_days"] = label_delay
+    for setting in settings:
+        apply_setting(raw, setting)
     path = out / "simulator.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, first
+
+
+def apply_setting(raw: dict, setting: str) -> None:
+    """``feedback.estimate.acts=true`` sets that key of the YAML (the value read as YAML)."""
+    key, separator, value = setting.partition("=")
+    if not separator or not key:
+        sys.exit(f"--set {setting!r}: expected dotted.key=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
 
 
 @config_errors_are_plain
@@ -48,13 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canary-min-labels", type=int, help="labels each arm of a gray release needs (a smaller "
                         "fleet returns fewer); default: the dataset's")
     parser.add_argument("--retrain-windows", default="", help="more nightly-retrain baselines, e.g. 1,3,14 (days of window)")
+    parser.add_argument("--label-delay", type=int, default=0, help="days before the simulator's labels start coming back "
+                        "(simulator.label_return.delay_days); a longer --warmup lets the first model see labels")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dataset setting for this replay, e.g. feedback.estimate.acts=true (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "replay")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out} is not empty: the replay starts from nothing (remove it or pass another --out)")
     out.mkdir(parents=True, exist_ok=True)
-    dataset, first = write_dataset(out, args.rollout_day, args.warmup, args.devices_per_site, args.canary_min_labels)
+    dataset, first = write_dataset(out, args.rollout_day, args.warmup, args.devices_per_site, args.canary_min_labels,
+                                   args.label_delay, tuple(args.settings))
     windows = [int(w) for w in args.retrain_windows.split(",") if w.strip()]
     summary = run(Options(dataset, out, args.warmup, args.days, retrain_windows=windows))
     print(json.dumps({k: summary[k] for k in ("days", "mean_accuracy", "events", "false_alarm_days")}, indent=2))

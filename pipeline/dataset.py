@@ -525,6 +525,8 @@ class LabelReturn(_Strict):
 
     fraction: float = Field(0.3, ge=0, le=1)
     max_lag_days: int = Field(3, ge=0)
+    delay_days: int = Field(0, ge=0)
+    """Days before any label comes back: a row's label returns ``delay_days`` + 0..``max_lag_days`` days after it."""
 
 
 class SiteProfile(_Strict):

@@ -199,14 +199,15 @@ def simulate_day(spec: SimulatorSpec, day: dt.date, dirty: bool = True) -> pl.Da
 def returned_labels(spec: SimulatorSpec, day: dt.date) -> pl.DataFrame:
     """The labels the ticket system hands back on ``day``: a fraction of past rows, after a lag.
 
-    Each observed row (day d) is returned with probability ``fraction`` after ``lag`` days drawn
-    uniformly from 0..max_lag, deterministically per (site, d); so the labels arriving on ``day``
-    come from rows of days ``day - max_lag .. day``. Columns: ts, device_id, fault.
+    Each observed row (day d) is returned with probability ``fraction`` after ``delay_days`` plus
+    ``lag`` days, ``lag`` drawn uniformly from 0..max_lag, deterministically per (site, d); so the
+    labels arriving on ``day`` come from rows of days ``day - delay - max_lag .. day - delay``.
+    Columns: ts, device_id, fault.
     """
     lr = spec.label_return
     parts = []
     for lag in range(lr.max_lag_days + 1):
-        observed = day - dt.timedelta(days=lag)
+        observed = day - dt.timedelta(days=lr.delay_days + lag)
         for site in spec.sites:
             rows = simulate_site_day(spec, site, observed).unique(subset=["ts", "device_id"], keep="first", maintain_order=True)
             rng = _rng(spec.seed, "labels", site, observed.isoformat())

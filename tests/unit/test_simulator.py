@@ -75,6 +75,18 @@ def test_returned_labels_are_a_late_partial_sample_of_true_labels(config):
     assert (joined[TRUTH] == joined[f"{TRUTH}_true"]).all()
 
 
+def test_a_label_delay_holds_every_label_back_by_that_many_days(config):
+    """The same rows come back, ``delay_days`` later: labels arriving on a day come from readings
+    ``delay .. delay + max_lag`` days before it."""
+    day, delay = dt.date(2026, 10, 27), 7
+    delayed = config.simulator.model_copy(update={"label_return": config.simulator.label_return.model_copy(update={"delay_days": delay})})
+    labels = returned_labels(delayed, day)
+    observed_days = labels["ts"].dt.date()
+    assert observed_days.max() <= day - dt.timedelta(days=delay)
+    assert observed_days.min() >= day - dt.timedelta(days=delay + config.simulator.label_return.max_lag_days)
+    assert labels.sort("ts", "device_id").equals(returned_labels(config.simulator, day - dt.timedelta(days=delay)).sort("ts", "device_id"))
+
+
 def test_a_teacher_trained_before_the_rollout_loses_ten_points_after_it(config):
     """The simulator's point: the seeds' 90% -> 70% story happens, so Evergreen has work to do."""
     rollout = config.simulator.drift.firmware_rollout.date
