@@ -6,6 +6,8 @@ data. The UI's launchpad runs them with their config; ``python -m deploy.rollbac
 rollback from a shell through the same job, so every move is a run in the instance's history.
 """
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -14,9 +16,9 @@ from assets import metadata as md
 from assets.common import actor, released_package
 from assets.partitions import DAILY, LABEL_LOOKBACK, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import labels, release, sample_sizes
+from pipeline import estimation, labels, release, sample_sizes
 from pipeline.dataset import LABEL, ROW_ID, TIMESTAMP
-from pipeline.registry import PRODUCTION
+from pipeline.registry import PRODUCTION, Canary, Version
 
 GROUP = "release"
 
@@ -44,12 +46,25 @@ def canary_report(context: dg.AssetExecutionContext, recent_features: pl.DataFra
     candidate, production = registry.get(canary.version), registry.get(PRODUCTION)
     verdict = release.judge_canary(day, canary, labelled, release.predictor(candidate), release.predictor(production), spec)
     return dg.MaterializeResult(metadata={
+        **_estimates(day, canary, recent_features, candidate, production, config.feedback.estimate.band_z),
         "canary_version": verdict.version, "production_version": production.version,
         "canary_sites": ", ".join(canary.sites), "verdict": verdict.verdict, "reason": verdict.reason,
         "days_observed": verdict.days_observed, "window_days": canary.window_days,
         "canary_rows": verdict.canary_rows, "canary_accuracy": md.metric(verdict.canary_accuracy),
         "control_rows": verdict.control_rows, "control_accuracy": md.metric(verdict.control_accuracy),
     })
+
+
+def _estimates(day: dt.date, canary: Canary, features: pl.DataFrame, candidate: Version, production: Version,
+               band_z: float) -> dict:
+    """Each arm's accuracy estimated on every row it served, labelled or not: the likely verdict
+    while the labels are pending."""
+    arms = release.estimate_arms(day, canary, features, estimation.calibrated_probabilities(candidate.directory, candidate.entry["preprocessing"]),
+                                 estimation.calibrated_probabilities(production.directory, production.entry["preprocessing"]), band_z)
+    return {f"{arm}_estimated_accuracy": md.metric(result.accuracy if result.rows else None) for arm, result in arms.items()} | {
+        "estimate": " vs ".join(f"{arm} {result.accuracy:.3f} ± {result.accuracy_band:.3f} on {result.rows} rows" if result.rows
+                                else f"{arm}: no rows served yet" for arm, result in arms.items())
+                    + " (estimated without labels, from each version's calibrated probabilities)"}
 
 
 class ConcludeCanaryConfig(dg.Config):

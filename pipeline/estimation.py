@@ -33,6 +33,8 @@ from pipeline import causes
 from pipeline.calibration import CALIBRATION_FILE, Calibrator
 from pipeline.dataset import LABEL, SITE, DatasetConfig, EstimateSpec
 from pipeline.drift import ESTIMATE, ESTIMATED_ACCURACY_TEST, ESTIMATED_F1_TEST, DriftInputs, monitored_features, report_rows
+from pipeline.encoding import student_matrix
+from pipeline.student import Student
 from pipeline.teacher import Teacher
 
 UNSEEN_TEST = "rows outside the reference"
@@ -141,6 +143,13 @@ def estimate_report(inputs: DriftInputs, calibrated: Callable[[pl.DataFrame], np
         rows.append(_estimate_row(FRESH_ESTIMATE_TEST, estimate(scored, spec.band_z), inputs.reference_accuracy,
                                   fresh_reliable, spec, inputs.fresh_days, measured))
     return report_rows(rows)
+
+
+def calibrated_probabilities(directory: Path, preprocessing: dict) -> Callable[[pl.DataFrame], np.ndarray]:
+    """A registered version's calibrated class probabilities (its student's, temperature-scaled): what
+    its estimate is made from, in the drift report and in a gray release."""
+    student, calibrator = Student.load(directory), Calibrator.load(directory / CALIBRATION_FILE)
+    return lambda frame: calibrator.apply(student.predict_proba(student_matrix(frame, preprocessing)))
 
 
 def explainer(directory: Path, entry: dict, probabilities: Callable[[pl.DataFrame], np.ndarray],

@@ -19,6 +19,7 @@ import polars as pl
 
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.encoding import student_matrix
+from pipeline.estimation import Estimate, estimate
 from pipeline.evergreen_edge import EdgeModel, trusted_public_key
 from pipeline.export import ONNX_FILE, onnx_session
 from pipeline.quantize import INT8_FILE, Comparison
@@ -27,6 +28,8 @@ from pipeline.training_set import SPLIT, TEST
 
 Predictor = Callable[[pl.DataFrame], np.ndarray]
 """Rows -> predicted class names."""
+Calibrated = Callable[[pl.DataFrame], np.ndarray]
+"""Rows -> calibrated class probabilities."""
 
 ROLL_OUT, ROLL_BACK, PENDING = "roll_out", "roll_back", "pending"
 
@@ -201,6 +204,17 @@ def judge_canary(day: dt.date, canary: Canary, labelled: pl.DataFrame, canary_mo
     verdict, reason = _verdict(day, canary, n, accuracy, spec)
     return CanaryVerdict(canary.version, day, observed, n["canary"], accuracy["canary"], n["control"],
                          accuracy["control"], verdict, reason)
+
+
+def estimate_arms(day: dt.date, canary: Canary, features: pl.DataFrame, canary_model: Calibrated,
+                  control_model: Calibrated, band_z: float) -> dict[str, Estimate]:
+    """Each arm's accuracy estimated without labels (``pipeline.estimation``), on every row it served
+    since the gray release began: what the verdict will likely be while the labels are pending."""
+    served = features.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.first_day, day))
+    on_canary = pl.col(SITE).is_in(list(canary.sites))
+    return {name: estimate(model(rows) if rows.height else np.empty((0, 0)), band_z)
+            for name, rows, model in (("canary", served.filter(on_canary), canary_model),
+                                      ("control", served.filter(~on_canary), control_model))}
 
 
 EARLY_Z, EARLY_MIN_ROWS = 2.326, 20

@@ -132,6 +132,9 @@ def test_a_good_candidate_serves_the_canary_site_first(scenario):
     assert package["version"] == version and package["served_to"] == released["canary_sites"]
     pending, judged = (_metadata(scenario.runs[f"ingest {day}"], "canary_report") for day in JUDGED)
     assert (pending["verdict"], pending["canary_version"]) == ("pending", version)
+    # while its labels are pending, each arm's accuracy is estimated on the rows it served
+    assert 0.5 < pending["canary_estimated_accuracy"] <= 1 and 0.5 < pending["control_estimated_accuracy"] <= 1
+    assert pending["estimate"].startswith("canary 0.") and " vs control 0." in pending["estimate"]
     assert judged["verdict"] == "roll_out" and judged["days_observed"] == 2
     assert judged["canary_rows"] >= 30 and judged["control_rows"] >= 30
     assert judged["canary_sites"] == released["canary_sites"]

@@ -112,6 +112,20 @@ def test_the_canary_waits_for_its_window_and_enough_labels_then_decides():
     assert sparse.verdict == release.PENDING and "too few" in sparse.reason
 
 
+def test_each_arm_is_estimated_on_every_row_it_served_since_the_release():
+    canary = Canary("v2", ("east",), "2026-10-01", window_days=2)
+    served = _labelled([dt.date(2026, 10, d) for d in (1, 2, 3)], 60)
+    sure = lambda frame: np.tile([0.9, 0.1], (frame.height, 1))  # noqa: E731
+    unsure = lambda frame: np.tile([0.6, 0.4], (frame.height, 1))  # noqa: E731
+    arms = release.estimate_arms(dt.date(2026, 10, 2), canary, served, sure, unsure, band_z=1.96)
+    # 10-01 was served by production everywhere; on 10-02 each arm served its site's 60 rows
+    assert (arms["canary"].rows, arms["control"].rows) == (60, 60)
+    assert arms["canary"].accuracy == pytest.approx(0.9) and arms["control"].accuracy == pytest.approx(0.6)
+    assert arms["canary"].accuracy_band == pytest.approx(1.96 * np.sqrt(60 * 0.09) / 60)
+    before = release.estimate_arms(dt.date(2026, 10, 1), canary, served, sure, unsure, band_z=1.96)
+    assert before["canary"].rows == 0 and np.isnan(before["canary"].accuracy)
+
+
 def test_a_canary_clearly_better_than_production_rolls_out_before_its_window_ends():
     canary = Canary("v2", ("east",), "2026-10-01", window_days=2)  # serves 10-02 and 10-03
     right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
