@@ -13,6 +13,8 @@ The kinds:
 - ``gradual``: the new rule takes over a growing share of rows over ``transition_days``.
 - ``recurring``: the rule alternates between two concepts every ``period_days``.
 - ``covariate``: the inputs move (one feature's mean shifts, a category becomes common), the rule stays.
+- ``wandering``: the inputs drift a little every day (their means and the colours' shares follow a
+  random walk from ``drift_day`` on), the rule stays: many input-drift alarms, few of them harmful.
 - ``stationary``: nothing changes (for false alarms).
 
 ``DEVELOPMENT`` are the streams Evergreen may be tuned on; ``HELD_OUT`` are kept aside for the final
@@ -30,7 +32,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-Kind = Literal["sudden", "gradual", "recurring", "covariate", "stationary"]
+Kind = Literal["sudden", "gradual", "recurring", "covariate", "wandering", "stationary"]
 COLOURS = ("red", "green", "blue", "grey")
 NUMERIC = ("x1", "x2", "x3", "x4")
 
@@ -67,6 +69,7 @@ DEVELOPMENT = (
     StreamSpec("gradual", "gradual", seed=2),
     StreamSpec("recurring", "recurring", seed=3),
     StreamSpec("covariate", "covariate", seed=4),
+    StreamSpec("wandering", "wandering", drift_day=14, seed=7),
     StreamSpec("small_days", "sudden", rows_per_day=48, days=60, drift_day=35, seed=5),
     StreamSpec("stationary", "stationary", seed=6),
 )
@@ -75,6 +78,7 @@ HELD_OUT = (
     StreamSpec("heldout_gradual", "gradual", rows_per_day=800, drift_day=15, transition_days=10, seed=102),
     StreamSpec("heldout_recurring_small", "recurring", rows_per_day=72, days=56, drift_day=20, period_days=12, seed=103),
     StreamSpec("heldout_covariate3", "covariate", classes=3, drift_day=19, seed=104),
+    StreamSpec("heldout_wandering3", "wandering", classes=3, rows_per_day=1000, drift_day=14, seed=105),
 )
 STREAMS = {s.name: s for s in (*DEVELOPMENT, *HELD_OUT)}
 
@@ -126,8 +130,20 @@ def _inputs(spec: StreamSpec, index: int, n: int, rng: np.random.Generator) -> t
         x[:, 0] += 1.5 * ramp
         x[:, 2] *= 1 + 0.5 * ramp
         colour_p = (1 - ramp) * colour_p + ramp * np.array([0.1, 0.2, 0.2, 0.5])
+    if spec.kind == "wandering" and index >= spec.drift_day:
+        means, colour_logits = _wander(spec, index)
+        x += means
+        colour_p = np.exp(np.log(colour_p) + colour_logits) / np.exp(np.log(colour_p) + colour_logits).sum()
     colour = rng.choice(len(COLOURS), size=n, p=colour_p)
     return x, colour
+
+
+def _wander(spec: StreamSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a wandering stream's inputs are on day ``index``: the sum of daily steps since ``drift_day``
+    (0.25 sd per numeric input, 0.3 in the colours' log-odds), the same for every row of a day."""
+    steps = np.random.default_rng([spec.seed, 20_000]).normal(0, 1, (spec.days, len(NUMERIC) + len(COLOURS)))
+    walked = steps[spec.drift_day:index + 1].sum(axis=0)
+    return 0.25 * walked[:len(NUMERIC)], 0.3 * walked[len(NUMERIC):]
 
 
 def generate_day(spec: StreamSpec, index: int, concepts: _Concepts) -> pl.DataFrame:

@@ -134,3 +134,17 @@ def test_the_timeline_carries_the_estimate_and_the_top_cause():
     frame = bt.timeline_frame([estimated, _day(1, 0.9)])
     assert frame["estimated_accuracy"][0] == 0.9123 and frame["top_cause"].to_list() == ["latency_ms", ""]
     assert frame["estimated_accuracy"].is_nan()[1]  # no estimate that day
+
+
+def test_a_wandering_stream_moves_its_inputs_a_little_every_day_and_keeps_its_rule():
+    spec = replace(streams.STREAMS["wandering"], rows_per_day=2000, days=24, drift_day=4)
+    concepts = streams._Concepts(np.random.default_rng([spec.seed, 10_000]), spec.classes)
+    means = [streams.generate_day(spec, i, concepts).select(list(streams.NUMERIC)).mean().row(0) for i in range(spec.days)]
+    steps = np.abs(np.diff(np.array(means), axis=0)).max(axis=1)
+    assert steps[:3].max() < 0.1  # before drift_day: only sampling noise
+    assert np.median(steps[4:]) > 0.15  # then every day moves (0.25 sd steps)
+    day = streams.generate_day(spec, 20, concepts)
+    x = day.select(list(streams.NUMERIC)).to_numpy()
+    colour = np.array([streams.COLOURS.index(c) for c in day["colour"]])
+    agreement = np.mean(concepts.labels(x, colour, np.zeros(len(x), dtype=int)) == day["y"].to_numpy())
+    assert agreement > 0.95  # the first rule still labels every row (up to the 3% label noise)
