@@ -49,6 +49,8 @@ class Options:
     label_delay: int = 0
     events: list[dt.date] = field(default_factory=list)
     retrain_windows: list[int] = field(default_factory=list)
+    settings: tuple[str, ...] = ()
+    """``dotted.key=yaml value`` dataset settings for this backtest only."""
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -61,11 +63,14 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--event", action="append", default=[], type=dt.date.fromisoformat,
                         help="a day the world is known to have changed (repeatable): days to alarm and recovery are reported")
     parser.add_argument("--retrain-windows", default="", help="more nightly-retrain baselines, e.g. 1,3,14 (days of window)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dataset setting for this backtest, e.g. feedback.estimate.acts=true (repeatable)")
     args = parser.parse_args(argv)
     if args.warmup < 2 or args.label_delay < 0:
         parser.error("--warmup needs at least 2 days and --label-delay cannot be negative")
     windows = [int(w) for w in args.retrain_windows.split(",") if w.strip()]
-    return Options(args.dataset.resolve(), args.out.resolve(), args.warmup, args.days, args.label_delay, args.event, windows)
+    return Options(args.dataset.resolve(), args.out.resolve(), args.warmup, args.days, args.label_delay, args.event, windows,
+                   tuple(args.settings))
 
 
 @config_errors_are_plain
@@ -80,6 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def apply_setting(raw: dict, setting: str) -> None:
+    """``feedback.estimate.acts=true`` sets that key of a dataset YAML's mapping (the value read as YAML)."""
+    key, separator, value = setting.partition("=")
+    if not separator or not key:
+        sys.exit(f"--set {setting!r}: expected dotted.key=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+
+
 def staged_dataset(options: Options) -> tuple[Path, DatasetConfig]:
     """The user's YAML, extended so its landing folder is the backtest's own (days land one by one)."""
     user = load_dataset_config(options.dataset)
@@ -89,6 +106,8 @@ def staged_dataset(options: Options) -> tuple[Path, DatasetConfig]:
     override: dict = {"extends": str(options.dataset)}
     if user.landing_dir is not None:
         override["source"] = {"landing_dir": str(options.out / "landing")}
+    for setting in options.settings:
+        apply_setting(override, setting)
     path = options.out / "dataset.yaml"
     path.write_text(yaml.safe_dump(override, sort_keys=False))
     return path, user

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from deploy.backtest import Options, run
+from deploy.backtest import Options, apply_setting, run
 from deploy.cli import config_errors_are_plain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,18 +40,6 @@ def write_dataset(out: Path, rollout_day: int, warmup: int, devices_per_site: in
     path = out / "simulator.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, first
-
-
-def apply_setting(raw: dict, setting: str) -> None:
-    """``feedback.estimate.acts=true`` sets that key of the YAML (the value read as YAML)."""
-    key, separator, value = setting.partition("=")
-    if not separator or not key:
-        sys.exit(f"--set {setting!r}: expected dotted.key=value")
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(value)
 
 
 @config_errors_are_plain
