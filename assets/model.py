@@ -134,7 +134,7 @@ def _search_metadata(search: StudentSearch) -> dict:
         "search_trials": md.table(trials, SEARCH_COLUMNS),
         "search_pareto_front": md.table([t.to_json() for t in search.front], SEARCH_COLUMNS),
         "search_pareto_plot": dg.MetadataValue.md(evaluation_lib.png_markdown(
-            evaluation_lib.pareto_png(trials, chosen, search.max_latency_us), "validation macro-F1 against single-row latency")),
+            evaluation_lib.pareto_png(trials, chosen, search.gates.max_latency_us), "validation macro-F1 against single-row latency")),
         "search_chosen": dg.MetadataValue.json(chosen or {}), "search_reason": search.reason,
         "search_study": search.study, "search_seconds": md.seconds(search.seconds),
     }
@@ -146,6 +146,7 @@ SEARCH_COLUMNS = [
     md.Column("quantize_first_layer", "bool", "the first layer int8 too (else fp32)"),
     md.Column("macro_f1", "float", "int8 model, validation split"),
     md.Column("latency_us", "float", "median single-row µs through the edge runtime, int8, one thread"),
+    md.Column("package_bytes", "int", "estimated size of its package"),
     md.Column("pareto", "bool", "no other trial of this search is as accurate and faster"),
     md.Column("warm_start", "bool", "the YAML's student"), md.Column("seconds", "float", "distil, export, measure"),
 ]

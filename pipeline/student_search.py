@@ -10,8 +10,9 @@ runtime's own ``OnnxModel`` on one thread. The search is bounded by ``tuning.stu
 can only be judged against what would have shipped without it.
 
 The chosen point is the most accurate of this search's Pareto front whose latency fits the package
-budget (``deployment.gates.max_latency_us``); when none fits, the YAML's student is kept and the
-reason says so. The study lives in Optuna's storage under ``<dataset>/student``: a later retrain
+budget (``deployment.gates.max_latency_us``), and whose package would fit ``max_package_bytes``
+(``edge_package.estimated_bytes``: the package gate checks both, and a wide three-layer student
+outgrows 100 KB); when none fits, the YAML's student is kept and the reason says so. The study lives in Optuna's storage under ``<dataset>/student``: a later retrain
 continues it (the sampler learns from earlier searches' trials), but only this search's trials are
 candidates, since only they were measured on this data.
 
@@ -30,8 +31,8 @@ import numpy as np
 import optuna
 import polars as pl
 
-from pipeline import quantize, release
-from pipeline.dataset import DatasetConfig, StudentSearchSpec, StudentSpec
+from pipeline import edge_package, quantize, release
+from pipeline.dataset import DatasetConfig, GateSpec, StudentSearchSpec, StudentSpec
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.evaluation import classification_metrics
 from pipeline.evergreen_edge import OnnxModel
@@ -49,13 +50,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per trial 
 
 @dataclass(frozen=True)
 class Trial:
-    """One measured shape: its validation macro-F1 and single-row latency as shipped (int8)."""
+    """One measured shape: its validation macro-F1, single-row latency and package size as shipped (int8)."""
 
     number: int
     hidden: tuple[int, ...]
     quantize_first_layer: bool
     macro_f1: float
     latency_us: float
+    package_bytes: int
     seconds: float
     warm_start: bool = False
     pareto: bool = False
@@ -77,7 +79,7 @@ class StudentSearch:
     chosen: Trial | None
     """None: no Pareto point fits the latency budget, and the YAML's student is kept."""
     reason: str
-    max_latency_us: float
+    gates: GateSpec
     seconds: float
     student: Student
 
@@ -88,7 +90,8 @@ class StudentSearch:
     def summary(self) -> dict:
         """What the shipped student records of the search (``Student.search``), for the lineage."""
         return {"study": self.study, "trials": len(self.trials), "seconds": round(self.seconds, 1),
-                "max_latency_us": self.max_latency_us, "reason": self.reason,
+                "max_latency_us": self.gates.max_latency_us, "max_package_bytes": self.gates.max_package_bytes,
+                "reason": self.reason,
                 "chosen": self.chosen.to_json() if self.chosen else None}
 
 
@@ -113,15 +116,18 @@ class _Judge:
         return cls(student_matrix(validation, preprocessing), label_codes(validation, config.classes), validation,
                    calibration, preprocessing, config.classes)
 
-    def measure(self, student: Student) -> tuple[float, float]:
-        """Validation macro-F1 and median single-row µs of the student's int8 model, as shipped."""
+    def measure(self, student: Student) -> tuple[float, float, int]:
+        """Validation macro-F1 and median single-row µs of the student's int8 model, as shipped, and
+        the estimated bytes of its package."""
         with tempfile.TemporaryDirectory(prefix="evergreen-student-search-") as tmp:
             fp32, int8 = Path(tmp) / ONNX_FILE, Path(tmp) / quantize.INT8_FILE
             quantize.export_student(student, fp32, int8, self.calibration)
-            model = OnnxModel(int8.read_bytes(), self.preprocessing, self.classes)
+            models = {path.name: path.read_bytes() for path in (fp32, int8)}
+        model = OnnxModel(models[int8.name], self.preprocessing, self.classes)
         predicted = model.predict_proba_encoded(self.matrix).argmax(axis=1)
         macro_f1 = classification_metrics(self.labels, predicted, self.classes)["macro_f1"]
-        return macro_f1, release.row_latency_us(model, self.raw, LATENCY_CALLS)
+        return (macro_f1, release.row_latency_us(model, self.raw, LATENCY_CALLS),
+                edge_package.estimated_bytes(models, self.preprocessing))
 
 
 def study_name(config: DatasetConfig) -> str:
@@ -163,18 +169,20 @@ def search_student(training_set: pl.DataFrame, teacher: Teacher, config: Dataset
         began = time.perf_counter()
         hidden, first_layer = _suggest(trial, space)
         student = _quantized(fit_student(training_set, teacher, config, with_hidden(spec, hidden), start), first_layer)
-        macro_f1, latency_us = judge.measure(student)
+        macro_f1, latency_us, package_bytes = judge.measure(student)
         students[trial.number] = student
-        trials.append(Trial(trial.number, hidden, first_layer, macro_f1, latency_us, time.perf_counter() - began,
+        trials.append(Trial(trial.number, hidden, first_layer, macro_f1, latency_us, package_bytes, time.perf_counter() - began,
                             bool(trial.user_attrs.get(WARM_START))))
+        trial.set_user_attr("package_bytes", package_bytes)
         return macro_f1, latency_us
 
     study.optimize(objective, n_trials=tuning.trials, timeout=tuning.budget_seconds)
     marked = _mark_front(trials)
-    chosen, reason = choose(marked, config.deployment.gates.max_latency_us)
+    gates = config.deployment.gates
+    chosen, reason = choose(marked, gates)
     warm = next(t for t in marked if t.warm_start)
-    search = StudentSearch(study_name(config), marked, chosen, reason, config.deployment.gates.max_latency_us,
-                           time.perf_counter() - started, students[(chosen or warm).number])
+    search = StudentSearch(study_name(config), marked, chosen, reason, gates, time.perf_counter() - started,
+                           students[(chosen or warm).number])
     search.student.search = search.summary()
     return search
 
@@ -211,20 +219,25 @@ def _mark_front(trials: list[Trial]) -> list[Trial]:
     return [Trial(**{**asdict(t), "pareto": not any(o.dominates(t) for o in trials)}) for t in trials]
 
 
-def choose(trials: list[Trial], max_latency_us: float) -> tuple[Trial | None, str]:
-    """The most accurate Pareto point within the latency budget (the faster on a tie), and why; None
-    when no point fits, and the YAML's student (the warm start) is kept."""
+def choose(trials: list[Trial], gates: GateSpec) -> tuple[Trial | None, str]:
+    """The most accurate trial (the faster on a tie) within the package gate's latency and size
+    budgets, and why; None when none fits, and the YAML's student (the warm start) is kept. Within
+    the latency budget the most accurate trial is a Pareto point; only the size budget can pick one
+    off the front."""
     front = [t for t in trials if t.pareto]
-    fitting = [t for t in front if t.latency_us <= max_latency_us]
+    fitting = [t for t in trials if t.latency_us <= gates.max_latency_us and t.package_bytes <= gates.max_package_bytes]
     warm = next(t for t in trials if t.warm_start)
+    budget = f"the {gates.max_latency_us:g} µs and {gates.max_package_bytes:,} byte budgets"
     yaml = f"the YAML's student {_shape(warm)}: macro-F1 {warm.macro_f1:.4f} at {warm.latency_us:.1f} µs"
     if not fitting:
-        fastest = min(front, key=lambda t: t.latency_us)
-        return None, (f"no Pareto point fits the {max_latency_us:g} µs budget (the fastest, {_shape(fastest)}, takes "
-                      f"{fastest.latency_us:.1f} µs): the YAML's student is kept; {yaml}")
+        fastest = min(trials, key=lambda t: t.latency_us)
+        return None, (f"no trial fits {budget} (the fastest, {_shape(fastest)}, takes {fastest.latency_us:.1f} µs, "
+                      f"about {fastest.package_bytes:,} bytes): the YAML's student is kept; {yaml}")
     best = max(fitting, key=lambda t: (t.macro_f1, -t.latency_us))
-    return best, (f"{_shape(best)}: the best validation macro-F1 ({best.macro_f1:.4f}) of the {len(front)} Pareto points "
-                  f"of {len(trials)} trials, at {best.latency_us:.1f} µs within the {max_latency_us:g} µs budget; {yaml}")
+    where = "of the Pareto front" if best.pareto else "within the size budget (the more accurate Pareto points outgrow it)"
+    return best, (f"{_shape(best)}: the best validation macro-F1 ({best.macro_f1:.4f}) {where} ({len(front)} points of "
+                  f"{len(trials)} trials), at {best.latency_us:.1f} µs and about {best.package_bytes:,} bytes, within "
+                  f"{budget}; {yaml}")
 
 
 def _shape(trial: Trial) -> str:

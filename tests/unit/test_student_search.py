@@ -62,9 +62,10 @@ def test_the_warm_start_is_the_yaml_student_and_trial_0(search: StudentSearch, s
 
 
 def test_the_chosen_point_is_the_most_accurate_within_the_latency_budget(search: StudentSearch):
-    chosen = search.chosen
-    assert chosen is not None and chosen.pareto and chosen.latency_us <= search.max_latency_us
-    assert chosen.macro_f1 == max(t.macro_f1 for t in search.front if t.latency_us <= search.max_latency_us)
+    chosen, gates = search.chosen, search.gates
+    assert chosen is not None and chosen.pareto and chosen.latency_us <= gates.max_latency_us
+    assert chosen.package_bytes <= gates.max_package_bytes
+    assert chosen.macro_f1 == max(t.macro_f1 for t in search.front if t.latency_us <= gates.max_latency_us)
     student = search.student
     assert tuple(student.architecture["hidden"]) == chosen.hidden == tuple(student.hyperparameters["hidden"])
     assert student.quantize_first_layer == chosen.quantize_first_layer
@@ -72,8 +73,17 @@ def test_the_chosen_point_is_the_most_accurate_within_the_latency_budget(search:
 
 
 def test_no_point_within_the_budget_keeps_the_yaml_student(search: StudentSearch):
-    chosen, reason = choose(search.trials, max_latency_us=0.001)
-    assert chosen is None and "no Pareto point fits the 0.001 µs budget" in reason and "YAML's student is kept" in reason
+    chosen, reason = choose(search.trials, search.gates.model_copy(update={"max_latency_us": 0.001}))
+    assert chosen is None and "no trial fits the 0.001 µs" in reason and "YAML's student is kept" in reason
+
+
+def test_a_student_whose_package_outgrows_the_size_budget_is_not_chosen(search: StudentSearch):
+    """The package gate checks the size too: a wide three-layer student outgrows 100 KB."""
+    biggest = max(search.trials, key=lambda t: t.package_bytes)
+    smaller = [t for t in search.trials if t.package_bytes < biggest.package_bytes]
+    chosen, reason = choose(search.trials, search.gates.model_copy(update={"max_package_bytes": biggest.package_bytes - 1}))
+    assert chosen is not None and chosen in smaller
+    assert chosen.macro_f1 == max(t.macro_f1 for t in smaller) and "byte budgets" in reason
 
 
 def test_a_later_search_continues_the_study_and_keeps_the_yaml_student_over_budget(trained, spec, storage, search):
@@ -87,7 +97,7 @@ def test_a_later_search_continues_the_study_and_keeps_the_yaml_student_over_budg
 
 def test_the_pareto_plot_is_a_png(search: StudentSearch):
     chosen = search.chosen.to_json() if search.chosen else None
-    assert pareto_png([t.to_json() for t in search.trials], chosen, search.max_latency_us).startswith(b"\x89PNG")
+    assert pareto_png([t.to_json() for t in search.trials], chosen, search.gates.max_latency_us).startswith(b"\x89PNG")
 
 
 def test_tuning_off_trains_exactly_the_configured_student(trained, spec):
@@ -126,3 +136,23 @@ def test_the_first_layer_choice_travels_with_the_student_to_the_int8_onnx(traine
     assert (first_gemm.input[0] == INPUT_NAME) == (not first_layer)
     int8_weights = [i for i in graph.initializer if i.name.endswith("weight_quantized") and i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) == len(student.architecture["hidden"]) + (1 if first_layer else 0)
+
+
+def test_the_lineage_records_the_chosen_shape_and_why(trained, search: StudentSearch, tmp_path: Path):
+    from pipeline.evaluation import EVALUATION_FILE, EvaluationReport, evaluate_models
+    from pipeline.lineage import version_entry
+    from pipeline.reference_rows import reference_rows
+    from pipeline.registry import REFERENCE_FILE
+    from pipeline.student import ARCHITECTURE_FILE
+    from pipeline.teacher import PREPROCESSING_FILE
+    from pipeline.teacher_update import UPDATE_FILE, WINDOW, Attempt, TeacherUpdate
+
+    config, frame = tuned(trained.config), trained.frame
+    TeacherUpdate(trained.teacher, WINDOW, "full", attempts=[Attempt(WINDOW, 1.0)]).save(tmp_path)
+    search.student.save(tmp_path)
+    EvaluationReport(evaluate_models(frame, trained.teacher, search.student, config)).save(tmp_path)
+    reference_rows(frame, config).write_parquet(tmp_path / REFERENCE_FILE)
+    files = {name: tmp_path / name for name in (PREPROCESSING_FILE, UPDATE_FILE, ARCHITECTURE_FILE, EVALUATION_FILE, REFERENCE_FILE)}
+    lineage = version_entry(files, frame, "2026-10-04", "run-1", None, config)["lineage"]
+    assert lineage["student_search"] == search.summary() and lineage["student_search"]["reason"] == search.reason
+    assert lineage["params"]["student"]["hidden"] == list(search.student.architecture["hidden"])
