@@ -10,16 +10,18 @@ runtime's own ``OnnxModel`` on one thread. The search is bounded by ``tuning.stu
 can only be judged against what would have shipped without it.
 
 The chosen point is the most accurate of this search's Pareto front whose latency fits the package
-budget (``deployment.gates.max_latency_us``), and whose package would fit ``max_package_bytes``
+budget (``deployment.gates.max_latency_us``) and whose package would fit ``max_package_bytes``
 (``edge_package.estimated_bytes``: the package gate checks both, and a wide three-layer student
-outgrows 100 KB); when none fits, the YAML's student is kept and the reason says so. The study lives in Optuna's storage under ``<dataset>/student``: a later retrain
-continues it (the sampler learns from earlier searches' trials), but only this search's trials are
-candidates, since only they were measured on this data.
+outgrows 100 KB); when none fits, the YAML's student is kept and the reason says so. The study
+lives in Optuna's storage under ``<dataset>/student``: a later retrain continues it (the sampler
+learns from earlier searches' trials), but only this search's trials are candidates, since only
+they were measured on this data.
 
 The search runs on full retrains with ``tuning.enabled``; an incremental update keeps the production
 student's shape (``train_student``). Single-row latency on a shared machine is noisy: a trial's
-figure is a median over ``LATENCY_CALLS`` calls, which ranks shapes that differ by a few µs only
-roughly.
+figure is a median over ``LATENCY_CALLS`` calls, which ranks shapes a few tenths of a µs apart only
+roughly, and since the sampler reads those figures, two runs of the same seed may try different
+shapes after the first random ones (``benchmarks/student_search.py``).
 """
 
 import tempfile
@@ -77,7 +79,7 @@ class StudentSearch:
     study: str
     trials: list[Trial]
     chosen: Trial | None
-    """None: no Pareto point fits the latency budget, and the YAML's student is kept."""
+    """None: no trial fits the package gate's budgets, and the YAML's student is kept."""
     reason: str
     gates: GateSpec
     seconds: float
@@ -160,10 +162,9 @@ def search_student(training_set: pl.DataFrame, teacher: Teacher, config: Dataset
     study = optuna.create_study(study_name=study_name(config), storage=storage, load_if_exists=True,
                                 directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=config.training.seed))
     study.enqueue_trial(_params(spec.hidden, False), user_attrs={WARM_START: True})
+    space = _space(tuning, spec.hidden)
     students: dict[int, Student] = {}
     trials: list[Trial] = []
-
-    space = _space(tuning, spec.hidden)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         began = time.perf_counter()
@@ -173,7 +174,6 @@ def search_student(training_set: pl.DataFrame, teacher: Teacher, config: Dataset
         students[trial.number] = student
         trials.append(Trial(trial.number, hidden, first_layer, macro_f1, latency_us, package_bytes, time.perf_counter() - began,
                             bool(trial.user_attrs.get(WARM_START))))
-        trial.set_user_attr("package_bytes", package_bytes)
         return macro_f1, latency_us
 
     study.optimize(objective, n_trials=tuning.trials, timeout=tuning.budget_seconds)
