@@ -156,3 +156,13 @@ def test_the_lineage_records_the_chosen_shape_and_why(trained, search: StudentSe
     lineage = version_entry(files, frame, "2026-10-04", "run-1", None, config)["lineage"]
     assert lineage["student_search"] == search.summary() and lineage["student_search"]["reason"] == search.reason
     assert lineage["params"]["student"]["hidden"] == list(search.student.architecture["hidden"])
+
+
+@pytest.mark.parametrize("field", ["widths", "depths"])
+def test_a_search_range_upside_down_is_a_config_error(field: str):
+    from pydantic import ValidationError
+
+    from pipeline.dataset import StudentSearchSpec
+
+    with pytest.raises(ValidationError, match=rf"tuning.student.{field}: need 1 <= low <= high, got \[3, 2\]"):
+        StudentSearchSpec.model_validate({field: (3, 2)})
