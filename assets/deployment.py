@@ -25,7 +25,7 @@ from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Ver
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.teacher_update import UPDATE_FILE
-from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
+from pipeline.training_set import SPLIT, TEST, VALIDATION
 
 GROUP = "deployment"
 
@@ -33,7 +33,6 @@ EXPORT_CHECKS = {
     "torch_parity": "ONNX Runtime reproduces torch's probabilities on held-out rows",
     "int8_accuracy": "the int8 model loses at most the configured macro-F1 against fp32 on held-out rows",
 }
-CALIBRATION_ROWS = 5000
 
 
 @dg.asset(
@@ -42,16 +41,14 @@ CALIBRATION_ROWS = 5000
 )
 def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_model: Teacher, dataset: DatasetResource):
     """The student exported to fp32 ONNX (dynamic batch) and quantized to static int8 (QDQ, scales
-    calibrated on training rows), both checked on the held-out validation rows: fp32 against
-    torch, int8 against fp32. A failure blocks everything downstream. The models are built in a
+    calibrated on training rows; the first layer too when the student search chose it), both
+    checked on the held-out validation rows: fp32 against torch, int8 against fp32. A failure blocks everything downstream. The models are built in a
     scratch folder; the artifact IO manager publishes them."""
     config, student, preprocessing = dataset.load(), student_model, teacher_model.preprocessing
     with tempfile.TemporaryDirectory() as scratch:
         fp32, int8 = Path(scratch) / export.ONNX_FILE, Path(scratch) / quantize.INT8_FILE
-        export.export_onnx(student, fp32)
-        train = training_window.filter(pl.col(SPLIT) == TRAIN)
-        calibration = train.sample(min(train.height, CALIBRATION_ROWS), seed=config.training.seed)
-        quantize.quantize_int8(fp32, int8, student_matrix(calibration, preprocessing))
+        calibration = quantize.calibration_rows(training_window, config.training.seed)
+        quantize.export_student(student, fp32, int8, student_matrix(calibration, preprocessing))
         held_out = training_window.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
         matrix = student_matrix(held_out, preprocessing)
         parity = export.check_parity(student, fp32, matrix)

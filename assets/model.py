@@ -6,6 +6,7 @@ manager (``assets/artifact_io_manager.py``), as typed inputs: every edge they tr
 """
 
 import datetime as dt
+import os
 
 import dagster as dg
 import polars as pl
@@ -18,7 +19,8 @@ from pipeline import evaluation as evaluation_lib, policy, recency
 from pipeline.federated import read_weights
 from pipeline.policy import Decision
 from pipeline.registry import PRODUCTION
-from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, fit_student, transfer_counts
+from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, transfer_counts
+from pipeline.student_search import StudentSearch, train_student
 from pipeline.teacher import Teacher
 from pipeline.teacher_update import TeacherUpdate, update_teacher
 from pipeline.training_set import SPLIT, UNLABELLED
@@ -100,10 +102,16 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     unlabelled and augmented rows), mixed with the rows' labels (alpha); the epoch with the best
     validation loss is kept, and the learning curves are plotted. Starts from scratch or, with
     ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
-    the retraining policy adapted them to the data volume."""
+    the retraining policy adapted them to the data volume. With ``tuning.enabled``, a full retrain
+    searches the student's shape (width, depth, int8 first layer) for validation macro-F1 against
+    single-row latency, and an incremental update keeps the production student's shape."""
     config, teacher = dataset.load(), teacher_model
-    spec = adapted_spec(training_window, config, _decision(context, retraining_policy).student)
-    student = fit_student(training_window, teacher, config, spec, _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None)
+    decision = _decision(context, retraining_policy)
+    spec = adapted_spec(training_window, config, decision.student)
+    start = _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None
+    production = _production_student(storage) if config.training.tuning.enabled else None
+    student, search = train_student(training_window, teacher, config, spec, decision.action, production, start,
+                                    _tuning_storage_url(storage) if config.training.tuning.enabled else None)
     best = min(student.history, key=lambda h: h["validation_loss"])
     curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
     return dg.Output(student, metadata={
@@ -115,7 +123,49 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         "temperature": spec.temperature, "alpha": spec.alpha,
         "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
+        **(_search_metadata(search) if search else {}),
     })
+
+
+def _search_metadata(search: StudentSearch) -> dict:
+    trials = [t.to_json() for t in search.trials]
+    chosen = search.chosen.to_json() if search.chosen else None
+    return {
+        "search_trials": md.table(trials, SEARCH_COLUMNS),
+        "search_pareto_front": md.table([t.to_json() for t in search.front], SEARCH_COLUMNS),
+        "search_pareto_plot": dg.MetadataValue.md(evaluation_lib.png_markdown(
+            evaluation_lib.pareto_png(trials, chosen, search.gates.max_latency_us), "validation macro-F1 against single-row latency")),
+        "search_chosen": dg.MetadataValue.json(chosen or {}), "search_reason": search.reason,
+        "search_study": search.study, "search_seconds": md.seconds(search.seconds),
+    }
+
+
+SEARCH_COLUMNS = [
+    md.Column("number", "int", "the trial's number in the study (earlier searches' trials come first)"),
+    md.Column("hidden", description="hidden layer widths"), md.Column("depth", "int"),
+    md.Column("quantize_first_layer", "bool", "the first layer int8 too (else fp32)"),
+    md.Column("macro_f1", "float", "int8 model, validation split"),
+    md.Column("latency_us", "float", "median single-row µs through the edge runtime, int8, one thread"),
+    md.Column("package_bytes", "int", "estimated size of its package"),
+    md.Column("pareto", "bool", "no other trial of this search is as accurate and faster"),
+    md.Column("warm_start", "bool", "the YAML's student"), md.Column("seconds", "float", "distil, export, measure"),
+]
+
+
+def _production_student(storage: StorageResource) -> Student | None:
+    """The production version's student, whose shape an incremental update keeps when tuning is on."""
+    registry = storage.registry
+    return Student.load(registry.get(PRODUCTION).directory) if registry.has_alias(PRODUCTION) else None
+
+
+def _tuning_storage_url(storage: StorageResource) -> str:
+    """Where Optuna's studies live. STOPGAP (issue 22, student half): the teacher half's tuning
+    resource replaces this at merge (same default: SQLite beside the data, or ``EVERGREEN_TUNING_STORAGE``)."""
+    if url := os.environ.get("EVERGREEN_TUNING_STORAGE"):
+        return url
+    path = storage.root / "tuning" / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
 
 
 def _federated_start(storage: StorageResource, day: str, teacher: Teacher) -> tuple[str, Weights] | None:

@@ -234,6 +234,21 @@ class StudentSearchSpec(_Strict):
 
     budget_seconds: float = Field(120.0, gt=0)
     trials: int = Field(16, ge=1)
+    widths: tuple[int, int] = (8, 128)
+    """Narrowest and widest hidden layer, searched on a log scale (a range, not a list of choices: a
+    range may change between retrains of the same study, Optuna's categorical choices may not)."""
+    depths: tuple[int, int] = (1, 3)
+    """Fewest and most hidden layers."""
+    quantize_first_layer: bool = True
+    """Whether the search may quantize the first layer too (false: it stays fp32, as measured in
+    ``pipeline.quantize``)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "StudentSearchSpec":
+        for name, (low, high) in (("widths", self.widths), ("depths", self.depths)):
+            if not 1 <= low <= high:
+                raise ValueError(f"tuning.student.{name}: need 1 <= low <= high, got [{low}, {high}]")
+        return self
 
 
 class TuningSpec(_Strict):

@@ -11,6 +11,7 @@ renamed into place.
 
 import base64
 import hashlib
+import io
 import json
 import zipfile
 from collections.abc import Mapping
@@ -78,6 +79,18 @@ def build_package(version: Version, models: Mapping[str, str], target: Path, sig
             _add(archive, runtime.MANIFEST, manifest_bytes)
             _add(archive, runtime.SIGNATURE, json.dumps(signature, indent=2, sort_keys=True).encode("utf-8"))
     return manifest
+
+
+def estimated_bytes(models: Mapping[str, bytes], preprocessing: Mapping) -> int:
+    """About the size of a package shipping ``models`` (file name -> bytes): their deflated zip with
+    the runtime and the preprocessing constants, short of the manifest's other fields and the
+    signature (a few KB). What the student search can know of a model before there is a version."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in {**models, RUNTIME_FILE: Path(runtime.__file__).read_bytes(),
+                           runtime.MANIFEST: json.dumps({"preprocessing": preprocessing}, indent=2).encode("utf-8")}.items():
+            _add(archive, name, data)
+    return len(buffer.getvalue())
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:

@@ -83,6 +83,27 @@ def learning_curve_png(curves: dict[str, list[float]], x_label: str) -> bytes:
     return _png(fig)
 
 
+def pareto_png(points: list[dict], chosen: dict | None, max_latency_us: float) -> bytes:
+    """Macro-F1 against single-row latency of a search's trials (``latency_us``, ``macro_f1``,
+    ``pareto``, ``warm_start``), its Pareto front joined, the chosen point and the warm start marked,
+    and the latency budget when it is near enough to show."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.4, 3.0), dpi=72)
+    ax.scatter([p["latency_us"] for p in points], [p["macro_f1"] for p in points], s=14, color="0.6", label="trial")
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: p["latency_us"])
+    ax.plot([p["latency_us"] for p in front], [p["macro_f1"] for p in front], marker="o", markersize=4, label="Pareto front")
+    for point, marker, label in ((next(p for p in points if p["warm_start"]), "s", "YAML's student"), (chosen, "*", "chosen")):
+        if point is not None:
+            ax.scatter([point["latency_us"]], [point["macro_f1"]], marker=marker, s=90, facecolors="none", edgecolors="C3", label=label)
+    if max_latency_us <= 1.5 * max(p["latency_us"] for p in points):
+        ax.axvline(max_latency_us, color="C3", linestyle=":", linewidth=1, label="latency budget")
+    ax.set_xlabel("single-row latency, µs (int8, edge runtime)", fontsize=8)
+    ax.set_ylabel("validation macro-F1", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def _pyplot():
     """pyplot on the Agg backend (no display), imported only when a plot is drawn."""
     import matplotlib

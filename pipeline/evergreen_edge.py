@@ -430,31 +430,24 @@ def _hashed(source: _Archive | _Folder, name: str, expected: str) -> bytes:
 # --- The model --------------------------------------------------------------------------------
 
 
-class EdgeModel:
-    """A verified package's model at one precision (the manifest's default unless asked), ready to
-    predict raw feature rows.
+class OnnxModel:
+    """A student's ONNX bytes with the preprocessing and classes they need, ready to predict raw
+    feature rows. It trusts its bytes: a device only ever makes one as an ``EdgeModel``, which
+    verifies the package first; the trainer makes one of a model it has just built, to time it as
+    a device runs it (the student search).
 
     ``predict_row`` writes into one input and one output buffer bound to the session (IO binding),
-    which saves the per-call conversions of ``session.run``: an ``EdgeModel`` serves one thread's
+    which saves the per-call conversions of ``session.run``: a model serves one thread's
     ``predict_row`` calls at a time. The batch methods are safe from any thread.
     """
 
-    def __init__(self, package: str | Path, public_key: bytes | str | Path | None = None, *,
-                 precision: str | None = None, threads: int = 1):
-        self.package = verify_package(package, trusted_public_key(public_key))
-        self.manifest = self.package.manifest
-        self.precision = precision or self.manifest["models"]["default"]
-        self.session = _session(self._model_bytes(), threads)
+    def __init__(self, model: bytes, preprocessing: Mapping, classes: Sequence[str], threads: int = 1):
+        self.session = _session(model, threads)
         self.input_name = self.session.get_inputs()[0].name
-        self.classes = list(self.manifest["classes"])
-        self.encoder = Encoder(self.manifest["preprocessing"])
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.encoder = Encoder(preprocessing)
         self._bind_row_buffers()
-
-    def _model_bytes(self) -> bytes:
-        precisions = self.manifest["models"]["precisions"]
-        if self.precision not in precisions:
-            raise PackageError(f"{self.package.path / MANIFEST}: no {self.precision!r} model (the package has {sorted(precisions)})")
-        return self.package.files[precisions[self.precision]["file"]]
 
     def _bind_row_buffers(self) -> None:
         """One input row and one output row, bound to the session once for every ``predict_row``."""
@@ -468,7 +461,7 @@ class EdgeModel:
 
     @property
     def feature_order(self) -> list[str]:
-        return list(self.manifest["feature_order"])
+        return list(self.preprocessing["feature_order"])
 
     @property
     def numeric_features(self) -> set[str]:
@@ -491,6 +484,27 @@ class EdgeModel:
 
     def predict(self, columns: Mapping[str, Column]) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(columns).argmax(axis=1)]
+
+
+class EdgeModel(OnnxModel):
+    """A verified package's model at one precision (the manifest's default unless asked)."""
+
+    def __init__(self, package: str | Path, public_key: bytes | str | Path | None = None, *,
+                 precision: str | None = None, threads: int = 1):
+        self.package = verify_package(package, trusted_public_key(public_key))
+        self.manifest = self.package.manifest
+        self.precision = precision or self.manifest["models"]["default"]
+        super().__init__(self._model_bytes(), self.manifest["preprocessing"], self.manifest["classes"], threads)
+
+    def _model_bytes(self) -> bytes:
+        precisions = self.manifest["models"]["precisions"]
+        if self.precision not in precisions:
+            raise PackageError(f"{self.package.path / MANIFEST}: no {self.precision!r} model (the package has {sorted(precisions)})")
+        return self.package.files[precisions[self.precision]["file"]]
+
+    @property
+    def feature_order(self) -> list[str]:
+        return list(self.manifest["feature_order"])
 
 
 def _session(model: bytes, threads: int) -> "onnxruntime.InferenceSession":

@@ -48,6 +48,7 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
             "sites": sorted(training_set[SITE].unique().to_list()),
             "teacher_update": {"method": update["method"], "reason": update["reason"]},
             "change_day": change_day,
+            "student_search": student.get("search", {}),  # the shape a search chose and why; empty: none ran
             # models trained before the effective values were kept: the configured ones, as recorded then
             "params": {**configured, "teacher": update.get("params", configured["teacher"]),
                        "student": student.get("hyperparameters", configured["student"])},

@@ -21,6 +21,10 @@ The defaults were chosen by measurement on validation rows of six students of th
   logits is removed, so the last layer fuses into a QGemm with float output: one kernel fewer per
   call, and probabilities not rounded to 1/256 steps.
 
+The student search (``pipeline.student_search``) may still choose to quantize the first layer of a
+student whose macro-F1 it costs little, for the latency it saves: the student carries that choice
+(``Student.quantize_first_layer``) and ``export_student`` follows it.
+
 The int8 file is about 28% smaller and as fast on large batches, but one row takes about 1.2x
 the fp32 time: most of a call is the fixed cost of a run, and int8 adds a QuantizeLinear kernel
 while a one-row QGemm is no faster than fp32's fused Gemm at these sizes.
@@ -34,15 +38,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import polars as pl
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import accuracy_score, f1_score
 
 from pipeline import atomic
-from pipeline.export import INPUT_NAME, ONNX_FILE, onnx_session
+from pipeline.export import INPUT_NAME, ONNX_FILE, export_onnx, onnx_session
+from pipeline.student import Student
+from pipeline.training_set import SPLIT, TRAIN
 
 INT8_FILE = "student.int8.onnx"
-CALIBRATION_BATCH = 1024
+CALIBRATION_BATCH, CALIBRATION_ROWS = 1024, 5000
 # Pre-processing logs "Performing symbolic shape inference..." at INFO on every call.
 logging.getLogger("onnxruntime.quantization.shape_inference").setLevel(logging.WARNING)
 
@@ -93,6 +100,19 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray, opt
         if options.float_logits:
             _float_logits(out)
         onnx.checker.check_model(out)
+
+
+def calibration_rows(training_set: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """The training rows (at most ``CALIBRATION_ROWS``, sampled) that set the activation scales."""
+    train = training_set.filter(pl.col(SPLIT) == TRAIN)
+    return train.sample(min(train.height, CALIBRATION_ROWS), seed=seed)
+
+
+def export_student(student: Student, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """The student as it ships: fp32 ONNX and its static int8 version, the first layer quantized too
+    only when the student says so (a choice of the student search)."""
+    export_onnx(student, fp32_path)
+    quantize_int8(fp32_path, int8_path, calibration, Options(float_input_layer=not student.quantize_first_layer))
 
 
 def _first_layer(model: onnx.ModelProto) -> str:

@@ -20,7 +20,7 @@ import polars as pl
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.encoding import student_matrix
 from pipeline.estimation import Estimate, estimate
-from pipeline.evergreen_edge import EdgeModel, trusted_public_key
+from pipeline.evergreen_edge import EdgeModel, OnnxModel, trusted_public_key
 from pipeline.export import ONNX_FILE, onnx_session
 from pipeline.quantize import INT8_FILE, Comparison
 from pipeline.registry import Canary, Version
@@ -131,9 +131,14 @@ def regression_gate(rows: pl.DataFrame, candidate: Predictor, production: Predic
 def single_row_latency_us(package: Path, public_key: Path, rows: pl.DataFrame, calls: int = 2000) -> float:
     """Median time to predict one raw row with the package's default model through the edge
     runtime, after verifying it as a device does (one thread)."""
-    model = EdgeModel(package, trusted_public_key(public_key))
+    return row_latency_us(EdgeModel(package, trusted_public_key(public_key)), rows, calls)
+
+
+def row_latency_us(model: OnnxModel, rows: pl.DataFrame, calls: int) -> float:
+    """Median time of ``model.predict_row`` over ``calls`` calls cycling through ``rows`` (raw), after
+    a warm-up: the first calls allocate."""
     records = rows.select(model.feature_order).to_dicts()
-    for record in records[:50]:  # warm-up: first calls allocate
+    for record in records[:50]:
         model.predict_row(record)
     timings = []
     for i in range(calls):

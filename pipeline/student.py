@@ -102,6 +102,11 @@ class Student:
     """Where training started: ``scratch`` or the federated weights it was initialised from."""
     hyperparameters: dict = field(default_factory=dict)
     """The spec it was fitted with (after the policy's adaptation), for the registry's lineage."""
+    quantize_first_layer: bool = False
+    """Whether its int8 model quantizes the first layer too (``pipeline.quantize``: fp32 unless the
+    student search chose otherwise)."""
+    search: dict = field(default_factory=dict)
+    """The student search's chosen point and why, when a search chose this shape; empty otherwise."""
 
     @property
     def parameters(self) -> int:
@@ -116,7 +121,8 @@ class Student:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(directory / WEIGHTS_FILE) as tmp:
             torch.save(self.model.state_dict(), tmp)
-        meta = {**self.architecture, "history": self.history, "start": self.start, "hyperparameters": self.hyperparameters}
+        meta = {**self.architecture, "history": self.history, "start": self.start, "hyperparameters": self.hyperparameters,
+                "quantize_first_layer": self.quantize_first_layer, "search": self.search}
         atomic.write_text(directory / ARCHITECTURE_FILE, json.dumps(meta, indent=2))
 
     @classmethod
@@ -126,7 +132,7 @@ class Student:
         model.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
         model.eval()
         return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"], meta.get("start", "scratch"),
-                   meta.get("hyperparameters", {}))
+                   meta.get("hyperparameters", {}), meta.get("quantize_first_layer", False), meta.get("search", {}))
 
 
 TRANSFER_ROWS = {
