@@ -186,7 +186,7 @@ def main() -> int:
     from pipeline.dataset import load_dataset_config
     from pipeline.student import fit_student
     from pipeline.teacher import fit_teacher
-    from tests.helpers import days_from, training_frame
+    from tests.support.helpers import days_from, training_frame
 
     started = time.perf_counter()
     config = load_dataset_config(ROOT / "config" / "broadband.yaml")

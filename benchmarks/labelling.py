@@ -38,7 +38,7 @@ def window(config, cache: Path) -> pl.DataFrame:
     """Feature rows of the window with their true label (cached: simulating is the slow part)."""
     path = cache / f"window-{WINDOW_START}-{WINDOW_DAYS}.parquet"
     if not path.exists():
-        from tests.helpers import days_from, labelled_features
+        from tests.support.helpers import days_from, labelled_features
         labelled_features(config, days_from(WINDOW_START, WINDOW_DAYS)).write_parquet(path)
     return pl.read_parquet(path)
 

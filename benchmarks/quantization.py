@@ -40,7 +40,7 @@ from pipeline.quantize import CalibrationRows, Options, compare, quantize_int8
 from pipeline.student import fit_student
 from pipeline.teacher import fit_teacher
 from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
-from tests.helpers import days_from, training_frame
+from tests.support.helpers import days_from, training_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_ROW_CALLS, ROUNDS = 10_000, 20

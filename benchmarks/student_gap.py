@@ -164,14 +164,14 @@ def sized_config(config: DatasetConfig, devices_per_site: int, seed: int) -> Dat
 def next_day_rows(frame: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
     """Every row of the day after the frame's newest, with the simulator's true label: what the
     served student meets, and ten times the test split's rows."""
-    from tests.helpers import labelled_features
+    from tests.support.helpers import labelled_features
 
     return labelled_features(config, [frame[TIMESTAMP].dt.date().max() + dt.timedelta(days=1)])
 
 
 def simulated_frame(config: DatasetConfig) -> pl.DataFrame:
     from benchmarks.student_speed import DAYS, START
-    from tests.helpers import days_from, training_frame
+    from tests.support.helpers import days_from, training_frame
 
     return training_frame(config, days_from(START, DAYS))
 

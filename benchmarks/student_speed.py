@@ -23,7 +23,7 @@ DAYS, START = 7, dt.date(2026, 10, 1)
 def training_frame(config, saved: Path | None) -> pl.DataFrame:
     if saved and saved.is_file():
         return pl.read_parquet(saved)
-    from tests.helpers import days_from, training_frame as simulated
+    from tests.support.helpers import days_from, training_frame as simulated
 
     frame = simulated(config, days_from(START, DAYS))
     if saved:
