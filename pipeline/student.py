@@ -150,6 +150,23 @@ def transfer_set(training_set: pl.DataFrame, spec: StudentSpec) -> pl.DataFrame:
     return training_set.filter(keep)
 
 
+def unseen_category_copies(transfer: pl.DataFrame, categorical: list[str], share: float, seed: int) -> pl.DataFrame:
+    """Copies of a ``share`` of the labelled rows with categorical inputs blanked (each with probability
+    0.5, at least one per row), as unlabelled rows: the teacher's scores on them teach the student what a
+    category it never saw means (see ``StudentSpec.unseen_category_copies``)."""
+    labelled = transfer.filter(TRANSFER_ROWS["labelled"])
+    if not categorical or share <= 0 or not labelled.height:
+        return transfer.head(0)
+    copies = labelled.sample(fraction=share, seed=seed)
+    rng = np.random.default_rng(seed)
+    blank = rng.random((copies.height, len(categorical))) < 0.5
+    blank[np.arange(copies.height), rng.integers(0, len(categorical), copies.height)] = True
+    return copies.with_columns(
+        *(pl.when(pl.Series(blank[:, i])).then(None).otherwise(pl.col(name)).alias(name) for i, name in enumerate(categorical)),
+        pl.lit(UNLABELLED).alias(SPLIT),
+    )
+
+
 def transfer_counts(training_set: pl.DataFrame, spec: StudentSpec) -> dict[str, int]:
     return {kind: training_set.filter(TRANSFER_ROWS[kind]).height for kind in spec.transfer}
 
@@ -283,7 +300,10 @@ def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetCon
     ``start`` (a name and weights, e.g. the federated global model) replaces the random start when
     its shapes fit, and the student records which start it had."""
     spec = spec or config.training.student
-    train = student_data(transfer_set(training_set, spec), teacher, config, spec)
+    transfer = transfer_set(training_set, spec)
+    categorical = [f.name for f in config.categorical_features]
+    transfer = pl.concat([transfer, unseen_category_copies(transfer, categorical, spec.unseen_category_copies, config.training.seed)])
+    train = student_data(transfer, teacher, config, spec)
     validation = student_data(training_set.filter(pl.col(SPLIT) == VALIDATION), teacher, config, spec)
     seed = config.training.seed
     model = new_model(train.x.shape[1], train.soft.shape[1], spec, seed)

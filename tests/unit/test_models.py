@@ -17,12 +17,14 @@ from pipeline.student import (
     adapted_spec,
     new_model,
     student_data,
+    fit_student,
     train_epochs,
     transfer_set,
+    unseen_category_copies,
     validation_loss,
 )
 from pipeline.teacher import MODEL_FILE, Teacher
-from pipeline.training_set import SPLIT, TEST
+from pipeline.training_set import SPLIT, TEST, TRAIN, UNLABELLED
 
 
 def test_teacher_is_saved_as_lightgbm_text_and_reloads_identically(trained, tmp_path: Path):
@@ -124,3 +126,33 @@ def test_student_batch_and_epochs_follow_the_transfer_set_unless_the_policy_size
 def test_student_schedule_allows_three_times_the_target_steps(rows, batch, epochs):
     """Room for early stopping: capped at the target, runs on the simulator ended still improving."""
     assert student_schedule(rows, 1500) == {"batch_size": batch, "epochs": epochs}
+
+
+def test_unseen_category_copies_blank_categories_of_labelled_rows_and_carry_no_label(trained):
+    config, frame = trained.config, trained.frame
+    categorical = [f.name for f in config.categorical_features]
+    transfer = transfer_set(frame, config.training.student)
+    labelled = transfer.filter(pl.col(SPLIT) == TRAIN).height
+    copies = unseen_category_copies(transfer, categorical, 0.5, seed=7)
+    assert copies.height == round(labelled * 0.5) and copies[SPLIT].unique().to_list() == [UNLABELLED]
+    blanked = copies.select(pl.any_horizontal(pl.col(categorical).is_null())).to_series()
+    assert blanked.all()  # every copy has at least one category nobody saw
+    assert 0.3 < copies.select(pl.col(categorical).is_null().mean()).row(0)[0] < 0.8
+    assert copies.drop(categorical, SPLIT).equals(transfer.filter(pl.col(SPLIT) == TRAIN).sample(fraction=0.5, seed=7).drop(categorical, SPLIT))
+    assert unseen_category_copies(transfer, categorical, 0.0, seed=7).height == 0
+    assert unseen_category_copies(transfer, [], 0.5, seed=7).height == 0
+
+
+def test_a_student_taught_unseen_categories_follows_its_teacher_on_them(trained):
+    """Test rows whose categories nobody saw (all blanked): the default student (with copies) agrees
+    with the teacher more than one trained without them."""
+    config, frame, teacher = trained.config, trained.frame, trained.teacher
+    categorical = [f.name for f in config.categorical_features]
+    unseen = frame.filter(pl.col(SPLIT) == TEST).with_columns(pl.lit(None, pl.String).alias(c) for c in categorical)
+    without = fit_student(frame, teacher, config, config.training.student.model_copy(update={"unseen_category_copies": 0.0}))
+    taught = teacher.predict_proba(unseen).argmax(axis=1)
+
+    def agreement(student: Student) -> float:
+        return float((student.predict_proba(student_matrix(unseen, teacher.preprocessing)).argmax(axis=1) == taught).mean())
+
+    assert agreement(trained.student) > agreement(without) + 0.02, (agreement(trained.student), agreement(without))
