@@ -6,6 +6,7 @@ manager (``assets/artifact_io_manager.py``), as typed inputs: every edge they tr
 """
 
 import datetime as dt
+import math
 
 import dagster as dg
 import polars as pl
@@ -20,6 +21,7 @@ from pipeline.policy import Decision
 from pipeline.registry import PRODUCTION
 from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, fit_student, transfer_counts
 from pipeline.teacher import Teacher
+from pipeline.teacher_search import MIN_TRIALS_FOR_IMPORTANCE, OBJECTIVE, TeacherSearch
 from pipeline.teacher_update import TeacherUpdate, update_teacher
 from pipeline.training_set import SPLIT, UNLABELLED
 
@@ -74,13 +76,14 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         version = registry.get(PRODUCTION)
         production = Teacher.load(version.directory)
         trained_through = dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
-    update = update_teacher(training_window, production, trained_through, decision, config)
+    update = update_teacher(training_window, production, trained_through, decision, config, storage.tuning_storage_url)
     return dg.Output(update, metadata={
         "method": update.method, "reason": update.reason, "policy": decision.action,
         "attempts": md.table(update.to_json()["attempts"], ATTEMPT_COLUMNS),
         "seconds": md.seconds(update.seconds),
         "best_iteration": update.teacher.booster.best_iteration,
         "trees": update.teacher.booster.num_trees(),
+        **(_search_metadata(update.search) if update.search else {}),
     })
 
 
@@ -90,6 +93,38 @@ ATTEMPT_COLUMNS = [
     md.Column("older_macro_f1", "float", "on the older validation rows (forgetting)"),
     md.Column("params", description="hyper-parameters, after the policy's adaptation"),
 ]
+
+
+def _search_metadata(search: TeacherSearch) -> dict:
+    """The parameter search behind a tuned teacher: its trials, the best value per trial, which
+    parameters mattered, and the chosen ones."""
+    history = search.history()
+    trials = [{**t, "best": h["best"], "params": {k: md.rounded(v) for k, v in t["params"].items()}}
+              for t, h in zip(search.trials, history, strict=True)]
+    curves = {"trial": [h["value"] if h["value"] is not None else math.nan for h in history],
+              "best so far": [h["best"] if h["best"] is not None else math.nan for h in history]}
+    return {
+        "search": search.reason,
+        "search_params": dg.MetadataValue.json(search.params),
+        "search_study": f"{search.study} ({search.study_trials} trials in {search.storage})",
+        "search_seconds": md.seconds(search.seconds),
+        "search_trials": md.table(trials, TRIAL_COLUMNS),
+        "search_history": dg.MetadataValue.md(evaluation_lib.png_markdown(
+            evaluation_lib.learning_curve_png(curves, "trial"), f"validation {OBJECTIVE} per trial and the best so far")),
+        "search_importances": md.table(({"parameter": k, "importance": v} for k, v in search.importances.items()), IMPORTANCE_COLUMNS)
+        if search.importances else f"not computed: fewer than {MIN_TRIALS_FOR_IMPORTANCE} completed trials",
+    }
+
+
+TRIAL_COLUMNS = [
+    md.Column("number", "int", "trial number in the study"), md.Column("state", description="complete, pruned or fail"),
+    md.Column("warm_start", "bool", "the enqueued production (or configured) parameters"),
+    md.Column("value", "float", f"validation {OBJECTIVE} at the early-stopping iteration"),
+    md.Column("best", "float", "the best value of this search so far"),
+    md.Column("best_iteration", "int"), md.Column("last_step", "int", "last iteration reported (where a pruned trial stopped)"),
+    md.Column("seconds", "float"), md.Column("params", description="the trial's parameters"),
+]
+IMPORTANCE_COLUMNS = [md.Column("parameter"), md.Column("importance", "float", "fANOVA share of the validation loss's variance")]
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER, deps=[FEDERATED_START])

@@ -1,0 +1,235 @@
+"""Searching the teacher's LightGBM parameters on a full retrain: Optuna's TPE, warm-started, pruned, bounded.
+
+Each trial trains a teacher on the train split with parameters from ``tuning.teacher``'s ranges and
+is judged on the validation split only (the test split stays untouched): by the weighted multi-class
+log-loss at its early-stopping iteration. Log-loss rather than macro-F1 because it is what early
+stopping already minimizes (a trial's stopping point and its score agree), it is continuous on a
+small validation split where macro-F1 moves in steps of a few rows and ties (TPE learns nothing from
+ties), LightGBM computes it every iteration for free (the pruning reads it), and the student
+distils the teacher's probabilities, not only its argmax. ``benchmarks/teacher_search.py`` checks
+that a better validation log-loss carries over to the test macro-F1.
+
+- Warm start: trial 0 of every search is the production teacher's parameters (else the YAML's),
+  enqueued, so a re-tune never starts from nothing and the kept teacher is never worse on
+  validation than the one it replaces would be if retrained on the same rows.
+- Pruning: optuna-integration (``LightGBMPruningCallback``) is not installed; ``_report`` is the
+  same small callback: it reports the validation log-loss every ``REPORT_EVERY`` iterations and
+  raises ``optuna.TrialPruned`` when ``trial.should_prune()``. The pruner is the median rule over
+  this search's own trials: the study's older trials were scored on older rows (after a drift every
+  value is higher, and a pruner comparing with them would stop every new trial).
+- Budget: ``trials`` or ``budget_seconds``, whichever comes first (``study.optimize``'s timeout;
+  a trial under way finishes).
+- History: the study persists (``pipeline.studies``) and a later retrain continues it, so its TPE
+  starts from what earlier searches found; the choice, the table and the importances use only this
+  search's trials, the ones scored on these rows.
+The best trial's teacher is kept as trained (training is deterministic: no retrain).
+"""
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import optuna
+import polars as pl
+
+from pipeline import studies
+from pipeline.dataset import SEARCHED_TEACHER_PARAMS, DatasetConfig, TeacherSearchSpec, TeacherSpec
+from pipeline.encoding import fit_preprocessing
+from pipeline.features import model_feature_names
+from pipeline.teacher import Teacher, train_teacher
+from pipeline.training_set import SPLIT, TRAIN, VALIDATION
+
+OBJECTIVE = "multi_logloss"
+"""LightGBM's name of the validation metric each trial minimizes (see the module's docstring)."""
+SEARCH = "teacher"
+RUN, WARM_START = "run", "warm_start"
+"""User attributes of a trial: the search it belongs to, and whether it is the enqueued warm start."""
+REPORT_EVERY = 10
+"""Iterations between two reports of a trial's validation loss (each is a write to the study's database)."""
+STARTUP_TRIALS = 5
+"""Random trials before TPE models the results (the study's history from earlier searches counts)."""
+PRUNE_AFTER_TRIALS = 3
+"""Completed trials of this search before any other trial may be pruned."""
+LOG_SCALE = frozenset({"learning_rate", "lambda_l2"})
+MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+@dataclass
+class TeacherSearch:
+    """What a search found and how: the kept teacher, its parameters and this search's trials."""
+
+    teacher: Teacher
+    params: dict
+    """The kept teacher's ``TeacherSpec``, as trained."""
+    chosen_trial: int
+    warm_start: dict
+    """The enqueued trial 0: ``source`` (production or configured) and its parameters."""
+    trials: list[dict]
+    importances: dict[str, float]
+    study: str
+    storage: str
+    study_trials: int
+    """Trials in the study after this search, earlier retrains' included."""
+    seconds: float
+    budget: dict = field(default_factory=dict)
+
+    @property
+    def chosen_warm_start(self) -> bool:
+        return any(t["number"] == self.chosen_trial and t["warm_start"] for t in self.trials)
+
+    @property
+    def reason(self) -> str:
+        chosen = next(t for t in self.trials if t["number"] == self.chosen_trial)
+        how = f"the warm start ({self.warm_start['source']} parameters)" if chosen["warm_start"] else "a TPE proposal"
+        counts = {s: sum(t["state"] == s for t in self.trials) for s in ("complete", "pruned")}
+        return (f"trial {self.chosen_trial}, {how}: validation {OBJECTIVE} {chosen['value']:.4f}, the lowest of "
+                f"{counts['complete']} completed trials ({counts['pruned']} pruned) in {self.seconds:.1f} s; "
+                f"study {self.study} holds {self.study_trials} trials")
+
+    def history(self) -> list[dict]:
+        """Each trial of this search with the best value so far: the optimization history."""
+        best, rows = math.inf, []
+        for t in self.trials:
+            if t["value"] is not None:
+                best = min(best, t["value"])
+            rows.append({"trial": t["number"], "value": t["value"], "best": None if math.isinf(best) else best})
+        return rows
+
+    def to_json(self) -> dict:
+        return {"objective": f"validation {OBJECTIVE}", "chosen_trial": self.chosen_trial, "reason": self.reason,
+                "chosen_warm_start": self.chosen_warm_start, "params": self.params, "warm_start": self.warm_start,
+                "study": self.study, "storage": self.storage, "study_trials": self.study_trials,
+                "seconds": self.seconds, "budget": self.budget, "importances": self.importances, "trials": self.trials}
+
+
+class _ThisSearchMedianPruner(optuna.pruners.BasePruner):
+    """Optuna's median rule, among this search's completed trials only (their curves kept in memory):
+    a trial whose validation loss at a step is above the median of theirs at that step stops. Never
+    the warm start, never before ``warmup`` iterations."""
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.curves: list[dict[int, float]] = []
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.warmup or trial.user_attrs.get(WARM_START) or len(self.curves) < PRUNE_AFTER_TRIALS:
+            return False
+        peers = [curve[step] for curve in self.curves if step in curve]
+        return len(peers) >= PRUNE_AFTER_TRIALS and trial.intermediate_values[step] > float(np.median(peers))
+
+
+def _report(trial: optuna.Trial, curve: dict[int, float]):
+    """The pruning callback: the validation loss to the trial (and ``curve``) every ``REPORT_EVERY`` iterations."""
+
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        step = env.iteration + 1
+        if step % REPORT_EVERY:
+            return
+        value = next(entry[2] for entry in env.evaluation_result_list or () if entry[1] == OBJECTIVE)
+        curve[step] = value
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"validation {OBJECTIVE} {value:.4f} at iteration {step} is above the median")
+
+    callback.order = 30  # type: ignore[attr-defined]  # after early stopping (LightGBM orders callbacks by this)
+    return callback
+
+
+def search_space(spec: TeacherSearchSpec) -> dict[str, tuple[float, float]]:
+    return {name: getattr(spec, name) for name in SEARCHED_TEACHER_PARAMS}
+
+
+def _suggest(trial: optuna.Trial, spec: TeacherSearchSpec) -> dict:
+    params: dict = {}
+    for name, (low, high) in search_space(spec).items():
+        if isinstance(low, int) and isinstance(high, int):
+            params[name] = trial.suggest_int(name, low, high)
+        else:
+            params[name] = trial.suggest_float(name, low, high, log=name in LOG_SCALE)
+    return params
+
+
+def clipped(params: dict, spec: TeacherSearchSpec) -> dict:
+    """``params``' searched values moved into the search space (a warm start from outside it, e.g. no
+    L2 regularisation on a log scale, starts from its nearest edge)."""
+    return {name: type(low)(min(max(params[name], low), high)) for name, (low, high) in search_space(spec).items()}
+
+
+def production_params(booster: lgb.Booster) -> dict:
+    """The searched parameters a teacher was trained with, as LightGBM saved them in its model file."""
+    return {name: booster.params[name] for name in SEARCHED_TEACHER_PARAMS}
+
+
+def _with(base: TeacherSpec, params: dict) -> TeacherSpec:
+    return TeacherSpec.model_validate({**base.model_dump(), **params})
+
+
+def _trial_row(trial: optuna.trial.FrozenTrial) -> dict:
+    complete = trial.state == optuna.trial.TrialState.COMPLETE  # a pruned trial's value is its last report
+    return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value if complete else None,
+            "warm_start": bool(trial.user_attrs.get(WARM_START)), "params": trial.params,
+            "best_iteration": trial.user_attrs.get("best_iteration"), "last_step": trial.last_step,
+            "seconds": round(trial.duration.total_seconds(), 3) if trial.duration else None}
+
+
+def importances(trials: list[optuna.trial.FrozenTrial], seed: int) -> dict[str, float]:
+    """fANOVA importance of each parameter over this search's completed trials; empty when they are
+    too few (or did not vary) to say."""
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}
+    view = optuna.create_study(direction="minimize")
+    view.add_trials(complete)
+    try:
+        found = optuna.importance.get_param_importances(view, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+    except (ValueError, RuntimeError):
+        return {}
+    return {name: round(float(value), 4) for name, value in found.items()}
+
+
+def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production: dict | None = None,
+                   storage_url: str | None = None) -> TeacherSearch:
+    """The best teacher of a search on ``training_set`` (see the module's docstring). ``production``:
+    the production teacher's searched parameters (``production_params``), the warm start; None
+    starts from the YAML's. ``storage_url``: the study's database (``pipeline.studies``); None keeps
+    the study in memory."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started, spec, base, seed = time.perf_counter(), config.training.tuning.teacher, config.training.teacher, config.training.seed
+    numeric, categorical = model_feature_names(config)
+    train, validation = training_set.filter(pl.col(SPLIT) == TRAIN), training_set.filter(pl.col(SPLIT) == VALIDATION)
+    preprocessing = fit_preprocessing(train, numeric, categorical)
+    pruner = _ThisSearchMedianPruner(warmup=base.early_stopping_rounds)
+    name = studies.study_name(config.name, SEARCH)
+    study = optuna.create_study(study_name=name, storage=studies.storage(storage_url), direction="minimize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True),
+                                pruner=pruner)
+    run = uuid.uuid4().hex
+    source, start = ("production", production) if production else ("configured", base.model_dump())
+    warm_params = clipped(start, spec)
+    study.enqueue_trial(warm_params, user_attrs={WARM_START: True})
+    kept: dict = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(RUN, run)
+        params = _suggest(trial, spec)
+        curve: dict[int, float] = {}
+        teacher = train_teacher(train, validation, preprocessing, config.classes, _with(base, params), seed,
+                                callbacks=[_report(trial, curve)])
+        value = float(teacher.booster.best_score["valid_0"][OBJECTIVE])
+        trial.set_user_attr("best_iteration", teacher.booster.best_iteration)
+        pruner.curves.append(curve)
+        if value < kept.get("value", math.inf):
+            kept.update(value=value, trial=trial.number, teacher=teacher, params=params)
+        return value
+
+    study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_seconds)  # its first trials are never pruned
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(RUN) == run]
+    return TeacherSearch(
+        teacher=kept["teacher"], params=_with(base, kept["params"]).model_dump(mode="json"), chosen_trial=kept["trial"],
+        warm_start={"source": source, "params": warm_params}, trials=[_trial_row(t) for t in mine], importances=importances(mine, seed), study=name,
+        storage=studies.shown(storage_url), study_trials=len(study.get_trials(deepcopy=False)),
+        seconds=round(time.perf_counter() - started, 3), budget={"trials": spec.trials, "seconds": spec.budget_seconds})
