@@ -14,9 +14,11 @@ that a better validation log-loss carries over to the test macro-F1.
   validation than the one it replaces would be if retrained on the same rows.
 - Pruning: optuna-integration (``LightGBMPruningCallback``) is not installed; ``_report`` is the
   same small callback: it reports the validation log-loss every ``REPORT_EVERY`` iterations and
-  raises ``optuna.TrialPruned`` when ``trial.should_prune()``. The pruner is the median rule over
-  this search's own trials: the study's older trials were scored on older rows (after a drift every
-  value is higher, and a pruner comparing with them would stop every new trial).
+  raises ``optuna.TrialPruned`` when ``trial.should_prune()``. It reports the best loss so far,
+  not the current one: a fast learning rate overfits after its best iteration, which early
+  stopping forgives, and so does the pruner. The pruner is the median rule over this search's own
+  trials: the study's older trials were scored on older rows (after a drift every value is higher,
+  and a pruner comparing with them would stop every new trial).
 - Budget: ``trials`` or ``budget_seconds``, whichever comes first (``study.optimize``'s timeout;
   a trial under way finishes).
 - History: the study persists (``pipeline.studies``) and a later retrain continues it, so its TPE
@@ -107,8 +109,9 @@ class TeacherSearch:
 
 class _ThisSearchMedianPruner(optuna.pruners.BasePruner):
     """Optuna's median rule, among this search's completed trials only (their curves kept in memory):
-    a trial whose validation loss at a step is above the median of theirs at that step stops. Never
-    the warm start, never before ``warmup`` iterations."""
+    a trial whose best validation loss by a step is above the median of theirs by that step stops (a
+    trial that stopped earlier counts with its final best). Never the warm start, never before
+    ``warmup`` iterations."""
 
     def __init__(self, warmup: int):
         self.warmup = warmup
@@ -118,22 +121,24 @@ class _ThisSearchMedianPruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None or step < self.warmup or trial.user_attrs.get(WARM_START) or len(self.curves) < PRUNE_AFTER_TRIALS:
             return False
-        peers = [curve[step] for curve in self.curves if step in curve]
+        peers = [min(v for s, v in curve.items() if s <= step) for curve in self.curves if min(curve, default=step + 1) <= step]
         return len(peers) >= PRUNE_AFTER_TRIALS and trial.intermediate_values[step] > float(np.median(peers))
 
 
 def _report(trial: optuna.Trial, curve: dict[int, float]):
-    """The pruning callback: the validation loss to the trial (and ``curve``) every ``REPORT_EVERY`` iterations."""
+    """The pruning callback: the best validation loss so far to the trial (and ``curve``) every
+    ``REPORT_EVERY`` iterations."""
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
         step = env.iteration + 1
         if step % REPORT_EVERY:
             return
-        value = next(entry[2] for entry in env.evaluation_result_list or () if entry[1] == OBJECTIVE)
+        value = min(next(entry[2] for entry in env.evaluation_result_list or () if entry[1] == OBJECTIVE),
+                    min(curve.values(), default=math.inf))
         curve[step] = value
         trial.report(value, step)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"validation {OBJECTIVE} {value:.4f} at iteration {step} is above the median")
+            raise optuna.TrialPruned(f"best validation {OBJECTIVE} {value:.4f} by iteration {step} is above the median")
 
     callback.order = 30  # type: ignore[attr-defined]  # after early stopping (LightGBM orders callbacks by this)
     return callback
