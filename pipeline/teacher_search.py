@@ -30,7 +30,8 @@ The best trial's teacher is kept as trained (training is deterministic: no retra
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
@@ -76,7 +77,8 @@ class TeacherSearch:
     study_trials: int
     """Trials in the study after this search, earlier retrains' included."""
     seconds: float
-    budget: dict = field(default_factory=dict)
+    budget: dict
+    """The trials and seconds the search was allowed."""
 
     @property
     def chosen_warm_start(self) -> bool:
@@ -125,7 +127,7 @@ class _ThisSearchMedianPruner(optuna.pruners.BasePruner):
         return len(peers) >= PRUNE_AFTER_TRIALS and trial.intermediate_values[step] > float(np.median(peers))
 
 
-def _report(trial: optuna.Trial, curve: dict[int, float]):
+def _report(trial: optuna.Trial, curve: dict[int, float]) -> Callable[[lgb.callback.CallbackEnv], None]:
     """The pruning callback: the best validation loss so far to the trial (and ``curve``) every
     ``REPORT_EVERY`` iterations."""
 
@@ -140,7 +142,6 @@ def _report(trial: optuna.Trial, curve: dict[int, float]):
         if trial.should_prune():
             raise optuna.TrialPruned(f"best validation {OBJECTIVE} {value:.4f} by iteration {step} is above the median")
 
-    callback.order = 30  # type: ignore[attr-defined]  # after early stopping (LightGBM orders callbacks by this)
     return callback
 
 
