@@ -7,7 +7,10 @@ scale-out deployment (runs on several machines) uses its PostgreSQL server, the 
 instance uses (``EVERGREEN_PG_*``), or any SQLAlchemy URL given as ``EVERGREEN_TUNING_STORAGE``.
 """
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -17,7 +20,7 @@ TUNING_STORAGE_ENV = "EVERGREEN_TUNING_STORAGE"
 POSTGRES_ENV = ("EVERGREEN_PG_HOST", "EVERGREEN_PG_PORT", "EVERGREEN_PG_USER", "EVERGREEN_PG_PASSWORD", "EVERGREEN_PG_DB")
 """The scale-out instance's server (``deploy/postgres/dagster.yaml``)."""
 SQLITE_TIMEOUT_S = 60
-"""Two runs tuning at once (a backfill) write the same SQLite file: a writer waits this long for the lock."""
+"""A writer of the SQLite file waits this long for another's write to end."""
 
 
 def default_url(data_dir: str | Path) -> str:
@@ -37,16 +40,41 @@ def shown(url: str | None) -> str:
     return sqlalchemy.make_url(url).render_as_string(hide_password=True) if url else "in memory"
 
 
+def _sqlite_file(url: str | None) -> Path | None:
+    parsed = sqlalchemy.make_url(url) if url else None
+    if parsed is None or parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+@contextlib.contextmanager
+def exclusive(url: str | None) -> Iterator[None]:
+    """Searches on one SQLite file take turns (two runs tuning at once: a backfill, a retrain beside a
+    scheduled one). Measured: two concurrent searches on a new file both create its tables and one
+    fails; on an existing one both take the same enqueued warm-start trial (SQLite has no row locks)
+    and one fails finishing it. PostgreSQL locks the rows: searches there run side by side."""
+    path = _sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def storage(url: str | None) -> optuna.storages.BaseStorage:
     """Optuna's RDB storage at ``url`` (a SQLite file's folder is created); None: in memory, for
     benchmarks and tools that keep no history."""
     if url is None:
         return optuna.storages.InMemoryStorage()
-    parsed = sqlalchemy.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
+    if sqlalchemy.make_url(url).get_backend_name() != "sqlite":
         return optuna.storages.RDBStorage(url)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if path := _sqlite_file(url):
+        path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
 
 

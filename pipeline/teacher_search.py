@@ -202,40 +202,59 @@ def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production
     """The best teacher of a search on ``training_set`` (see the module's docstring). ``production``:
     the production teacher's searched parameters (``production_params``), the warm start; None
     starts from the YAML's. ``storage_url``: the study's database (``pipeline.studies``); None keeps
-    the study in memory."""
+    the study in memory. Searches on one SQLite file take turns (``studies.exclusive``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started, spec, base, seed = time.perf_counter(), config.training.tuning.teacher, config.training.teacher, config.training.seed
-    numeric, categorical = model_feature_names(config)
-    train, validation = training_set.filter(pl.col(SPLIT) == TRAIN), training_set.filter(pl.col(SPLIT) == VALIDATION)
-    preprocessing = fit_preprocessing(train, numeric, categorical)
-    pruner = _ThisSearchMedianPruner(warmup=base.early_stopping_rounds)
-    name = studies.study_name(config.name, SEARCH)
-    study = optuna.create_study(study_name=name, storage=studies.storage(storage_url), direction="minimize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True),
-                                pruner=pruner)
-    run = uuid.uuid4().hex
+    spec, base, seed = config.training.tuning.teacher, config.training.teacher, config.training.seed
     source, start = ("production", production) if production else ("configured", base.model_dump())
-    warm_params = clipped(start, spec)
-    study.enqueue_trial(warm_params, user_attrs={WARM_START: True})
-    kept: dict = {}
+    warm_start: dict = {"source": source, "params": clipped(start, spec)}
+    name, run = studies.study_name(config.name, SEARCH), uuid.uuid4().hex
+    with studies.exclusive(storage_url):
+        started = time.perf_counter()
+        pruner = _ThisSearchMedianPruner(warmup=base.early_stopping_rounds)
+        study = optuna.create_study(study_name=name, storage=studies.storage(storage_url), direction="minimize", load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True),
+                                    pruner=pruner)
+        study.enqueue_trial(warm_start["params"], user_attrs={WARM_START: True})
+        objective = _Objective(training_set, config, run, pruner)
+        study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_seconds)  # its first trials are never pruned
+        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(RUN) == run]
+        total = len(study.get_trials(deepcopy=False))
+    return TeacherSearch(
+        teacher=objective.best_teacher, params=_with(base, objective.best_params).model_dump(mode="json"),
+        chosen_trial=objective.best_trial, warm_start=warm_start, trials=[_trial_row(t) for t in mine],
+        importances=importances(mine, seed), study=name, storage=studies.shown(storage_url), study_trials=total,
+        seconds=round(time.perf_counter() - started, 3), budget={"trials": spec.trials, "seconds": spec.budget_seconds})
 
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(RUN, run)
-        params = _suggest(trial, spec)
+
+class _Objective:
+    """A trial: a teacher trained on the train split with the trial's parameters, its validation loss
+    reported for pruning; the best teacher of this search is kept."""
+
+    def __init__(self, training_set: pl.DataFrame, config: DatasetConfig, run: str, pruner: _ThisSearchMedianPruner):
+        numeric, categorical = model_feature_names(config)
+        self.train = training_set.filter(pl.col(SPLIT) == TRAIN)
+        self.validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
+        self.preprocessing = fit_preprocessing(self.train, numeric, categorical)
+        self.config, self.run, self.pruner = config, run, pruner
+        self.best_value, self.best_trial, self.best_params = math.inf, -1, dict[str, float]()
+        self._best_teacher: Teacher | None = None
+
+    @property
+    def best_teacher(self) -> Teacher:
+        if self._best_teacher is None:  # a search's first trials are never pruned: one completes, or an error was raised
+            raise RuntimeError("no trial of this search completed")
+        return self._best_teacher
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(RUN, self.run)
+        params = _suggest(trial, self.config.training.tuning.teacher)
         curve: dict[int, float] = {}
-        teacher = train_teacher(train, validation, preprocessing, config.classes, _with(base, params), seed,
+        teacher = train_teacher(self.train, self.validation, self.preprocessing, self.config.classes,
+                                _with(self.config.training.teacher, params), self.config.training.seed,
                                 callbacks=[_report(trial, curve)])
         value = float(teacher.booster.best_score["valid_0"][OBJECTIVE])
         trial.set_user_attr("best_iteration", teacher.booster.best_iteration)
-        pruner.curves.append(curve)
-        if value < kept.get("value", math.inf):
-            kept.update(value=value, trial=trial.number, teacher=teacher, params=params)
+        self.pruner.curves.append(curve)
+        if value < self.best_value:
+            self.best_value, self.best_trial, self.best_params, self._best_teacher = value, trial.number, params, teacher
         return value
-
-    study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_seconds)  # its first trials are never pruned
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(RUN) == run]
-    return TeacherSearch(
-        teacher=kept["teacher"], params=_with(base, kept["params"]).model_dump(mode="json"), chosen_trial=kept["trial"],
-        warm_start={"source": source, "params": warm_params}, trials=[_trial_row(t) for t in mine], importances=importances(mine, seed), study=name,
-        storage=studies.shown(storage_url), study_trials=len(study.get_trials(deepcopy=False)),
-        seconds=round(time.perf_counter() - started, 3), budget={"trials": spec.trials, "seconds": spec.budget_seconds})

@@ -2,6 +2,7 @@
 production parameters, pruned, persisted so that a later search continues the study; off, nothing changes."""
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import optuna
@@ -176,3 +177,12 @@ def test_the_lineage_records_the_chosen_trial_and_why(trained, tmp_path):
     search = lineage["teacher_update"]["search"]
     assert (search["chosen_trial"], search["study"], search["params"]) == (update.search.chosen_trial, "broadband_cpe/teacher", update.search.params)
     assert search["reason"] == update.search.reason and search["warm_start"]["source"] == "configured"
+
+
+def test_two_searches_on_one_new_sqlite_file_take_turns(small, frame, tmp_path):
+    """Side by side, both would create its tables (one fails) or take the same warm-start trial."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with ThreadPoolExecutor(2) as pool:
+        searches = list(pool.map(lambda _: teacher_search.search_teacher(frame, tuned(small, trials=3), storage_url=url), range(2)))
+    numbers = sorted([t["number"] for t in s.trials] for s in searches)
+    assert numbers == [[0, 1, 2], [3, 4, 5]] and all(s.trials[0]["warm_start"] for s in searches)
