@@ -3,15 +3,16 @@
     python -m benchmarks.teacher_search [--seeds 1,2,3] [--streams sudden,gradual] [--no-simulator]
                                         [--warm-trials 20] [--record]
 
-On the simulator (``config/broadband.yaml``, a 7-day window and the next week's) and on generated
-streams with known drift (``examples/streams.py``: the week before the change and the week from it),
-for each seed (``training.seed``: the split, LightGBM's and TPE's seeds):
+On the simulator (``config/broadband.yaml``: the week before its firmware roll-out and the week from
+it) and on generated streams with known drift (``examples/streams.py``: the week before the change
+and the week from it),
+for each seed (the simulator's or the stream's: the data; and ``training.seed``: LightGBM's and TPE's):
 
 1. Tuned against the YAML's defaults, as a retrain makes them: the window chosen with the defaults
    (``pipeline.recency``), then the teacher fitted with the YAML's parameters or searched at the
    default budget (``tuning.teacher``), both scored on the TEST split (macro-F1; the search saw the
    validation split only); the retrain (window choice, teacher, student) timed with and without.
-2. A re-tune after the drift (or a week later, on the simulator): a search on the week before
+2. A re-tune after the drift: a search on the week before
    (the production model's, its study kept in SQLite), then on the new week either warm (that study
    continued, trial 0 the production parameters) or cold (a new study, trial 0 the YAML's), both for
    ``--warm-trials`` trials without a time limit: the best validation log-loss per trial, and the
@@ -24,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -42,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_YAML = ROOT / "config" / "broadband.yaml"
 KEY = b"evergreen-benchmark-key"
 WEEK = 7
-SIMULATOR_START = dt.date(2026, 8, 8)
 
 
 def window_frame(config: DatasetConfig, days: list[dt.date]) -> pl.DataFrame:
@@ -123,15 +124,20 @@ def warm_against_cold(before: pl.DataFrame, after: pl.DataFrame, config: Dataset
             "cold_pruned": sum(t["state"] == "pruned" for t in cold.trials)}
 
 
-def scenarios(names: list[str], simulator: bool, work: Path) -> list[tuple[str, DatasetConfig, list[dt.date], list[dt.date]]]:
-    """(name, config, the week before, the week after) per dataset."""
+def scenarios(names: list[str], simulator: bool, seed: int, work: Path) -> list[tuple[str, DatasetConfig, list[dt.date], list[dt.date]]]:
+    """(name, config, the week before, the week after) per dataset, its data drawn with ``seed``
+    (the simulator's or the stream's seed: the spread is over data, not only over the search's seed)."""
     found = []
     if simulator:
-        before = [SIMULATOR_START + dt.timedelta(days=i) for i in range(WEEK)]
-        found.append(("simulator", load_dataset_config(DEFAULT_YAML), before, [d + dt.timedelta(days=WEEK) for d in before]))
+        config = load_dataset_config(DEFAULT_YAML)
+        config = config.model_copy(update={"simulator": config.simulator.model_copy(update={"seed": seed})})
+        rollout = config.simulator.drift.firmware_rollout
+        assert rollout is not None, f"{DEFAULT_YAML} has no firmware roll-out to re-tune after"
+        before = [rollout.date - dt.timedelta(days=WEEK - i) for i in range(WEEK)]
+        found.append(("simulator", config, before, [d + dt.timedelta(days=WEEK) for d in before]))
     for name in names:
-        spec = streams.STREAMS[name]
-        config = load_dataset_config(streams.write_stream(spec, work / "streams"))
+        spec = replace(streams.STREAMS[name], seed=seed)
+        config = load_dataset_config(streams.write_stream(spec, work / "streams" / str(seed)))
         found.append((name, config, [spec.day(spec.drift_day - WEEK + i) for i in range(WEEK)],
                       [spec.day(spec.drift_day + i) for i in range(WEEK)]))
     return found
@@ -200,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="evergreen-teacher-search-") as tmp:
         work = Path(tmp)
-        for name, config, before_days, after_days in scenarios([n for n in args.streams.split(",") if n], not args.no_simulator, work):
-            before, after = window_frame(config, before_days), window_frame(config, after_days)
-            for seed in seeds:
+        for seed in seeds:
+            for name, config, before_days, after_days in scenarios([n for n in args.streams.split(",") if n], not args.no_simulator, seed, work):
+                before, after = window_frame(config, before_days), window_frame(config, after_days)
                 run = {"seed": seed, "tuned": tuned_against_defaults(before, configured(config, seed))}
                 unlimited = configured(config, seed, trials=args.warm_trials, budget_seconds=3600)
                 run["warm"] = warm_against_cold(before, after, unlimited, work / f"{name}-{seed}")
