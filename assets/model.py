@@ -118,7 +118,7 @@ def _search_metadata(search: TeacherSearch) -> dict:
 
 TRIAL_COLUMNS = [
     md.Column("number", "int", "trial number in the study"), md.Column("state", description="complete, pruned or fail"),
-    md.Column("warm_start", "bool", "the enqueued production (or configured) parameters"),
+    md.Column("warm_start", description="where an enqueued start's parameters come from (empty: a TPE proposal)"),
     md.Column("value", "float", f"validation {OBJECTIVE} at the early-stopping iteration"),
     md.Column("best", "float", "the best value of this search so far"),
     md.Column("best_iteration", "int"), md.Column("last_step", "int", "last iteration reported (where a pruned trial stopped)"),

@@ -235,7 +235,9 @@ class TeacherSearchSpec(_Strict):
     (a trial under way when the budget runs out finishes)."""
 
     budget_seconds: float = Field(60.0, gt=0)
-    trials: int = Field(30, ge=1)
+    trials: int = Field(20, ge=1)
+    """20: a retrain with the search costs about 1.5-2x one without on the simulator and the generated
+    streams (``benchmarks/teacher_search.py``; 30 trials: up to 3.2x on a busy machine)."""
     num_leaves: tuple[int, int] = (8, 128)
     learning_rate: tuple[float, float] = (0.02, 0.3)
     """Log scale. Not much lower: a trial boosts at most ``teacher.rounds`` trees."""

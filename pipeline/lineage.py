@@ -60,4 +60,4 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
 
 def _chosen(search: dict) -> dict:
     """Which trial of which study the teacher's parameters come from, and why (``pipeline.teacher_search``)."""
-    return {k: search[k] for k in ("study", "chosen_trial", "chosen_warm_start", "reason", "params", "warm_start", "study_trials")}
+    return {k: search[k] for k in ("study", "chosen_trial", "chosen_warm_start", "reason", "params", "warm_starts", "study_trials")}

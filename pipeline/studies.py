@@ -49,10 +49,9 @@ def _sqlite_file(url: str | None) -> Path | None:
 
 @contextlib.contextmanager
 def exclusive(url: str | None) -> Iterator[None]:
-    """Searches on one SQLite file take turns (two runs tuning at once: a backfill, a retrain beside a
-    scheduled one). Measured: two concurrent searches on a new file both create its tables and one
-    fails; on an existing one both take the same enqueued warm-start trial (SQLite has no row locks)
-    and one fails finishing it. PostgreSQL locks the rows: searches there run side by side."""
+    """Runs that open, read or write one SQLite file take turns (two runs tuning at once: a backfill,
+    a retrain beside a scheduled one). Measured: two searches opening a new file at once both create
+    its tables, and one fails. PostgreSQL needs no turns."""
     path = _sqlite_file(url)
     if path is None:
         yield

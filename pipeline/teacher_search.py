@@ -11,19 +11,21 @@ that a better validation log-loss carries over to the test macro-F1.
 
 - Warm start: trial 0 of every search is the production teacher's parameters (else the YAML's),
   enqueued, so a re-tune never starts from nothing and the kept teacher is never worse on
-  validation than the one it replaces would be if retrained on the same rows.
+  validation than the one it replaces would be if retrained on the same rows; the next trials
+  re-try the best parameters of the study's last ``EARLIER_SEARCHES`` searches.
 - Pruning: optuna-integration (``LightGBMPruningCallback``) is not installed; ``_report`` is the
   same small callback: it reports the validation log-loss every ``REPORT_EVERY`` iterations and
   raises ``optuna.TrialPruned`` when ``trial.should_prune()``. It reports the best loss so far,
   not the current one: a fast learning rate overfits after its best iteration, which early
-  stopping forgives, and so does the pruner. The pruner is the median rule over this search's own
-  trials: the study's older trials were scored on older rows (after a drift every value is higher,
-  and a pruner comparing with them would stop every new trial).
+  stopping forgives, and so does the pruner (``_MedianPruner``).
 - Budget: ``trials`` or ``budget_seconds``, whichever comes first (``study.optimize``'s timeout;
   a trial under way finishes).
-- History: the study persists (``pipeline.studies``) and a later retrain continues it, so its TPE
-  starts from what earlier searches found; the choice, the table and the importances use only this
-  search's trials, the ones scored on these rows.
+- History: one study per dataset persists (``pipeline.studies``); each search adds its trials to it
+  and starts from its earlier searches' best parameters (above). The search itself runs in a study
+  of its own, in memory: the sampler and the pruner compare only values scored on these rows. Measured
+  (``benchmarks/teacher_search.py``, RESULTS.md): with TPE reading the whole study after a drift,
+  the earlier week's values (another scale: the new week's rows are easier or harder) decided what
+  it sampled, and the re-tune reached a fresh search's best in 3 of 9 runs.
 The best trial's teacher is kept as trained (training is deterministic: no retrain).
 """
 
@@ -49,11 +51,13 @@ OBJECTIVE = "multi_logloss"
 """LightGBM's name of the validation metric each trial minimizes (see the module's docstring)."""
 SEARCH = "teacher"
 RUN, WARM_START = "run", "warm_start"
-"""User attributes of a trial: the search it belongs to, and whether it is the enqueued warm start."""
+"""User attributes of a trial: the search it belongs to, and where an enqueued warm start comes from."""
+EARLIER_SEARCHES = 2
+"""Searches of the study whose best parameters a new search re-tries after the production ones."""
 REPORT_EVERY = 10
-"""Iterations between two reports of a trial's validation loss (each is a write to the study's database)."""
+"""Iterations between two reports of a trial's validation loss."""
 STARTUP_TRIALS = 5
-"""Random trials before TPE models the results (the study's history from earlier searches counts)."""
+"""Trials (warm starts included) before TPE models the results; the others are drawn at random."""
 PRUNE_AFTER_TRIALS = 3
 """Completed trials of this search before any other trial may be pruned."""
 LOG_SCALE = frozenset({"learning_rate", "lambda_l2"})
@@ -68,8 +72,8 @@ class TeacherSearch:
     params: dict
     """The kept teacher's ``TeacherSpec``, as trained."""
     chosen_trial: int
-    warm_start: dict
-    """The enqueued trial 0: ``source`` (production or configured) and its parameters."""
+    warm_starts: list[dict]
+    """The enqueued first trials: each one's ``source`` (production, configured, an earlier search) and parameters."""
     trials: list[dict]
     importances: dict[str, float]
     study: str
@@ -81,17 +85,18 @@ class TeacherSearch:
     """The trials and seconds the search was allowed."""
 
     @property
-    def chosen_warm_start(self) -> bool:
-        return any(t["number"] == self.chosen_trial and t["warm_start"] for t in self.trials)
+    def chosen_warm_start(self) -> str | None:
+        """Where the chosen parameters come from when a warm start won (None: a proposal of this search)."""
+        return next(t["warm_start"] for t in self.trials if t["number"] == self.chosen_trial)
 
     @property
     def reason(self) -> str:
         chosen = next(t for t in self.trials if t["number"] == self.chosen_trial)
-        how = f"the warm start ({self.warm_start['source']} parameters)" if chosen["warm_start"] else "a TPE proposal"
+        how = f"a warm start ({chosen['warm_start']} parameters)" if chosen["warm_start"] else "a TPE proposal"
         counts = {s: sum(t["state"] == s for t in self.trials) for s in ("complete", "pruned")}
         return (f"trial {self.chosen_trial}, {how}: validation {OBJECTIVE} {chosen['value']:.4f}, the lowest of "
                 f"{counts['complete']} completed trials ({counts['pruned']} pruned) in {self.seconds:.1f} s; "
-                f"study {self.study} holds {self.study_trials} trials")
+                f"study {self.study} holds {self.study_trials} trials of earlier searches and this one")
 
     def history(self) -> list[dict]:
         """Each trial of this search with the best value so far: the optimization history."""
@@ -104,16 +109,16 @@ class TeacherSearch:
 
     def to_json(self) -> dict:
         return {"objective": f"validation {OBJECTIVE}", "chosen_trial": self.chosen_trial, "reason": self.reason,
-                "chosen_warm_start": self.chosen_warm_start, "params": self.params, "warm_start": self.warm_start,
+                "chosen_warm_start": self.chosen_warm_start, "params": self.params, "warm_starts": self.warm_starts,
                 "study": self.study, "storage": self.storage, "study_trials": self.study_trials,
                 "seconds": self.seconds, "budget": self.budget, "importances": self.importances, "trials": self.trials}
 
 
-class _ThisSearchMedianPruner(optuna.pruners.BasePruner):
-    """Optuna's median rule, among this search's completed trials only (their curves kept in memory):
-    a trial whose best validation loss by a step is above the median of theirs by that step stops (a
-    trial that stopped earlier counts with its final best). Never the warm start, never before
-    ``warmup`` iterations."""
+class _MedianPruner(optuna.pruners.BasePruner):
+    """Optuna's median rule, except that a completed trial that stopped earlier counts with its final
+    best (``optuna.pruners.MedianPruner`` leaves it out, and a slow trial would be judged against the
+    few that ran as long): a trial whose best validation loss by a step is above the median of the
+    completed trials' by that step stops. Never a warm start, never before ``warmup`` iterations."""
 
     def __init__(self, warmup: int):
         self.warmup = warmup
@@ -177,7 +182,7 @@ def _with(base: TeacherSpec, params: dict) -> TeacherSpec:
 def _trial_row(trial: optuna.trial.FrozenTrial) -> dict:
     complete = trial.state == optuna.trial.TrialState.COMPLETE  # a pruned trial's value is its last report
     return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value if complete else None,
-            "warm_start": bool(trial.user_attrs.get(WARM_START)), "params": trial.params,
+            "warm_start": trial.user_attrs.get(WARM_START), "params": trial.params,
             "best_iteration": trial.user_attrs.get("best_iteration"), "last_step": trial.last_step,
             "seconds": round(trial.duration.total_seconds(), 3) if trial.duration else None}
 
@@ -197,31 +202,52 @@ def importances(trials: list[optuna.trial.FrozenTrial], seed: int) -> dict[str, 
     return {name: round(float(value), 4) for name, value in found.items()}
 
 
+def warm_starts(first: dict, source: str, earlier: list[optuna.trial.FrozenTrial], spec: TeacherSearchSpec) -> list[dict]:
+    """The trials a search starts with: ``first`` (the production or the configured parameters), then
+    the best of each of the study's last ``EARLIER_SEARCHES`` searches (``earlier``: the study's
+    completed trials), each clipped into the search space, none twice."""
+    searches: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for trial in earlier:
+        searches.setdefault(trial.user_attrs.get(RUN, ""), []).append(trial)
+    latest = sorted(searches.values(), key=lambda ts: max(t.number for t in ts), reverse=True)[:EARLIER_SEARCHES]
+    starts = [{"source": source, "params": clipped(first, spec)}]
+    for trials in latest:
+        best = min(trials, key=lambda t: t.value if t.value is not None else math.inf)
+        params = clipped(best.params, spec)
+        if all(params != s["params"] for s in starts):
+            when = best.datetime_complete.date().isoformat() if best.datetime_complete else "?"
+            starts.append({"source": f"best of the search of {when}", "params": params})
+    return starts
+
+
 def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production: dict | None = None,
                    storage_url: str | None = None) -> TeacherSearch:
     """The best teacher of a search on ``training_set`` (see the module's docstring). ``production``:
-    the production teacher's searched parameters (``production_params``), the warm start; None
+    the production teacher's searched parameters (``production_params``), the first warm start; None
     starts from the YAML's. ``storage_url``: the study's database (``pipeline.studies``); None keeps
-    the study in memory. Searches on one SQLite file take turns (``studies.exclusive``)."""
+    it in memory. Reading and writing the study take turns on a SQLite file (``studies.exclusive``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec, base, seed = config.training.tuning.teacher, config.training.teacher, config.training.seed
-    source, start = ("production", production) if production else ("configured", base.model_dump())
-    warm_start: dict = {"source": source, "params": clipped(start, spec)}
+    started, spec, base, seed = time.perf_counter(), config.training.tuning.teacher, config.training.teacher, config.training.seed
     name, run = studies.study_name(config.name, SEARCH), uuid.uuid4().hex
+    with studies.exclusive(storage_url):  # opening the storage creates its tables on first use
+        history = optuna.create_study(study_name=name, storage=studies.storage(storage_url), direction="minimize", load_if_exists=True)
+        earlier = history.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    source, first = ("production", production) if production else ("configured", base.model_dump())
+    starts = warm_starts(first, source, earlier, spec)
+    pruner = _MedianPruner(warmup=base.early_stopping_rounds)
+    study = optuna.create_study(direction="minimize", pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True))
+    for start in starts:
+        study.enqueue_trial(start["params"], user_attrs={WARM_START: start["source"]})
+    objective = _Objective(training_set, config, run, pruner)
+    study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_seconds)  # its first trials are never pruned
+    mine = study.get_trials(deepcopy=False)
     with studies.exclusive(storage_url):
-        started = time.perf_counter()
-        pruner = _ThisSearchMedianPruner(warmup=base.early_stopping_rounds)
-        study = optuna.create_study(study_name=name, storage=studies.storage(storage_url), direction="minimize", load_if_exists=True,
-                                    sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True),
-                                    pruner=pruner)
-        study.enqueue_trial(warm_start["params"], user_attrs={WARM_START: True})
-        objective = _Objective(training_set, config, run, pruner)
-        study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_seconds)  # its first trials are never pruned
-        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(RUN) == run]
-        total = len(study.get_trials(deepcopy=False))
+        history.add_trials(mine)
+        total = len(history.get_trials(deepcopy=False))
     return TeacherSearch(
         teacher=objective.best_teacher, params=_with(base, objective.best_params).model_dump(mode="json"),
-        chosen_trial=objective.best_trial, warm_start=warm_start, trials=[_trial_row(t) for t in mine],
+        chosen_trial=objective.best_trial, warm_starts=starts, trials=[_trial_row(t) for t in mine],
         importances=importances(mine, seed), study=name, storage=studies.shown(storage_url), study_trials=total,
         seconds=round(time.perf_counter() - started, 3), budget={"trials": spec.trials, "seconds": spec.budget_seconds})
 
@@ -230,7 +256,7 @@ class _Objective:
     """A trial: a teacher trained on the train split with the trial's parameters, its validation loss
     reported for pruning; the best teacher of this search is kept."""
 
-    def __init__(self, training_set: pl.DataFrame, config: DatasetConfig, run: str, pruner: _ThisSearchMedianPruner):
+    def __init__(self, training_set: pl.DataFrame, config: DatasetConfig, run: str, pruner: _MedianPruner):
         numeric, categorical = model_feature_names(config)
         self.train = training_set.filter(pl.col(SPLIT) == TRAIN)
         self.validation = training_set.filter(pl.col(SPLIT) == VALIDATION)

@@ -69,14 +69,15 @@ def test_the_budget_in_seconds_stops_the_search_before_its_trials(small, frame):
 def test_trial_zero_is_the_warm_start_from_the_production_parameters_or_the_yaml(small, frame):
     warm = teacher_search.search_teacher(frame, tuned(small, trials=1), production=PRODUCTION)
     [first] = warm.trials
-    assert first["warm_start"] and first["params"] == PRODUCTION and warm.warm_start == {"source": "production", "params": PRODUCTION}
-    assert warm.chosen_warm_start and "warm start (production parameters)" in warm.reason
+    assert first["warm_start"] == "production" and first["params"] == PRODUCTION
+    assert warm.warm_starts == [{"source": "production", "params": PRODUCTION}]
+    assert warm.chosen_warm_start == "production" and "a warm start (production parameters)" in warm.reason
     cold = teacher_search.search_teacher(frame, tuned(small, trials=1))
     configured = small.training.teacher
     # the YAML's lambda_l2 of 0 is below the log-scale range: the warm start starts from its low end
     assert cold.trials[0]["params"] == {"num_leaves": configured.num_leaves, "learning_rate": configured.learning_rate,
                                         "min_data_in_leaf": configured.min_data_in_leaf, "lambda_l2": 1e-3, "feature_fraction": 1.0}
-    assert cold.warm_start["source"] == "configured"
+    assert cold.warm_starts[0]["source"] == "configured"
 
 
 def test_the_production_parameters_are_read_back_from_the_saved_model(small, frame):
@@ -85,16 +86,19 @@ def test_the_production_parameters_are_read_back_from_the_saved_model(small, fra
     assert teacher_search.production_params(loaded) == PRODUCTION
 
 
-def test_a_second_search_continues_the_study_persisted_in_sqlite(small, frame, tmp_path):
+def test_a_second_search_continues_the_study_persisted_in_sqlite_from_its_best_parameters(small, frame, tmp_path):
     url = f"sqlite:///{tmp_path / 'tuning' / 'optuna.db'}"
     config = tuned(small, trials=3)
     first = teacher_search.search_teacher(frame, config, storage_url=url)
     second = teacher_search.search_teacher(frame, config, production=PRODUCTION, storage_url=url)
-    assert [t["number"] for t in first.trials] == [0, 1, 2] and [t["number"] for t in second.trials] == [3, 4, 5]
-    assert second.trials[0]["warm_start"] and second.trials[0]["params"] == PRODUCTION
-    assert second.study_trials == 6 and second.study == "broadband_cpe/teacher"
+    assert first.study_trials == 3 and second.study_trials == 6 and second.study == "broadband_cpe/teacher"
     study = optuna.load_study(study_name=second.study, storage=studies.storage(url))
     assert len(study.trials) == 6 and (tmp_path / "tuning" / "optuna.db").is_file()
+    # the production parameters first, then the best of the earlier search, re-tried on these rows
+    best_of_first = {k: first.params[k] for k in SEARCHED_TEACHER_PARAMS}
+    assert [t["params"] for t in second.trials[:2]] == [PRODUCTION, best_of_first]
+    assert second.trials[0]["warm_start"] == "production" and second.trials[1]["warm_start"].startswith("best of the search of ")
+    assert all(t["value"] is not None for t in second.trials[:2])  # scored again here, not taken from the history
 
 
 def test_trials_worse_than_the_median_of_the_search_are_pruned_never_the_warm_start(small, frame):
@@ -176,7 +180,7 @@ def test_the_lineage_records_the_chosen_trial_and_why(trained, tmp_path):
     assert lineage["params"]["teacher"] == update.search.params
     search = lineage["teacher_update"]["search"]
     assert (search["chosen_trial"], search["study"], search["params"]) == (update.search.chosen_trial, "broadband_cpe/teacher", update.search.params)
-    assert search["reason"] == update.search.reason and search["warm_start"]["source"] == "configured"
+    assert search["reason"] == update.search.reason and search["warm_starts"][0]["source"] == "configured"
 
 
 def test_two_searches_on_one_new_sqlite_file_take_turns(small, frame, tmp_path):
@@ -184,5 +188,4 @@ def test_two_searches_on_one_new_sqlite_file_take_turns(small, frame, tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     with ThreadPoolExecutor(2) as pool:
         searches = list(pool.map(lambda _: teacher_search.search_teacher(frame, tuned(small, trials=3), storage_url=url), range(2)))
-    numbers = sorted([t["number"] for t in s.trials] for s in searches)
-    assert numbers == [[0, 1, 2], [3, 4, 5]] and all(s.trials[0]["warm_start"] for s in searches)
+    assert sorted(s.study_trials for s in searches) == [3, 6] and all(s.trials[0]["warm_start"] for s in searches)
