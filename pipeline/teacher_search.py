@@ -6,13 +6,15 @@ log-loss at its early-stopping iteration. Log-loss rather than macro-F1 because 
 stopping already minimizes (a trial's stopping point and its score agree), it is continuous on a
 small validation split where macro-F1 moves in steps of a few rows and ties (TPE learns nothing from
 ties), LightGBM computes it every iteration for free (the pruning reads it), and the student
-distils the teacher's probabilities, not only its argmax. ``benchmarks/teacher_search.py`` checks
-that a better validation log-loss carries over to the test macro-F1.
+distils the teacher's probabilities, not only its argmax. ``benchmarks/teacher_search.py`` measures
+whether a better validation log-loss carries over to the test macro-F1.
 
 - Warm start: trial 0 of every search is the production teacher's parameters (else the YAML's),
   enqueued, so a re-tune never starts from nothing and the kept teacher is never worse on
-  validation than the one it replaces would be if retrained on the same rows; the next trials
-  re-try the best parameters of the study's last ``EARLIER_SEARCHES`` searches.
+  validation than the one it replaces would be if retrained on the same rows. The next trials are
+  the YAML's parameters (after a change of the label rule, parameters tuned on the old rule did
+  worse than the YAML's on every generated gradual stream: RESULTS.md), then the best of the
+  study's last ``EARLIER_SEARCHES`` searches.
 - Pruning: optuna-integration (``LightGBMPruningCallback``) is not installed; ``_report`` is the
   same small callback: it reports the validation log-loss every ``REPORT_EVERY`` iterations and
   raises ``optuna.TrialPruned`` when ``trial.should_prune()``. It reports the best loss so far,
@@ -62,6 +64,7 @@ PRUNE_AFTER_TRIALS = 3
 """Completed trials of this search before any other trial may be pruned."""
 LOG_SCALE = frozenset({"learning_rate", "lambda_l2"})
 MIN_TRIALS_FOR_IMPORTANCE = 4
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 @dataclass
@@ -202,21 +205,24 @@ def importances(trials: list[optuna.trial.FrozenTrial], seed: int) -> dict[str, 
     return {name: round(float(value), 4) for name, value in found.items()}
 
 
-def warm_starts(first: dict, source: str, earlier: list[optuna.trial.FrozenTrial], spec: TeacherSearchSpec) -> list[dict]:
-    """The trials a search starts with: ``first`` (the production or the configured parameters), then
-    the best of each of the study's last ``EARLIER_SEARCHES`` searches (``earlier``: the study's
-    completed trials), each clipped into the search space, none twice."""
+def warm_starts(production: dict | None, configured: dict, earlier: list[optuna.trial.FrozenTrial],
+                spec: TeacherSearchSpec) -> list[dict]:
+    """The trials a search starts with: the production parameters, the configured ones, then the best
+    of each of the study's last ``EARLIER_SEARCHES`` searches (``earlier``: the study's completed
+    trials), each clipped into the search space, none twice."""
     searches: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for trial in earlier:
         searches.setdefault(trial.user_attrs.get(RUN, ""), []).append(trial)
     latest = sorted(searches.values(), key=lambda ts: max(t.number for t in ts), reverse=True)[:EARLIER_SEARCHES]
-    starts = [{"source": source, "params": clipped(first, spec)}]
+    candidates = [*([("production", production)] if production else []), ("configured", configured)]
     for trials in latest:
         best = min(trials, key=lambda t: t.value if t.value is not None else math.inf)
-        params = clipped(best.params, spec)
-        if all(params != s["params"] for s in starts):
-            when = best.datetime_complete.date().isoformat() if best.datetime_complete else "?"
-            starts.append({"source": f"best of the search of {when}", "params": params})
+        when = best.datetime_complete.date().isoformat() if best.datetime_complete else "?"
+        candidates.append((f"best of the search of {when}", best.params))
+    starts: list[dict] = []
+    for source, params in candidates:
+        if all(clipped(params, spec) != s["params"] for s in starts):
+            starts.append({"source": source, "params": clipped(params, spec)})
     return starts
 
 
@@ -232,8 +238,7 @@ def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production
     with studies.exclusive(storage_url):  # opening the storage creates its tables on first use
         history = optuna.create_study(study_name=name, storage=studies.storage(storage_url), direction="minimize", load_if_exists=True)
         earlier = history.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    source, first = ("production", production) if production else ("configured", base.model_dump())
-    starts = warm_starts(first, source, earlier, spec)
+    starts = warm_starts(production, base.model_dump(), earlier, spec)
     pruner = _MedianPruner(warmup=base.early_stopping_rounds)
     study = optuna.create_study(direction="minimize", pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True))
@@ -241,7 +246,7 @@ def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production
         study.enqueue_trial(start["params"], user_attrs={WARM_START: start["source"]})
     objective = _Objective(training_set, config, run, pruner)
     study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_seconds)  # its first trials are never pruned
-    mine = study.get_trials(deepcopy=False)
+    mine = study.get_trials(deepcopy=False, states=FINISHED)  # not the warm starts the budget left waiting
     with studies.exclusive(storage_url):
         history.add_trials(mine)
         total = len(history.get_trials(deepcopy=False))
