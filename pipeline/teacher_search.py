@@ -229,8 +229,8 @@ def warm_starts(production: dict | None, configured: dict, earlier: list[optuna.
 def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production: dict | None = None,
                    storage_url: str | None = None) -> TeacherSearch:
     """The best teacher of a search on ``training_set`` (see the module's docstring). ``production``:
-    the production teacher's searched parameters (``production_params``), the first warm start; None
-    starts from the YAML's. ``storage_url``: the study's database (``pipeline.studies``); None keeps
+    the production teacher's searched parameters (``production_params``), the first warm start (None:
+    the YAML's come first, ``warm_starts``). ``storage_url``: the study's database (``pipeline.studies``); None keeps
     it in memory. Reading and writing the study take turns on a SQLite file (``studies.exclusive``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started, spec, base, seed = time.perf_counter(), config.training.tuning.teacher, config.training.teacher, config.training.seed
