@@ -6,7 +6,7 @@ manager (``assets/artifact_io_manager.py``), as typed inputs: every edge they tr
 """
 
 import datetime as dt
-import os
+import math
 
 import dagster as dg
 import polars as pl
@@ -22,6 +22,7 @@ from pipeline.registry import PRODUCTION
 from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, transfer_counts
 from pipeline.student_search import StudentSearch, train_student
 from pipeline.teacher import Teacher
+from pipeline.teacher_search import MIN_TRIALS_FOR_IMPORTANCE, OBJECTIVE, TeacherSearch
 from pipeline.teacher_update import TeacherUpdate, update_teacher
 from pipeline.training_set import SPLIT, UNLABELLED
 
@@ -76,13 +77,14 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         version = registry.get(PRODUCTION)
         production = Teacher.load(version.directory)
         trained_through = dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
-    update = update_teacher(training_window, production, trained_through, decision, config)
+    update = update_teacher(training_window, production, trained_through, decision, config, storage.tuning_storage_url)
     return dg.Output(update, metadata={
         "method": update.method, "reason": update.reason, "policy": decision.action,
         "attempts": md.table(update.to_json()["attempts"], ATTEMPT_COLUMNS),
         "seconds": md.seconds(update.seconds),
         "best_iteration": update.teacher.booster.best_iteration,
         "trees": update.teacher.booster.num_trees(),
+        **(_search_metadata(update.search) if update.search else {}),
     })
 
 
@@ -92,6 +94,38 @@ ATTEMPT_COLUMNS = [
     md.Column("older_macro_f1", "float", "on the older validation rows (forgetting)"),
     md.Column("params", description="hyper-parameters, after the policy's adaptation"),
 ]
+
+
+def _search_metadata(search: TeacherSearch) -> dict:
+    """The parameter search behind a tuned teacher: its trials, the best value per trial, which
+    parameters mattered, and the chosen ones."""
+    history = search.history()
+    trials = [{**t, "best": h["best"], "params": {k: md.rounded(v) for k, v in t["params"].items()}}
+              for t, h in zip(search.trials, history, strict=True)]
+    curves = {"trial": [h["value"] if h["value"] is not None else math.nan for h in history],
+              "best so far": [h["best"] if h["best"] is not None else math.nan for h in history]}
+    return {
+        "search": search.reason,
+        "search_params": dg.MetadataValue.json(search.params),
+        "search_study": f"{search.study} ({search.study_trials} trials in {search.storage})",
+        "search_seconds": md.seconds(search.seconds),
+        "search_trials": md.table(trials, TRIAL_COLUMNS),
+        "search_history": dg.MetadataValue.md(evaluation_lib.png_markdown(
+            evaluation_lib.learning_curve_png(curves, "trial"), f"validation {OBJECTIVE} per trial and the best so far")),
+        "search_importances": md.table(({"parameter": k, "importance": v} for k, v in search.importances.items()), IMPORTANCE_COLUMNS)
+        if search.importances else f"not computed: fewer than {MIN_TRIALS_FOR_IMPORTANCE} completed trials",
+    }
+
+
+TRIAL_COLUMNS = [
+    md.Column("number", "int", "trial number in the study"), md.Column("state", description="complete, pruned or fail"),
+    md.Column("warm_start", description="where an enqueued start's parameters come from (empty: a TPE proposal)"),
+    md.Column("value", "float", f"validation {OBJECTIVE} at the early-stopping iteration"),
+    md.Column("best", "float", "the best value of this search so far"),
+    md.Column("best_iteration", "int"), md.Column("last_step", "int", "last iteration reported (where a pruned trial stopped)"),
+    md.Column("seconds", "float"), md.Column("params", description="the trial's parameters"),
+]
+IMPORTANCE_COLUMNS = [md.Column("parameter"), md.Column("importance", "float", "fANOVA share of the validation loss's variance")]
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER, deps=[FEDERATED_START])
@@ -111,7 +145,7 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     start = _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None
     production = _production_student(storage) if config.training.tuning.enabled else None
     student, search = train_student(training_window, teacher, config, spec, decision.action, production, start,
-                                    _tuning_storage_url(storage) if config.training.tuning.enabled else None)
+                                    storage.tuning_storage_url if config.training.tuning.enabled else None)
     best = min(student.history, key=lambda h: h["validation_loss"])
     curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
     return dg.Output(student, metadata={
@@ -156,16 +190,6 @@ def _production_student(storage: StorageResource) -> Student | None:
     """The production version's student, whose shape an incremental update keeps when tuning is on."""
     registry = storage.registry
     return Student.load(registry.get(PRODUCTION).directory) if registry.has_alias(PRODUCTION) else None
-
-
-def _tuning_storage_url(storage: StorageResource) -> str:
-    """Where Optuna's studies live. STOPGAP (issue 22, student half): the teacher half's tuning
-    resource replaces this at merge (same default: SQLite beside the data, or ``EVERGREEN_TUNING_STORAGE``)."""
-    if url := os.environ.get("EVERGREEN_TUNING_STORAGE"):
-        return url
-    path = storage.root / "tuning" / "optuna.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
 
 
 def _federated_start(storage: StorageResource, day: str, teacher: Teacher) -> tuple[str, Weights] | None:

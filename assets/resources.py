@@ -9,7 +9,7 @@ import dagster as dg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from assets.partitions import DATASET, DATASET_PATH, PROJECT_ROOT, check_definition_fields
-from pipeline import ids, signing
+from pipeline import ids, signing, studies
 from pipeline.dataset import DatasetConfig, load_dataset_config
 from pipeline.federated import FederatedStore
 from pipeline.label_inbox import LabelInbox
@@ -38,6 +38,11 @@ class StorageResource(dg.ConfigurableResource):
     dataset_path: str | None = None
     """The dataset YAML the graph runs (as ``DatasetResource``): the registry refuses models of
     another dataset or other features. None: no check (tools that only list or move aliases)."""
+    tuning_storage: str | None = None
+    """The SQLAlchemy URL of the database hyper-parameter searches keep their Optuna studies in. None:
+    ``EVERGREEN_TUNING_STORAGE``, else the scale-out PostgreSQL (``EVERGREEN_PG_*``), else
+    ``<data_dir>/tuning/optuna.db`` (``pipeline.studies.default_url``): prefer the variables to a URL
+    with a password here, which the UI would show."""
 
     @property
     def root(self) -> Path:
@@ -52,6 +57,10 @@ class StorageResource(dg.ConfigurableResource):
     def registry(self) -> Registry:
         dataset = DatasetIdentity.of(_load(self.dataset_path)) if self.dataset_path else None
         return Registry(self.root / "registry", dataset)
+
+    @property
+    def tuning_storage_url(self) -> str:
+        return self.tuning_storage or studies.default_url(self.root)
 
     @property
     def label_inbox(self) -> LabelInbox:

@@ -159,6 +159,10 @@ class TeacherSpec(_Strict):
     rounds: int = 300
     early_stopping_rounds: int = 30
     min_data_in_leaf: int = 20
+    lambda_l2: float = Field(0.0, ge=0)
+    """L2 regularisation of the leaf values (LightGBM's default, 0: none)."""
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    """Share of the features each tree may split on (LightGBM's default, 1: all)."""
 
 
 class StudentSpec(_Strict):
@@ -229,11 +233,36 @@ class RecencySpec(_Strict):
     """A candidate window with fewer labelled training rows is not tried."""
 
 
+SEARCHED_TEACHER_PARAMS = ("num_leaves", "learning_rate", "min_data_in_leaf", "lambda_l2", "feature_fraction")
+"""The ``TeacherSpec`` fields the teacher search tunes (each a range in ``TeacherSearchSpec``)."""
+
+
 class TeacherSearchSpec(_Strict):
-    """Optuna's TPE search over the teacher's LightGBM parameters on full retrains (``pipeline.teacher_search``)."""
+    """Optuna's TPE search over the teacher's LightGBM parameters on full retrains (``pipeline.teacher_search``).
+    Each range is ``[low, high]``; the search stops at ``trials`` or ``budget_seconds``, whichever comes first
+    (a trial under way when the budget runs out finishes)."""
 
     budget_seconds: float = Field(60.0, gt=0)
-    trials: int = Field(30, ge=1)
+    trials: int = Field(20, ge=1)
+    """20: a retrain with the search costs about 1.5-2x one without on the simulator and the generated
+    streams (``benchmarks/teacher_search.py``; 30 trials: up to 3.2x on a busy machine)."""
+    num_leaves: tuple[int, int] = (8, 128)
+    learning_rate: tuple[float, float] = (0.02, 0.3)
+    """Log scale. Not much lower: a trial boosts at most ``teacher.rounds`` trees."""
+    min_data_in_leaf: tuple[int, int] = (5, 100)
+    lambda_l2: tuple[float, float] = (1e-3, 10.0)
+    """Log scale; a warm start from 0 (no regularisation) starts from the low end."""
+    feature_fraction: tuple[float, float] = (0.5, 1.0)
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> "TeacherSearchSpec":
+        for name in SEARCHED_TEACHER_PARAMS:
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"tuning.teacher.{name}: [{low}, {high}] must be positive and ordered")
+        if self.feature_fraction[1] > 1:
+            raise ValueError("tuning.teacher.feature_fraction: a share of the features is at most 1")
+        return self
 
 
 class StudentSearchSpec(_Strict):

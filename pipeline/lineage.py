@@ -46,7 +46,8 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
             "training_days": [str(d) for d in training_days], "trained_through": str(training_days[-1]),
             "training_rows": training_lib.split_counts(training_set),
             "sites": sorted(training_set[SITE].unique().to_list()),
-            "teacher_update": {"method": update["method"], "reason": update["reason"]},
+            "teacher_update": {"method": update["method"], "reason": update["reason"],
+                               **({"search": _chosen(update["search"])} if "search" in update else {})},
             "change_day": change_day,
             "student_search": student.get("search", {}),  # the shape a search chose and why; empty: none ran
             # models trained before the effective values were kept: the configured ones, as recorded then
@@ -56,3 +57,8 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
             "code_version": code_version(), "run_id": run_id,
         },
     }
+
+
+def _chosen(search: dict) -> dict:
+    """Which trial of which study the teacher's parameters come from, and why (``pipeline.teacher_search``)."""
+    return {k: search[k] for k in ("study", "chosen_trial", "chosen_warm_start", "reason", "params", "warm_starts", "study_trials")}

@@ -33,7 +33,7 @@ import numpy as np
 import optuna
 import polars as pl
 
-from pipeline import edge_package, quantize, release
+from pipeline import edge_package, quantize, release, studies
 from pipeline.dataset import DatasetConfig, GateSpec, StudentSearchSpec, StudentSpec
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.evaluation import classification_metrics
@@ -43,6 +43,9 @@ from pipeline.policy import FULL
 from pipeline.student import Student, Weights, fit_student
 from pipeline.teacher import Teacher
 from pipeline.training_set import SPLIT, VALIDATION
+
+SEARCH = "student"
+"""The study's name within the dataset's: ``<dataset>/student``."""
 
 LATENCY_CALLS = 1000
 """Single-row calls a trial's latency is the median of: about 20 ms per trial."""
@@ -132,13 +135,9 @@ class _Judge:
                 edge_package.estimated_bytes(models, self.preprocessing))
 
 
-def study_name(config: DatasetConfig) -> str:
-    return f"{config.name}/student"
-
-
 def train_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec, action: str,
                   production: Student | None, start: tuple[str, Weights] | None = None,
-                  storage: str | optuna.storages.BaseStorage | None = None) -> tuple[Student, StudentSearch | None]:
+                  storage: str | None = None) -> tuple[Student, StudentSearch | None]:
     """The student of a retrain, and the search that shaped it if one ran. ``tuning.enabled: false``:
     ``fit_student`` as configured. Enabled: a full retrain (``action``), or a first model, searches;
     an incremental update keeps the ``production`` student's shape and first-layer choice."""
@@ -153,13 +152,21 @@ def train_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetC
 
 def search_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec,
                    start: tuple[str, Weights] | None = None,
-                   storage: str | optuna.storages.BaseStorage | None = None) -> StudentSearch:
+                   storage: str | None = None) -> StudentSearch:
     """Search the student's shape for ``training_set`` (module docstring); ``spec`` is the configured
-    student after the policy's adaptation, whose shape is the warm start. ``storage``: Optuna's
-    storage or its URL (None: in memory, forgotten after the call)."""
+    student after the policy's adaptation, whose shape is the warm start. ``storage``: the URL of
+    Optuna's storage (``pipeline.studies``; None: in memory, forgotten after the call). On a SQLite
+    file the whole search holds its turn (``studies.exclusive``): two searches enqueueing their warm
+    start at once would both take it, and one would fail."""
+    with studies.exclusive(storage):
+        return _search(training_set, teacher, config, spec, start, studies.storage(storage))
+
+
+def _search(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec,
+            start: tuple[str, Weights] | None, storage: optuna.storages.BaseStorage) -> StudentSearch:
     tuning, started = config.training.tuning.student, time.perf_counter()
     judge = _Judge.of(training_set, teacher, config)
-    study = optuna.create_study(study_name=study_name(config), storage=storage, load_if_exists=True,
+    study = optuna.create_study(study_name=studies.study_name(config.name, SEARCH), storage=storage, load_if_exists=True,
                                 directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=config.training.seed))
     study.enqueue_trial(_params(spec.hidden, False), user_attrs={WARM_START: True})
     space = _space(tuning, spec.hidden)
@@ -181,7 +188,7 @@ def search_student(training_set: pl.DataFrame, teacher: Teacher, config: Dataset
     gates = config.deployment.gates
     chosen, reason = choose(marked, gates)
     warm = next(t for t in marked if t.warm_start)
-    search = StudentSearch(study_name(config), marked, chosen, reason, gates, time.perf_counter() - started,
+    search = StudentSearch(studies.study_name(config.name, SEARCH), marked, chosen, reason, gates, time.perf_counter() - started,
                            students[(chosen or warm).number])
     search.student.search = search.summary()
     return search

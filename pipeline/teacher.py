@@ -5,6 +5,7 @@ model in a JSON sidecar so that anyone loading the text model encodes rows the s
 """
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -50,7 +51,8 @@ class Teacher:
 def lightgbm_params(spec: TeacherSpec, n_classes: int, seed: int) -> dict:
     return {
         "objective": "multiclass", "num_class": n_classes, "learning_rate": spec.learning_rate,
-        "num_leaves": spec.num_leaves, "min_data_in_leaf": spec.min_data_in_leaf, "seed": seed,
+        "num_leaves": spec.num_leaves, "min_data_in_leaf": spec.min_data_in_leaf, "lambda_l2": spec.lambda_l2,
+        "feature_fraction": spec.feature_fraction, "seed": seed,
         "deterministic": True, "num_threads": 1, "verbose": -1,
     }
 
@@ -66,13 +68,15 @@ def lightgbm_dataset(frame: pl.DataFrame, preprocessing: dict, classes: tuple[st
 
 
 def train_teacher(train: pl.DataFrame, validation: pl.DataFrame, preprocessing: dict,
-                  classes: tuple[str, ...], spec: TeacherSpec, seed: int, init_model: lgb.Booster | None = None) -> Teacher:
-    """Boost ``spec.rounds`` trees (on top of ``init_model``'s, when continuing), early-stopped on validation."""
+                  classes: tuple[str, ...], spec: TeacherSpec, seed: int, init_model: lgb.Booster | None = None,
+                  callbacks: Sequence[Callable] = ()) -> Teacher:
+    """Boost ``spec.rounds`` trees (on top of ``init_model``'s, when continuing), early-stopped on validation.
+    ``callbacks`` watch the boosting too (the teacher search's pruning reads the validation loss)."""
     train_set = lightgbm_dataset(train, preprocessing, classes)
     booster = lgb.train(
         lightgbm_params(spec, len(classes), seed), train_set, num_boost_round=spec.rounds,
         valid_sets=[lightgbm_dataset(validation, preprocessing, classes, train_set)],
-        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)], init_model=init_model,
+        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False), *callbacks], init_model=init_model,
     )
     return Teacher(booster, preprocessing, classes)
 

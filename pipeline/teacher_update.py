@@ -5,7 +5,9 @@ model was trained; half of their devices, the other half stops continued boostin
 - ``refit``: keep the production trees, re-estimate their leaf values on the new rows
   (``Booster.refit`` with a decay rate): the cheapest, and often the best update;
 - ``continue``: boost more trees on the new rows from the production model (``init_model``);
-- ``window``: a full retrain on the sliding window, from scratch.
+- ``window``: a full retrain on the sliding window, from scratch; with ``training.tuning.enabled``, the
+  teacher of a search of its parameters (``pipeline.teacher_search``), warm-started from the
+  production teacher's. Incremental updates keep the production parameters.
 An incremental model must beat the production model on the new validation rows and lose at most
 ``forget_tolerance`` macro-F1 on the older ones (catastrophic forgetting); otherwise, and whenever
 the policy asks for a full retrain, the window retrain is used. The test split is never looked at.
@@ -14,8 +16,10 @@ the policy asks for a full retrain, the window retrain is used. The test split i
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 from sklearn.metrics import f1_score
@@ -26,10 +30,12 @@ from pipeline.encoding import label_codes, teacher_matrix
 from pipeline.policy import FULL, Decision
 from pipeline.sample_sizes import measured
 from pipeline.teacher import Teacher, fit_teacher, train_teacher
+from pipeline.teacher_search import TeacherSearch, production_params, search_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 
 REFIT, CONTINUE, WINDOW = "refit", "continue", "window"
 UPDATE_FILE = "update.json"
+Made = TypeVar("Made")
 
 
 @dataclass
@@ -49,6 +55,8 @@ class TeacherUpdate:
     reason: str
     production: Attempt | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    search: TeacherSearch | None = None
+    """The parameter search the window retrain's teacher came from, when tuning is enabled."""
 
     @property
     def seconds(self) -> float:
@@ -63,7 +71,7 @@ class TeacherUpdate:
     def to_json(self) -> dict:
         return {"method": self.method, "seconds": self.seconds, "reason": self.reason, "params": self.params,
                 "production": vars(self.production) if self.production else None,
-                "attempts": [vars(a) for a in self.attempts]}
+                "attempts": [vars(a) for a in self.attempts], **({"search": self.search.to_json()} if self.search else {})}
 
     def save(self, directory: Path) -> None:
         """The teacher's files and, beside them, this record of how it was made."""
@@ -87,14 +95,25 @@ def refit(production: Teacher, new: pl.DataFrame, decay: float) -> Teacher:
     return Teacher(booster, production.preprocessing, production.classes)
 
 
-def continued_spec(config: DatasetConfig, learning_rate: float, rounds: int) -> TeacherSpec:
-    """The configured teacher with the policy's learning rate and rounds, validated as the YAML is."""
-    return TeacherSpec.model_validate({**config.training.teacher.model_dump(), "learning_rate": learning_rate, "rounds": rounds})
+def continued_spec(config: DatasetConfig, learning_rate: float, rounds: int, production: dict | None = None) -> TeacherSpec:
+    """The configured teacher with the policy's learning rate and rounds, validated as the YAML is.
+    ``production``: the searched parameters of a tuned production teacher, which continued boosting
+    keeps, its learning rate scaled as the policy scaled the YAML's."""
+    configured = config.training.teacher.model_dump()
+    if production:
+        learning_rate = round(learning_rate * production["learning_rate"] / configured["learning_rate"], 5)
+    return TeacherSpec.model_validate({**configured, **(production or {}), "learning_rate": learning_rate, "rounds": rounds})
+
+
+def kept_params(production: Teacher, config: DatasetConfig) -> dict | None:
+    """With tuning enabled, the production teacher's searched parameters, which incremental updates
+    keep; None (the YAML's) otherwise, as before tuning existed."""
+    return production_params(production.booster) if config.training.tuning.enabled else None
 
 
 def continue_training(production: Teacher, new: pl.DataFrame, validation: pl.DataFrame, config: DatasetConfig,
                       learning_rate: float, rounds: int) -> Teacher:
-    spec = continued_spec(config, learning_rate, rounds)
+    spec = continued_spec(config, learning_rate, rounds, kept_params(production, config))
     return train_teacher(new, validation, production.preprocessing, production.classes, spec, config.training.seed,
                          init_model=production.booster)
 
@@ -106,30 +125,32 @@ def _measured(macro_f1: float | None) -> float:
     return macro_f1
 
 
-def _timed(method: str, params: dict, build) -> tuple[Teacher, Attempt]:
+def _timed(method: str, params: dict, build: Callable[[], Made]) -> tuple[Made, Attempt]:
     started = time.perf_counter()
-    teacher = build()
-    return teacher, Attempt(method, round(time.perf_counter() - started, 3), params=params)
+    made = build()
+    return made, Attempt(method, round(time.perf_counter() - started, 3), params=params)
 
 
 def update_teacher(training_set: pl.DataFrame, production: Teacher | None, trained_through: dt.date | None,
-                   decision: Decision, config: DatasetConfig) -> TeacherUpdate:
+                   decision: Decision, config: DatasetConfig, tuning_storage: str | None = None) -> TeacherUpdate:
     """The teacher for this retrain. ``decision`` is the policy's (action, adapted hyper-parameters):
     a full retrain goes straight to the window; anything else (incremental, or a materialization a
     user asked for on a quiet day) tries the incremental updates first. ``trained_through`` is the
-    newest day the production model learned from."""
+    newest day the production model learned from. ``tuning_storage``: the database of the teacher
+    search's study (``pipeline.studies``; None: in memory), used when tuning is enabled."""
+    window = _Window(training_set, production, config, tuning_storage)
     if decision.action != FULL and production is not None and trained_through is not None:
         train = training_set.filter(pl.col(SPLIT) == TRAIN)
         new = train.filter(_after(train, trained_through))
         minimum = measured(training_set, config).min_new_rows
         if new.height >= minimum:
-            return _incremental(training_set, production, trained_through, new, decision, config)
+            return _incremental(training_set, production, trained_through, new, decision, config, window)
         reason = f"only {new.height} new labelled training rows since {trained_through} (< {minimum})"
     elif production is None:
         reason = "no production teacher to update"
     else:
         reason = f"the policy asked for a full retrain: {decision.reason}"
-    return _window(training_set, config, reason, [])
+    return window.retrain(reason, [])
 
 
 def _halves(validation: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -139,23 +160,40 @@ def _halves(validation: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return validation.filter(first), validation.filter(~first)
 
 
-def _window(training_set: pl.DataFrame, config: DatasetConfig, reason: str, attempts: list[Attempt],
-            production: Attempt | None = None) -> TeacherUpdate:
-    teacher, attempt = _timed(WINDOW, config.training.teacher.model_dump(mode="json"), lambda: fit_teacher(training_set, config))
-    return TeacherUpdate(teacher, WINDOW, reason, production, [*attempts, attempt])
+@dataclass
+class _Window:
+    """The full retrain on the window, which every path may fall back to."""
+
+    training_set: pl.DataFrame
+    production: Teacher | None
+    config: DatasetConfig
+    tuning_storage: str | None
+
+    def retrain(self, reason: str, attempts: list[Attempt], baseline: Attempt | None = None) -> TeacherUpdate:
+        """With the YAML's parameters, or, with tuning enabled, those a search finds (warm-started
+        from the production teacher's)."""
+        config = self.config
+        if not config.training.tuning.enabled:
+            teacher, attempt = _timed(WINDOW, config.training.teacher.model_dump(mode="json"), lambda: fit_teacher(self.training_set, config))
+            return TeacherUpdate(teacher, WINDOW, reason, baseline, [*attempts, attempt])
+        warm = production_params(self.production.booster) if self.production else None
+        search, attempt = _timed(WINDOW, {}, lambda: search_teacher(self.training_set, config, warm, self.tuning_storage))
+        attempt.params = search.params
+        return TeacherUpdate(search.teacher, WINDOW, f"{reason}; parameters searched: {search.reason}", baseline,
+                             [*attempts, attempt], search)
 
 
 def _incremental(training_set: pl.DataFrame, production: Teacher, trained_through: dt.date, new: pl.DataFrame,
-                 decision: Decision, config: DatasetConfig) -> TeacherUpdate:
+                 decision: Decision, config: DatasetConfig, window: _Window) -> TeacherUpdate:
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
     is_new = _after(validation, trained_through)
     old_val = validation.filter(~is_new)
     stopping, new_val = _halves(validation.filter(is_new))
     minimum = measured(training_set, config).min_validation_rows
     if new_val.height < minimum:
-        return _window(training_set, config, f"only {new_val.height} new validation rows to judge an update on (< {minimum})", [])
+        return window.retrain(f"only {new_val.height} new validation rows to judge an update on (< {minimum})", [])
     params = decision.teacher
-    continued = continued_spec(config, params["learning_rate"], params["rounds"]).model_dump(mode="json")
+    continued = continued_spec(config, params["learning_rate"], params["rounds"], kept_params(production, config)).model_dump(mode="json")
     candidates = [
         _timed(REFIT, {"refit_decay": params["refit_decay"]}, lambda: refit(production, new, params["refit_decay"])),
         _timed(CONTINUE, continued, lambda: continue_training(production, new, stopping, config, params["learning_rate"], params["rounds"])),
@@ -168,10 +206,10 @@ def _incremental(training_set: pl.DataFrame, production: Teacher, trained_throug
     attempts = [a for _, a in candidates]
     tolerance = config.feedback.policy.forget_tolerance
     if _measured(best.new_macro_f1) <= _measured(baseline.new_macro_f1):
-        return _window(training_set, config, f"{best.method} does not beat the production teacher on the new rows "
+        return window.retrain(f"{best.method} does not beat the production teacher on the new rows "
                        f"({best.new_macro_f1:.3f} vs {baseline.new_macro_f1:.3f})", attempts, baseline)
     if best.older_macro_f1 is not None and best.older_macro_f1 < _measured(baseline.older_macro_f1) - tolerance:
-        return _window(training_set, config, f"{best.method} forgot the older window: macro-F1 {best.older_macro_f1:.3f} "
+        return window.retrain(f"{best.method} forgot the older window: macro-F1 {best.older_macro_f1:.3f} "
                        f"vs the production teacher's {baseline.older_macro_f1:.3f} (tolerance {tolerance})", attempts, baseline)
     return TeacherUpdate(teacher, best.method, f"{best.method} is best on the new rows ({best.new_macro_f1:.3f}, production "
                          f"{baseline.new_macro_f1:.3f}) and keeps the older window", baseline, attempts)
