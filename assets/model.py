@@ -84,7 +84,7 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         "seconds": md.seconds(update.seconds),
         "best_iteration": update.teacher.booster.best_iteration,
         "trees": update.teacher.booster.num_trees(),
-        **(_search_metadata(update.search) if update.search else {}),
+        **(_teacher_search_metadata(update.search) if update.search else {}),
     })
 
 
@@ -96,7 +96,7 @@ ATTEMPT_COLUMNS = [
 ]
 
 
-def _search_metadata(search: TeacherSearch) -> dict:
+def _teacher_search_metadata(search: TeacherSearch) -> dict:
     """The parameter search behind a tuned teacher: its trials, the best value per trial, which
     parameters mattered, and the chosen ones."""
     history = search.history()
@@ -109,7 +109,7 @@ def _search_metadata(search: TeacherSearch) -> dict:
         "search_params": dg.MetadataValue.json(search.params),
         "search_study": f"{search.study} ({search.study_trials} trials in {search.storage})",
         "search_seconds": md.seconds(search.seconds),
-        "search_trials": md.table(trials, TRIAL_COLUMNS),
+        "search_trials": md.table(trials, TEACHER_TRIAL_COLUMNS),
         "search_history": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.learning_curve_png(curves, "trial"), f"validation {OBJECTIVE} per trial and the best so far")),
         "search_importances": md.table(({"parameter": k, "importance": v} for k, v in search.importances.items()), IMPORTANCE_COLUMNS)
@@ -117,7 +117,7 @@ def _search_metadata(search: TeacherSearch) -> dict:
     }
 
 
-TRIAL_COLUMNS = [
+TEACHER_TRIAL_COLUMNS = [
     md.Column("number", "int", "trial number in the study"), md.Column("state", description="complete, pruned or fail"),
     md.Column("warm_start", description="where an enqueued start's parameters come from (empty: a TPE proposal)"),
     md.Column("value", "float", f"validation {OBJECTIVE} at the early-stopping iteration"),
@@ -157,16 +157,16 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         "temperature": spec.temperature, "alpha": spec.alpha,
         "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
-        **(_search_metadata(search) if search else {}),
+        **(_student_search_metadata(search) if search else {}),
     })
 
 
-def _search_metadata(search: StudentSearch) -> dict:
+def _student_search_metadata(search: StudentSearch) -> dict:
     trials = [t.to_json() for t in search.trials]
     chosen = search.chosen.to_json() if search.chosen else None
     return {
-        "search_trials": md.table(trials, SEARCH_COLUMNS),
-        "search_pareto_front": md.table([t.to_json() for t in search.front], SEARCH_COLUMNS),
+        "search_trials": md.table(trials, STUDENT_TRIAL_COLUMNS),
+        "search_pareto_front": md.table([t.to_json() for t in search.front], STUDENT_TRIAL_COLUMNS),
         "search_pareto_plot": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.pareto_png(trials, chosen, search.gates.max_latency_us), "validation macro-F1 against single-row latency")),
         "search_chosen": dg.MetadataValue.json(chosen or {}), "search_reason": search.reason,
@@ -174,7 +174,7 @@ def _search_metadata(search: StudentSearch) -> dict:
     }
 
 
-SEARCH_COLUMNS = [
+STUDENT_TRIAL_COLUMNS = [
     md.Column("number", "int", "the trial's number in the study (earlier searches' trials come first)"),
     md.Column("hidden", description="hidden layer widths"), md.Column("depth", "int"),
     md.Column("quantize_first_layer", "bool", "the first layer int8 too (else fp32)"),
