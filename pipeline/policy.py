@@ -53,10 +53,11 @@ class Decision:
     day: dt.date
     production_version: str | None
     event_key: str | None
-    """Identifies the drift event: one retrain run per key. A change the fresh labels show has a key of
-    its own within its event (``CONFIRMED_BY_LABELS``): when labels come back days late, the input
-    drift is seen first and may have had its run already, and fixing the label rule must not wait for
-    the streak of alarm days to end."""
+    """Identifies the drift event: one retrain run per key. A change the fresh labels confirm (a drop of
+    at least ``full_retrain_drop``: a full retrain) has a key of its own within its event
+    (``CONFIRMED_BY_LABELS``): the input drift, or a first small drop, may have had its incremental
+    run already (labels come back late, a drop grows over the days of a roll-out), and fixing the
+    label rule must not wait for the streak of alarm days to end."""
     severity: float
     teacher: dict
     student: dict
@@ -154,8 +155,8 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     start = event_start(day, production_version, earlier)
     waited = (day - start).days
     evidence = _evidence(summary)
-    key = f"{production_version}@{start.isoformat()}" + (CONFIRMED_BY_LABELS if summary.concept_drift else "")
     confirmed = summary.concept_drift and summary.accuracy_drop >= spec.full_retrain_drop
+    key = f"{production_version}@{start.isoformat()}" + (CONFIRMED_BY_LABELS if confirmed else "")
     if summary.covariate_only and summary.estimate_reliable and not summary.estimated_harm:
         return decision(NONE, f"shift without harm: {evidence} since {start}, but the accuracy estimated without labels "
                               f"{_band(summary)} has not dropped beyond its band from the reference "

@@ -50,7 +50,7 @@ def test_waits_while_the_inputs_still_move_then_retrains_at_the_latest_after_max
     assert first.event_key == "v1@2026-10-17" and third.event_key == "v1@2026-10-15"
 
 
-def test_labels_confirming_a_change_late_open_their_own_run_within_the_event():
+def test_labels_confirming_a_change_open_their_own_run_within_the_event():
     """Labels 7 days late: the input drift of the 10-10 streak had its run days ago; when the labels
     show the rule changed, that is a second key of the same event, so the sensor launches the fix."""
     streak = _days(False, *[True] * 7)
@@ -58,6 +58,8 @@ def test_labels_confirming_a_change_late_open_their_own_run_within_the_event():
     confirmed = _decide(CONCEPT, streak)
     assert inputs_only.event_key == "v1@2026-10-10" and confirmed.event_key == "v1@2026-10-10/labels"
     assert confirmed.action == policy.FULL and confirmed.change_day == "2026-10-10" and not confirmed.cooldown
+    small_drop = _decide(_with(CONCEPT, accuracy_drop=0.03, fresh_accuracy=0.89), streak)  # first labels: a small drop
+    assert small_drop.action == policy.INCREMENTAL and small_drop.event_key == "v1@2026-10-10"  # the full one still gets its run
 
 
 def test_a_settled_drift_retrains_at_once():
