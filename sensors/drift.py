@@ -16,7 +16,7 @@ import dagster as dg
 from assets.feedback import retraining_policy
 from assets.jobs import retrain_job
 from assets.resources import DatasetResource, StorageResource
-from pipeline.policy import RETRAIN
+from pipeline.policy import FULL, RETRAIN
 from pipeline.registry import PRODUCTION
 from sensors.reports import newest_report
 
@@ -28,8 +28,16 @@ FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def _stale(day: str, decision: dict, storage: StorageResource) -> str | None:
+    """Why the decision no longer applies, if it does not. A decision about a model that has since been
+    replaced is for the next day's report to remake, except a change of the label rule the labels
+    confirmed: that is about the world, and a replacement that learned only from days before the
+    decision's (a gray release concluded meanwhile) still has the old rule; waiting a day for it cost
+    the simulator's roll-out a day of recovery."""
     registry = storage.registry
     production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
+    confirmed_change = decision["action"] == FULL and bool(decision.get("change_day"))
+    if confirmed_change and production is not None and production.entry["lineage"]["partition"] < day:
+        return None
     if decision["production_version"] != (production.version if production else ""):
         return (f"policy for {day} judged production {decision['production_version'] or 'none'}, but production is now "
                 f"{production.version if production else 'none'}: stale, the next day's report judges the new model")

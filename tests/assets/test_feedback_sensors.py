@@ -99,6 +99,18 @@ def test_a_decision_about_a_replaced_production_model_or_an_older_day_is_stale(h
     assert "already learned from 2026-10-01" in harness.tick().skip_message
 
 
+def test_a_confirmed_label_rule_change_survives_a_replacement_that_learned_only_older_days(harness):
+    """A gray release of a model trained through 2026-10-01 concluded after the 10-17 report: the change
+    the labels confirmed is still in the world and still in the new production model."""
+    harness.production("v2")
+    confirmed = {**_decision("full", "v1@2026-10-15/labels"), "change_day": "2026-10-15", "cooldown": False}
+    harness.decide("2026-10-17", confirmed)
+    [request] = harness.tick().run_requests
+    assert request.run_key == "drift:v1@2026-10-15/labels#1"
+    harness.decide("2026-09-30", {**confirmed, "event_key": "v1@2026-09-28/labels"})  # v2 learned from that day
+    assert "stale" in harness.tick().skip_message
+
+
 def test_a_new_event_within_the_cooldown_waits(harness):
     harness.decide("2026-10-17", _decision("full", "v1@2026-10-15"))
     [request] = harness.tick().run_requests
