@@ -22,6 +22,7 @@ MAX_TEXT_CHARS = 256
 closed and swallowed the lines after it), so the row is quarantined rather than trained on."""
 _SHOWN_CHARS = 40
 _RAW_INDEX = "__raw_index"
+_INDEX = pl.get_index_type()
 _TIMESTAMP_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z",
     "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
@@ -82,17 +83,18 @@ def clean_day(raw: pl.DataFrame | pl.LazyFrame, config: DatasetConfig, day: dt.d
         broken = pl.col(REASON).is_not_null()
         quarantined.append(_quarantine_view(flagged.filter(broken), columns, config, hash_key))
         at = pl.int_range(start, start + pl.len(), dtype=pl.Int64).alias(_RAW_INDEX)
-        file = pl.col(SOURCE_FILE).cast(pl.Categorical)  # one name per row: kept as a number until the end
-        candidates.append(flagged.select(file, SOURCE_ROW, pl.col("^v:.*$"), at, REASON).filter(~broken).drop(REASON))
+        candidates.append(flagged.select(SOURCE_FILE, SOURCE_ROW, pl.col("^v:.*$"), at, REASON).filter(~broken).drop(REASON))
         del flagged
     day_candidates = pl.concat(candidates)
     del candidates
     accepted_at, conflicts, duplicates = _deduplicate(day_candidates, has_ids=config.columns.id is not None)
-    accepted = _taken(day_candidates, accepted_at)
+    canonical = _canonical(day_candidates, config)
+    del day_candidates  # its columns now live in ``canonical`` only, which ``_taken`` empties as it goes
+    accepted = _taken(canonical, accepted_at)
     quarantined.append(_quarantine_view(_as_came(raw, conflicts, config), columns, config, hash_key))
-    clean, imputed = _impute(_canonical(accepted, config), config)
+    clean, imputed = _impute(accepted, config)
     return CleaningResult(
-        clean=_hash_ids(clean, hash_key),
+        clean=_hash_ids(clean, hash_key, step),
         quarantine=pl.concat(quarantined),
         duplicates=duplicates,
         imputed=imputed,
@@ -132,15 +134,15 @@ def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Ser
     """
     ignored = {f"v:{LABEL}"} | (set() if has_ids else {f"v:{DEVICE_ID}"})
     readings = [c for c in candidates.columns if c.startswith("v:") and c not in ignored]
-    ids = _row_ids(candidates, readings).alias("__reading").to_frame()
-    entity = _row_ids(candidates, [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"]) if has_ids else ids["__reading"]
-    ids = ids.with_columns(
-        entity.alias("__entity"), candidates[f"v:{LABEL}"].rank("dense").alias("__label"),
-        candidates[f"v:{LABEL}"].is_null().alias("__unlabelled"), candidates[SOURCE_FILE], candidates[SOURCE_ROW],
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("__index"),
-    )
-    ids = ids.with_columns(_row_ids(ids, ["__reading", "__label"]).alias("__labelled_reading"))
-    ids = ids.sort("__unlabelled", SOURCE_FILE, SOURCE_ROW)  # labelled copies first
+    label, reading = candidates[f"v:{LABEL}"], _row_ids(candidates, readings)
+    ids = pl.DataFrame({
+        "__reading": reading,
+        "__entity": _row_ids(candidates, [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"]) if has_ids else reading,
+        "__labelled_reading": _row_ids(pl.DataFrame([reading, label]), [reading.name, label.name]),
+        "__unlabelled": label.is_null(),
+        "__order": _places(candidates[SOURCE_FILE].rank("dense"), candidates[SOURCE_ROW]),  # a file's name, once per row, as a number
+        "__index": pl.int_range(candidates.height, dtype=_INDEX, eager=True),
+    }).sort("__unlabelled", "__order")  # labelled copies first
     reading = pl.col("__reading")
     duplicate = ~reading.is_first_distinct() & (~pl.col("__labelled_reading").is_first_distinct() | pl.col("__unlabelled"))
     kept = ids.filter(~duplicate).with_columns(
@@ -153,13 +155,17 @@ def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Ser
         .otherwise(pl.lit("conflicting duplicate: another row has this device and timestamp with other values"))
         .alias(REASON)
     )
-    accepted = kept.filter(~pl.col("__conflict")).sort(SOURCE_FILE, SOURCE_ROW)["__index"]
+    accepted = kept.filter(~pl.col("__conflict")).sort("__order")["__index"]
     return accepted, conflicts, candidates.height - kept.height
 
 
 def _taken(frame: pl.DataFrame, at: pl.Series) -> pl.DataFrame:
     """The rows of ``frame`` at ``at``, taken column by column out of ``frame`` (which is left
-    empty), so the day's parsed values are held once, not twice, while they are picked."""
+    empty), so the day's parsed values are held once, not twice, while they are picked. Rows kept in
+    their order (the usual day) are filtered piece by piece: each new piece fits where a freed one was."""
+    if at.is_sorted():
+        keep = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(at, True)
+        return pl.DataFrame([frame.drop_in_place(name).filter(keep) for name in frame.columns])
     return pl.DataFrame([frame.drop_in_place(name).gather(at) for name in frame.columns])
 
 
@@ -172,11 +178,27 @@ def _row_ids(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
     hashed = pl.zeros(frame.height, pl.UInt64, eager=True)
     for seed, name in enumerate(columns):
         hashed = (hashed ^ frame[name].hash(seed=seed)).hash(seed=seed)
-    shared = hashed.is_duplicated()
-    ranked = frame.filter(shared).select(pl.struct(columns).rank("dense").cast(pl.UInt64)).to_series()
-    alone = pl.int_range(1, (~shared).sum() + 1, dtype=pl.UInt64, eager=True) + (ranked.max() or 0)
-    ids = pl.zeros(frame.height, pl.UInt64, eager=True)
-    return ids.scatter(shared.arg_true(), ranked).scatter((~shared).arg_true(), alone)
+    shared = _repeated(hashed)
+    del hashed
+    ranked = frame.filter(shared).select(pl.struct(columns).rank("dense").cast(_INDEX)).to_series()
+    alone = pl.int_range(1, (~shared).sum() + 1, dtype=_INDEX, eager=True) + (ranked.max() or 0)
+    return pl.zeros(frame.height, _INDEX, eager=True).scatter(shared.arg_true(), ranked).scatter((~shared).arg_true(), alone)
+
+
+def _repeated(values: pl.Series) -> pl.Series:
+    """Whether another row has the same value, found by sorting: ``is_duplicated``'s hash table of a
+    day's rows took 150 MB for a moment, the sorted copy takes a tenth of it."""
+    order = values.arg_sort()
+    ordered = values.gather(order)
+    same = (ordered == ordered.shift(1)).fill_null(False) | (ordered == ordered.shift(-1)).fill_null(False)
+    return pl.zeros(len(values), pl.Boolean, eager=True).scatter(order, same)
+
+
+def _places(*keys: pl.Series) -> pl.Series:
+    """Each row's place when the rows are sorted by ``keys`` (ties in their order)."""
+    frame = pl.DataFrame(list(keys))
+    order = frame.select(pl.arg_sort_by(frame.columns, maintain_order=True)).to_series()
+    return pl.zeros(len(order), _INDEX, eager=True).scatter(order, pl.int_range(len(order), dtype=_INDEX, eager=True))
 
 
 def _require_columns(raw: pl.LazyFrame, config: DatasetConfig) -> list[str]:
@@ -336,7 +358,7 @@ def _numeric_reasons(config: DatasetConfig) -> list[pl.Expr]:
 
 def _canonical(accepted: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
     names = [TIMESTAMP, DEVICE_ID, SITE, *(f.name for f in config.features), LABEL]
-    return accepted.select(*(pl.col(f"v:{n}").alias(n) for n in names), pl.col(SOURCE_FILE).cast(pl.String), SOURCE_ROW)
+    return accepted.select(*(pl.col(f"v:{n}").alias(n) for n in names), SOURCE_FILE, SOURCE_ROW)
 
 
 def _impute(clean: pl.DataFrame, config: DatasetConfig) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -345,11 +367,15 @@ def _impute(clean: pl.DataFrame, config: DatasetConfig) -> tuple[pl.DataFrame, d
     return clean.with_columns(pl.col(name).fill_null(pl.col(name).median()) for name in imputed), imputed  # untouched columns stay shared
 
 
-def _hash_ids(clean: pl.DataFrame, key: bytes) -> pl.DataFrame:
-    return clean.with_columns(
-        ids.row_id(pl.col(DEVICE_ID), pl.col(TIMESTAMP), key).alias(ROW_ID),
-        ids.keyed_hash(pl.col(DEVICE_ID), key).alias(DEVICE_ID),
-    ).select(ROW_ID, pl.exclude(ROW_ID))
+def _hash_ids(clean: pl.DataFrame, key: bytes, step: int) -> pl.DataFrame:
+    """Row ids first, device ids hashed; made ``step`` rows at a time, since hashing goes through
+    a text and a Python string per row."""
+    hashed = pl.concat([
+        clean.slice(start, step).select(ids.row_id(pl.col(DEVICE_ID), pl.col(TIMESTAMP), key).alias(ROW_ID),
+                                        ids.keyed_hash(pl.col(DEVICE_ID), key).alias(DEVICE_ID))
+        for start in range(0, max(clean.height, 1), step)
+    ])
+    return pl.DataFrame([hashed[ROW_ID], *(hashed[name] if name == DEVICE_ID else clean[name] for name in clean.columns)])
 
 
 def _quarantine_view(quarantine: pl.DataFrame, raw_columns: list[str], config: DatasetConfig, key: bytes) -> pl.DataFrame:
