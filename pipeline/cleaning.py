@@ -134,11 +134,11 @@ def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Ser
     """
     ignored = {f"v:{LABEL}"} | (set() if has_ids else {f"v:{DEVICE_ID}"})
     readings = [c for c in candidates.columns if c.startswith("v:") and c not in ignored]
-    label, reading = candidates[f"v:{LABEL}"], _row_ids(candidates, readings)
+    label, reading_ids = candidates[f"v:{LABEL}"], _row_ids(candidates, readings)
     ids = pl.DataFrame({
-        "__reading": reading,
-        "__entity": _row_ids(candidates, [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"]) if has_ids else reading,
-        "__labelled_reading": _row_ids(pl.DataFrame([reading, label]), [reading.name, label.name]),
+        "__reading": reading_ids,
+        "__entity": _row_ids(candidates, [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"]) if has_ids else reading_ids,
+        "__labelled_reading": _row_ids(pl.DataFrame([reading_ids, label]), [reading_ids.name, label.name]),
         "__unlabelled": label.is_null(),
         "__order": _places(candidates[SOURCE_FILE].rank("dense"), candidates[SOURCE_ROW]),  # a file's name, once per row, as a number
         "__index": pl.int_range(candidates.height, dtype=_INDEX, eager=True),
@@ -181,7 +181,7 @@ def _row_ids(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
     shared = _repeated(hashed)
     del hashed
     ranked = frame.filter(shared).select(pl.struct(columns).rank("dense").cast(_INDEX)).to_series()
-    alone = pl.int_range(1, (~shared).sum() + 1, dtype=_INDEX, eager=True) + (ranked.max() or 0)
+    alone = pl.int_range(1, int((~shared).sum()) + 1, dtype=_INDEX, eager=True) + ranked.n_unique()  # after the dense ranks
     return pl.zeros(frame.height, _INDEX, eager=True).scatter(shared.arg_true(), ranked).scatter((~shared).arg_true(), alone)
 
 

@@ -12,6 +12,7 @@ the file and line it came from, so later errors and quarantine reasons can name 
 import codecs
 import csv
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import io
@@ -327,9 +328,13 @@ def stage_landing_day(landing_dir: Path, day: dt.date, required: list[str], csv_
     layout = pl.concat([pl.LazyFrame(schema=read.schema()) for read in reads], how="diagonal_relaxed")
     parts = [folder / f"part-{number:05d}.parquet" for number in range(len(reads))]
     for read, part in zip(reads, parts):
-        read.run(lambda frame, part=part: pl.concat([layout, frame], how="diagonal_relaxed").sink_parquet(part))
+        read.run(functools.partial(_sink, layout, part))
     _require_rows(reads, [pl.scan_parquet(part).select(pl.len()).collect().item() for part in parts], day)
     return pl.scan_parquet(parts)
+
+
+def _sink(layout: pl.LazyFrame, part: Path, frame: pl.LazyFrame) -> None:
+    pl.concat([layout, frame], how="diagonal_relaxed").sink_parquet(part)
 
 
 def _day_reads(landing_dir: Path, day: dt.date, required: list[str], csv_separator: str) -> list[_LandingRead]:

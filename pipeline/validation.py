@@ -129,7 +129,7 @@ class _Run:
             return
         batch = self._batches.get_batch(batch_parameters={"dataframe": frame})
         for result in batch.validate(gx.ExpectationSuite(name="raw_day", expectations=expectations)).results:
-            found = result.expectation_config
+            found: Any = result.expectation_config
             key = str(found.kwargs.get("column") or found.kwargs.get("column_list"))
             self._tallies[check_of[found.type]].setdefault(key, _Tally()).add(result)
 
