@@ -1,8 +1,11 @@
 """Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, gold-labelled. The
 training set, which also takes the labelling layer's labels, is the next layer (``assets/training.py``)."""
 
+import datetime as dt
+import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import dagster as dg
@@ -83,24 +86,36 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
     Landing files are streamed to Parquet in a temporary folder, validated batch by batch from there,
     and streamed on into the IO manager's file: the day's text is never whole in memory."""
     config, day = dataset.load(), partition_day(context)
-    with tempfile.TemporaryDirectory(prefix="raw_telemetry-") as staging:
-        raw = sources.stage_raw_day(config, day, Path(staging))
-        frame_type = expectation_frame_type(config)
-        outcomes = validation.validate_day(raw, config, check=lambda frame: _type_check(context, frame_type, frame))
-        for outcome in outcomes:
-            yield dg.AssetCheckResult(
-                check_name=outcome.name,
-                passed=outcome.passed,
-                severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
-                metadata={"expectations": outcome.evaluated, "failures": md.table(outcome.failures, FAILURE_COLUMNS)},
-            )
-        skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, day)}
-        yield dg.AssetCheckResult(check_name="landing_files", passed=not skipped, severity=CHECK_SEVERITY["landing_files"],
-                                  metadata={"skipped": md.counts(skipped, *SKIPPED_COLUMNS)})
-        files = raw.select(pl.col(sources.SOURCE_FILE).unique().sort()).collect().to_series().to_list()
-        rows, columns = raw.select(pl.len()).collect().item(), raw.collect_schema().len()
-        yield dg.Output(raw, metadata={"rows": rows, "files": dg.MetadataValue.json(files), "columns": columns,
-                                       "skipped_files": md.counts(skipped, *SKIPPED_COLUMNS)})  # written before the folder goes
+    raw = _staged_raw_day(config, day)
+    frame_type = expectation_frame_type(config)
+    outcomes = validation.validate_day(raw, config, check=lambda frame: _type_check(context, frame_type, frame))
+    for outcome in outcomes:
+        yield dg.AssetCheckResult(
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
+            metadata={"expectations": outcome.evaluated, "failures": md.table(outcome.failures, FAILURE_COLUMNS)},
+        )
+    skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, day)}
+    yield dg.AssetCheckResult(check_name="landing_files", passed=not skipped, severity=CHECK_SEVERITY["landing_files"],
+                              metadata={"skipped": md.counts(skipped, *SKIPPED_COLUMNS)})
+    files = raw.select(pl.col(sources.SOURCE_FILE).unique().sort()).collect().to_series().to_list()
+    rows, columns = raw.select(pl.len()).collect().item(), raw.collect_schema().len()
+    yield dg.Output(raw, metadata={"rows": rows, "files": dg.MetadataValue.json(files), "columns": columns,
+                                   "skipped_files": md.counts(skipped, *SKIPPED_COLUMNS)})
+
+
+def _staged_raw_day(config: DatasetConfig, day: dt.date) -> pl.LazyFrame:
+    """The raw day, staged in a temporary folder that lives as long as the frame: until the IO
+    manager has streamed it into its file, or longer when an in-process run keeps the output."""
+    staging = Path(tempfile.mkdtemp(prefix="raw_telemetry-"))
+    try:
+        raw = sources.stage_raw_day(config, day, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    weakref.finalize(raw, shutil.rmtree, staging, ignore_errors=True)
+    return raw
 
 
 def _type_check(context: dg.AssetExecutionContext, frame_type: dg.DagsterType, frame: pd.DataFrame) -> None:
