@@ -1,9 +1,15 @@
 """Data layer: raw telemetry in, validated, cleaned with quarantine, featurised, gold-labelled. The
 training set, which also takes the labelling layer's labels, is the next layer (``assets/training.py``)."""
 
+import datetime as dt
+import shutil
+import tempfile
 import warnings
+import weakref
+from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
@@ -75,15 +81,14 @@ CHECK_SEVERITY = {"schema": dg.AssetCheckSeverity.ERROR, "landing_files": dg.Ass
 def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
     """The day's telemetry exactly as it came from the source (simulator or landing files), with the
     file and row each reading came from. Great Expectations checks derived from the dataset config
-    (schema, null rates, value ranges, uniqueness, label values) run on it as asset checks."""
-    config = dataset.load()
-    raw = sources.read_raw_day(config, partition_day(context))
-    frame = validation.expectation_frame(raw, config)
-    type_check = dg.check_dagster_type(expectation_frame_type(config), frame)
-    if not type_check.success:
-        raise dg.Failure(f"raw_telemetry {context.partition_key}: frame for Great Expectations: {type_check.description}")
-    outcomes = validation.validate(frame, config)
-    del frame  # the pandas copy is the largest object here: gone before the Parquet write
+    (schema, null rates, value ranges, uniqueness, label values) run on it as asset checks.
+
+    Landing files are streamed to Parquet in a temporary folder, validated batch by batch from there,
+    and streamed on into the IO manager's file: the day's text is never whole in memory."""
+    config, day = dataset.load(), partition_day(context)
+    raw = _staged_raw_day(config, day)
+    frame_type = expectation_frame_type(config)
+    outcomes = validation.validate_day(raw, config, check=lambda frame: _type_check(context, frame_type, frame))
     for outcome in outcomes:
         yield dg.AssetCheckResult(
             check_name=outcome.name,
@@ -91,12 +96,32 @@ def raw_telemetry(context: dg.AssetExecutionContext, dataset: DatasetResource):
             severity=CHECK_SEVERITY.get(outcome.name, dg.AssetCheckSeverity.WARN),
             metadata={"expectations": outcome.evaluated, "failures": md.table(outcome.failures, FAILURE_COLUMNS)},
         )
-    skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, partition_day(context))}
+    skipped = {str(entry.path): entry.reason for entry in sources.skipped_entries(config, day)}
     yield dg.AssetCheckResult(check_name="landing_files", passed=not skipped, severity=CHECK_SEVERITY["landing_files"],
                               metadata={"skipped": md.counts(skipped, *SKIPPED_COLUMNS)})
-    files = raw[sources.SOURCE_FILE].unique().sort().to_list()
-    yield dg.Output(raw, metadata={"rows": raw.height, "files": dg.MetadataValue.json(files), "columns": len(raw.columns),
+    files = raw.select(pl.col(sources.SOURCE_FILE).unique().sort()).collect().to_series().to_list()
+    rows, columns = raw.select(pl.len()).collect().item(), raw.collect_schema().len()
+    yield dg.Output(raw, metadata={"rows": rows, "files": dg.MetadataValue.json(files), "columns": columns,
                                    "skipped_files": md.counts(skipped, *SKIPPED_COLUMNS)})
+
+
+def _staged_raw_day(config: DatasetConfig, day: dt.date) -> pl.LazyFrame:
+    """The raw day, staged in a temporary folder that lives as long as the frame: until the IO
+    manager has streamed it into its file, or longer when an in-process run keeps the output."""
+    staging = Path(tempfile.mkdtemp(prefix="raw_telemetry-"))
+    try:
+        raw = sources.stage_raw_day(config, day, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    weakref.finalize(raw, shutil.rmtree, staging, ignore_errors=True)
+    return raw
+
+
+def _type_check(context: dg.AssetExecutionContext, frame_type: dg.DagsterType, frame: pd.DataFrame) -> None:
+    type_check = dg.check_dagster_type(frame_type, frame)
+    if not type_check.success:
+        raise dg.Failure(f"raw_telemetry {context.partition_key}: frame for Great Expectations: {type_check.description}")
 
 
 SKIPPED_COLUMNS = (md.Column("file", description="a landing entry named for the day"), md.Column("reason", description="why it was not read"))
@@ -120,13 +145,15 @@ CLEANING_OUTPUTS = ["clean_telemetry", "quarantine"]
                  dg.AssetCheckSpec("clean_share", asset="clean_telemetry", blocking=True,
                                    description="clean rows are at least quality.min_clean_fraction of the day's rows")],
 )
-def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame,
+def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.LazyFrame,
                     dataset: DatasetResource, storage: StorageResource):
     """Cleaning with quarantine: nothing is dropped silently. Exact duplicates are counted, conflicting
     duplicates and rows outside their valid ranges or partition are quarantined with a reason, a few
-    missing readings are imputed with the day's median, and device ids are replaced by a keyed hash."""
+    missing readings are imputed with the day's median, and device ids are replaced by a keyed hash.
+    Raw arrives as a scan of its Parquet file and is cleaned batch by batch."""
     config = dataset.load()
     result = cleaning.clean_day(raw_telemetry, config, partition_day(context), storage.hash_key())
+    raw_rows = raw_telemetry.select(pl.len()).collect().item()
     reasons = result.top_reasons()
     yield dg.Output(result.clean, output_name="clean_telemetry", metadata={
         "rows": result.clean.height, "duplicates": result.duplicates,
@@ -140,8 +167,8 @@ def clean_telemetry(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFra
     yield clean_share_check(result, config.quality.min_clean_fraction)
     yield dg.AssetCheckResult(
         check_name="rows_reconcile", asset_key="clean_telemetry",
-        passed=result.raw_rows == raw_telemetry.height,
-        metadata={"raw": raw_telemetry.height, "clean": result.clean.height,
+        passed=result.raw_rows == raw_rows,
+        metadata={"raw": raw_rows, "clean": result.clean.height,
                   "quarantined": result.quarantine.height, "duplicates": result.duplicates},
     )
 

@@ -22,6 +22,7 @@ MAX_TEXT_CHARS = 256
 closed and swallowed the lines after it), so the row is quarantined rather than trained on."""
 _SHOWN_CHARS = 40
 _RAW_INDEX = "__raw_index"
+_INDEX = pl.get_index_type()
 _TIMESTAMP_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z",
     "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
@@ -66,28 +67,34 @@ class CleaningResult:
         return found[REASON][0] if found.height else None
 
 
-def clean_day(raw: pl.DataFrame, config: DatasetConfig, day: dt.date, hash_key: bytes) -> CleaningResult:
+def clean_day(raw: pl.DataFrame | pl.LazyFrame, config: DatasetConfig, day: dt.date, hash_key: bytes) -> CleaningResult:
     """Split one day's raw rows into clean rows, quarantined rows and a count of exact duplicates.
 
     The hard rules are checked ``source.batch_rows`` rows at a time, and each batch keeps only what
     it needs: the raw text of its quarantined rows, the parsed values of the others. Deduplication
     and imputation then see the whole day's parsed values, so peak memory follows the batch for the
-    text-heavy part (every cell twice, plus the reasons), not the day."""
-    _require_columns(raw, config)
+    text-heavy part (every cell twice, plus the reasons), not the day. Given a LazyFrame (a scan of
+    the raw day's Parquet), the raw text is never whole in memory either."""
+    raw = raw.lazy()
+    columns = _require_columns(raw, config)
     step, quarantined, candidates = config.source.batch_rows, [], []
-    for start in range(0, max(raw.height, 1), step):
-        flagged = _flagged(raw.slice(start, step), config, day)
+    for start in range(0, max(raw.select(pl.len()).collect().item(), 1), step):
+        flagged = _flagged(raw.slice(start, step).collect(), config, day)
         broken = pl.col(REASON).is_not_null()
-        quarantined.append(_quarantine_view(flagged.filter(broken), raw.columns, config, hash_key))
+        quarantined.append(_quarantine_view(flagged.filter(broken), columns, config, hash_key))
         at = pl.int_range(start, start + pl.len(), dtype=pl.Int64).alias(_RAW_INDEX)
         candidates.append(flagged.select(SOURCE_FILE, SOURCE_ROW, pl.col("^v:.*$"), at, REASON).filter(~broken).drop(REASON))
         del flagged
-    accepted, conflicts, duplicates = _deduplicate(pl.concat(candidates), has_ids=config.columns.id is not None)
+    day_candidates = pl.concat(candidates)
     del candidates
-    quarantined.append(_quarantine_view(_as_came(raw, conflicts, config), raw.columns, config, hash_key))
-    clean, imputed = _impute(_canonical(accepted, config), config)
+    accepted_at, conflicts, duplicates = _deduplicate(day_candidates, has_ids=config.columns.id is not None)
+    canonical = _canonical(day_candidates, config)
+    del day_candidates  # its columns now live in ``canonical`` only, which ``_taken`` empties as it goes
+    accepted = _taken(canonical, accepted_at)
+    quarantined.append(_quarantine_view(_as_came(raw, conflicts, config), columns, config, hash_key))
+    clean, imputed = _impute(accepted, config)
     return CleaningResult(
-        clean=_hash_ids(clean, hash_key),
+        clean=_hash_ids(clean, hash_key, step),
         quarantine=pl.concat(quarantined),
         duplicates=duplicates,
         imputed=imputed,
@@ -100,13 +107,20 @@ def _flagged(raw: pl.DataFrame, config: DatasetConfig, day: dt.date) -> pl.DataF
     return _typed(raw, config).with_columns(pl.when(reasons == "").then(None).otherwise(reasons).alias(REASON))
 
 
-def _as_came(raw: pl.DataFrame, rows: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
-    """``rows`` (with their raw row index and a reason) typed again from their raw cells."""
-    return _typed(raw[rows[_RAW_INDEX]], config).with_columns(rows[REASON])
+def _as_came(raw: pl.LazyFrame, rows: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
+    """``rows`` (with their raw row index and a reason) typed again from their raw cells, read
+    from the batches that hold them (conflicts are few: most days read none)."""
+    step, at = config.source.batch_rows, rows[_RAW_INDEX]
+    found = [raw.slice(start, step).with_row_index(_RAW_INDEX, offset=start).filter(pl.col(_RAW_INDEX).is_in(at.implode())).collect()
+             for start in (at // step * step).unique().sort()]
+    picked = pl.concat(found).with_columns(pl.col(_RAW_INDEX).cast(pl.Int64)) if found else raw.head(0).collect()
+    in_order = rows.select(_RAW_INDEX).join(picked, on=_RAW_INDEX, how="left", maintain_order="left") if found else picked
+    return _typed(in_order, config).with_columns(rows[REASON])
 
 
-def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(accepted, conflicting, number of duplicates) among rows that passed the hard rules.
+def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Series, pl.DataFrame, int]:
+    """(positions of the accepted rows, conflicting rows, number of duplicates) among rows that
+    passed the hard rules.
 
     A repeated reading (same values) is a duplicate; when only one copy carries a label, that copy
     is kept. Two different labels on one reading, or two different readings for one device and
@@ -114,21 +128,23 @@ def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Dat
     Without an id column the per-row ids differ by construction, so they are left out of the
     comparison: a reading is then its values, and the same values twice are still a duplicate.
 
-    Each reading, entity and label becomes an exact integer id first (a dense rank), one at a time,
+    Each reading, entity and label becomes an exact integer id first (``_row_ids``), one at a time,
     and the decisions are taken on those narrow ids: comparing whole rows in wide sorted copies
     took four times the day's parsed values in memory.
     """
     ignored = {f"v:{LABEL}"} | (set() if has_ids else {f"v:{DEVICE_ID}"})
     readings = [c for c in candidates.columns if c.startswith("v:") and c not in ignored]
-    ids = candidates.select(pl.struct(readings).rank("dense").alias("__reading"))
-    entity = candidates.select(pl.struct(f"v:{DEVICE_ID}", f"v:{TIMESTAMP}").rank("dense")).to_series() if has_ids else ids["__reading"]
-    ids = ids.with_columns(
-        entity.alias("__entity"), candidates[f"v:{LABEL}"].rank("dense").alias("__label"),
-        candidates[f"v:{LABEL}"].is_null().alias("__unlabelled"), candidates[SOURCE_FILE], candidates[SOURCE_ROW],
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("__index"),
-    ).sort("__unlabelled", SOURCE_FILE, SOURCE_ROW)  # labelled copies first
+    label, reading_ids = candidates[f"v:{LABEL}"], _row_ids(candidates, readings)
+    ids = pl.DataFrame({
+        "__reading": reading_ids,
+        "__entity": _row_ids(candidates, [f"v:{DEVICE_ID}", f"v:{TIMESTAMP}"]) if has_ids else reading_ids,
+        "__labelled_reading": _row_ids(pl.DataFrame([reading_ids, label]), [reading_ids.name, label.name]),
+        "__unlabelled": label.is_null(),
+        "__order": _places(candidates[SOURCE_FILE].rank("dense"), candidates[SOURCE_ROW]),  # a file's name, once per row, as a number
+        "__index": pl.int_range(candidates.height, dtype=_INDEX, eager=True),
+    }).sort("__unlabelled", "__order")  # labelled copies first
     reading = pl.col("__reading")
-    duplicate = ~reading.is_first_distinct() & (~pl.struct(reading, "__label").is_first_distinct() | pl.col("__unlabelled"))
+    duplicate = ~reading.is_first_distinct() & (~pl.col("__labelled_reading").is_first_distinct() | pl.col("__unlabelled"))
     kept = ids.filter(~duplicate).with_columns(
         (~reading.is_first_distinct()).alias("__label_conflict"), (~pl.col("__entity").is_first_distinct()).alias("__conflict"),
     )
@@ -139,15 +155,59 @@ def _deduplicate(candidates: pl.DataFrame, has_ids: bool = True) -> tuple[pl.Dat
         .otherwise(pl.lit("conflicting duplicate: another row has this device and timestamp with other values"))
         .alias(REASON)
     )
-    accepted = candidates[kept.filter(~pl.col("__conflict")).sort(SOURCE_FILE, SOURCE_ROW)["__index"]]
+    accepted = kept.filter(~pl.col("__conflict")).sort("__order")["__index"]
     return accepted, conflicts, candidates.height - kept.height
 
 
-def _require_columns(raw: pl.DataFrame, config: DatasetConfig) -> None:
-    missing = [c for c in config.required_source_columns if c not in raw.columns]
-    if missing:
-        files = sorted(raw[SOURCE_FILE].unique().to_list()) if SOURCE_FILE in raw.columns else ["?"]
+def _taken(frame: pl.DataFrame, at: pl.Series) -> pl.DataFrame:
+    """The rows of ``frame`` at ``at``, taken column by column out of ``frame`` (which is left
+    empty), so the day's parsed values are held once, not twice, while they are picked. Rows kept in
+    their order (the usual day) are filtered piece by piece: each new piece fits where a freed one was."""
+    if at.is_sorted():
+        keep = pl.zeros(frame.height, pl.Boolean, eager=True).scatter(at, True)
+        return pl.DataFrame([frame.drop_in_place(name).filter(keep) for name in frame.columns])
+    return pl.DataFrame([frame.drop_in_place(name).gather(at) for name in frame.columns])
+
+
+def _row_ids(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    """A number per row, equal exactly when the rows' ``columns`` are equal. Ranking (or hashing) the
+    rows as structs encodes a copy of all their values, transiently twice the day's parsed values;
+    so a hash built one column at a time decides first: a row whose hash no other row has is
+    unique, and only the rows sharing a hash (repeated readings, or very rarely a collision) are
+    ranked on their values."""
+    hashed = pl.zeros(frame.height, pl.UInt64, eager=True)
+    for seed, name in enumerate(columns):
+        hashed = (hashed ^ frame[name].hash(seed=seed)).hash(seed=seed)
+    shared = _repeated(hashed)
+    del hashed
+    ranked = frame.filter(shared).select(pl.struct(columns).rank("dense").cast(_INDEX)).to_series()
+    alone = pl.int_range(1, int((~shared).sum()) + 1, dtype=_INDEX, eager=True) + ranked.n_unique()  # after the dense ranks
+    return pl.zeros(frame.height, _INDEX, eager=True).scatter(shared.arg_true(), ranked).scatter((~shared).arg_true(), alone)
+
+
+def _repeated(values: pl.Series) -> pl.Series:
+    """Whether another row has the same value, found by sorting: ``is_duplicated``'s hash table of a
+    day's rows took 150 MB for a moment, the sorted copy takes a tenth of it."""
+    order = values.arg_sort()
+    ordered = values.gather(order)
+    same = (ordered == ordered.shift(1)).fill_null(False) | (ordered == ordered.shift(-1)).fill_null(False)
+    return pl.zeros(len(values), pl.Boolean, eager=True).scatter(order, same)
+
+
+def _places(*keys: pl.Series) -> pl.Series:
+    """Each row's place when the rows are sorted by ``keys`` (ties in their order)."""
+    frame = pl.DataFrame(list(keys))
+    order = frame.select(pl.arg_sort_by(frame.columns, maintain_order=True)).to_series()
+    return pl.zeros(len(order), _INDEX, eager=True).scatter(order, pl.int_range(len(order), dtype=_INDEX, eager=True))
+
+
+def _require_columns(raw: pl.LazyFrame, config: DatasetConfig) -> list[str]:
+    """The raw day's columns, once the dataset's required ones are known to be among them."""
+    columns = raw.collect_schema().names()
+    if missing := [c for c in config.required_source_columns if c not in columns]:
+        files = sorted(raw.select(pl.col(SOURCE_FILE).unique()).collect().to_series().to_list()) if SOURCE_FILE in columns else ["?"]
         raise SchemaError(f"{', '.join(files)}: missing required column(s) {missing} (dataset {config.name!r})")
+    return columns
 
 
 def _typed(raw: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
@@ -303,15 +363,19 @@ def _canonical(accepted: pl.DataFrame, config: DatasetConfig) -> pl.DataFrame:
 
 def _impute(clean: pl.DataFrame, config: DatasetConfig) -> tuple[pl.DataFrame, dict[str, int]]:
     imputed = {f.name: clean[f.name].null_count() for f in config.numeric_features}
-    fills = [pl.col(f.name).fill_null(pl.col(f.name).median()) for f in config.numeric_features]
-    return clean.with_columns(fills), {k: v for k, v in imputed.items() if v}
+    imputed = {name: count for name, count in imputed.items() if count}
+    return clean.with_columns(pl.col(name).fill_null(pl.col(name).median()) for name in imputed), imputed  # untouched columns stay shared
 
 
-def _hash_ids(clean: pl.DataFrame, key: bytes) -> pl.DataFrame:
-    return clean.with_columns(
-        ids.row_id(pl.col(DEVICE_ID), pl.col(TIMESTAMP), key).alias(ROW_ID),
-        ids.keyed_hash(pl.col(DEVICE_ID), key).alias(DEVICE_ID),
-    ).select(ROW_ID, pl.exclude(ROW_ID))
+def _hash_ids(clean: pl.DataFrame, key: bytes, step: int) -> pl.DataFrame:
+    """Row ids first, device ids hashed; made ``step`` rows at a time, since hashing goes through
+    a text and a Python string per row."""
+    hashed = pl.concat([
+        clean.slice(start, step).select(ids.row_id(pl.col(DEVICE_ID), pl.col(TIMESTAMP), key).alias(ROW_ID),
+                                        ids.keyed_hash(pl.col(DEVICE_ID), key).alias(DEVICE_ID))
+        for start in range(0, max(clean.height, 1), step)
+    ])
+    return pl.DataFrame([hashed[ROW_ID], *(hashed[name] if name == DEVICE_ID else clean[name] for name in clean.columns)])
 
 
 def _quarantine_view(quarantine: pl.DataFrame, raw_columns: list[str], config: DatasetConfig, key: bytes) -> pl.DataFrame:

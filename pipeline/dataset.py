@@ -86,6 +86,9 @@ class SourceSpec(_Strict):
     """The zone whose calendar days are the partitions; timestamps without an offset are read in it."""
     batch_rows: int = Field(200_000, ge=1)
     """Rows cleaned at a time: cleaning's peak memory grows with this, not with the day's rows."""
+    validation_batch_rows: int = Field(500_000, ge=1)
+    """Rows Great Expectations validates at a time: its pandas copy grows with this; its overhead
+    (about half a second a batch) with the number of batches."""
 
     @field_validator("csv_separator")
     @classmethod

@@ -12,15 +12,16 @@ the file and line it came from, so later errors and quarantine reasons can name 
 import codecs
 import csv
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import io
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import polars as pl
 
@@ -37,6 +38,7 @@ whose line breaks were lost, read as a header of 21 million columns, took polars
 _LONG_LINE_BYTES = 1024 * 1024
 _SEPARATORS = (",", ";", "\t", "|")
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_T = TypeVar("_T")
 _MAGIC = {b"PAR1": "a Parquet file", b"\x89PNG": "a PNG image", b"PK\x03\x04": "a ZIP archive (an .xlsx workbook?)",
           b"\x1f\x8b": "a gzip archive", b"%PDF": "a PDF document", b"\xff\xd8\xff": "a JPEG image"}
 
@@ -141,16 +143,50 @@ def read_landing_file(path: Path, csv_separator: str = ",") -> pl.DataFrame:
 
     Every defect that stops the read is a SourceError starting with the path, naming the line where
     it can: the operator fixes or removes that one file and the day runs again."""
-    if path.stat().st_size == 0:
-        raise SourceError(f"{path}: empty file (0 bytes)")
-    frame = _read_parquet(path) if landing_suffix(path) == ".parquet" else _read_csv(path, csv_separator)
-    return frame.with_columns(
-        pl.lit(str(path)).alias(SOURCE_FILE),
-        pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(SOURCE_ROW),
-    )
+    return _LandingRead.open(path, csv_separator).run(pl.LazyFrame.collect)
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+@dataclass(frozen=True)
+class _LandingRead:
+    """One landing file whose first bytes passed the checks, read lazily (whole, or streamed to
+    Parquet); ``run`` turns polars' errors while reading into a SourceError naming the file."""
+
+    path: Path
+    source: Path | io.BytesIO
+    separator: str | None  # None: Parquet
+
+    @classmethod
+    def open(cls, path: Path, separator: str) -> "_LandingRead":
+        if path.stat().st_size == 0:
+            raise SourceError(f"{path}: empty file (0 bytes)")
+        if landing_suffix(path) == ".parquet":
+            _check_parquet(path)
+            return cls(path, path, None)
+        return cls(path, _csv_source(path, separator), separator)
+
+    def frame(self) -> pl.LazyFrame:
+        """The file's rows with their provenance (a row index streams; ``int_range(pl.len())`` would not)."""
+        source = self.source if isinstance(self.source, Path) else io.BytesIO(self.source.getvalue())
+        frame = (pl.scan_parquet(source) if self.separator is None
+                 else pl.scan_csv(source, infer_schema=False, separator=self.separator, encoding="utf8"))
+        return (frame.drop(SOURCE_FILE, SOURCE_ROW, strict=False).with_row_index(SOURCE_ROW, offset=1)
+                .select(pl.exclude(SOURCE_ROW), pl.lit(str(self.path)).alias(SOURCE_FILE), pl.col(SOURCE_ROW).cast(pl.Int64)))
+
+    def schema(self) -> pl.Schema:
+        return self.run(pl.LazyFrame.collect_schema)
+
+    def run(self, action: Callable[[pl.LazyFrame], _T]) -> _T:
+        try:
+            return action(self.frame())
+        except Exception as exc:  # polars raises many types for a broken file; all mean "unreadable"
+            if self.separator is None:
+                raise SourceError(f"{self.path}: cannot read as parquet: {_first_line(exc)}") from exc
+            with (self.path.open("rb") if isinstance(self.source, Path) else io.BytesIO(self.source.getvalue())) as lines:
+                where = _csv_problem(lines, self.separator)  # polars says what failed, rarely where
+            raise SourceError(f"{self.path}: cannot read as csv: {where or _first_line(exc)}") from exc
+
+
+def _check_parquet(path: Path) -> None:
     """Parquet starts and ends with ``PAR1``: checking both names a truncated copy or another format
     plainly, before polars' own message (which says neither)."""
     with path.open("rb") as fh:
@@ -161,15 +197,12 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise SourceError(f"{path}: cannot read as parquet: {_not_parquet(head)}")
     if tail != b"PAR1":
         raise SourceError(f"{path}: cannot read as parquet: truncated (the file ends without the PAR1 footer)")
-    try:
-        return pl.read_parquet(path)
-    except Exception as exc:  # polars raises many types for a broken file; all mean "unreadable"
-        raise SourceError(f"{path}: cannot read as parquet: {_first_line(exc)}") from exc
 
 
-def _read_csv(path: Path, separator: str) -> pl.DataFrame:
-    """CSV as text cells, strictly UTF-8 (a lossy read would turn latin-1 letters into U+FFFD,
-    silently). UTF-16 with a byte-order mark is decoded: the mark makes that unambiguous and lossless."""
+def _csv_source(path: Path, separator: str) -> Path | io.BytesIO:
+    """The CSV bytes to read as text cells, strictly UTF-8 (a lossy read would turn latin-1 letters
+    into U+FFFD, silently). UTF-16 with a byte-order mark is decoded: the mark makes that unambiguous
+    and lossless."""
     source: Path | io.BytesIO = io.BytesIO(_gunzipped(path)) if landing_suffix(path) == ".csv.gz" else path
     head = source.getvalue()[:_HEAD_BYTES + 1] if isinstance(source, io.BytesIO) else _head(path)
     if head.startswith(_UTF16_BOMS):
@@ -177,14 +210,7 @@ def _read_csv(path: Path, separator: str) -> pl.DataFrame:
         head = source.getvalue()[:_HEAD_BYTES + 1]
     if problem := _head_problem(head) or _header_problem(head, separator):
         raise SourceError(f"{path}: cannot read as csv: {problem}")
-    try:
-        return pl.read_csv(source, infer_schema=False, separator=separator, encoding="utf8")
-    except Exception as exc:  # polars says what failed, rarely where: a line-by-line pass finds it
-        lines = path.open("rb") if isinstance(source, Path) else source
-        with lines:
-            lines.seek(0)
-            where = _csv_problem(lines, separator)
-        raise SourceError(f"{path}: cannot read as csv: {where or _first_line(exc)}") from exc
+    return source
 
 
 def _head(path: Path) -> bytes:
@@ -286,38 +312,67 @@ def _first_line(exc: Exception) -> str:
 
 
 def read_landing_day(landing_dir: Path, day: dt.date, required: list[str], csv_separator: str = ",") -> pl.DataFrame:
-    """Every landing file of ``day``, stacked. Each file must have the ``required`` columns on its
-    own: stacking first would fill a file's missing column with nulls that look like gaps. A file
-    with a header and no rows is fine beside others (a site that sent nothing); a day of only such
-    files is an error, as a day without files is."""
+    """Every landing file of ``day``, stacked (``stage_landing_day`` streams the same rows to Parquet)."""
+    reads = _day_reads(landing_dir, day, required, csv_separator)
+    frames = [read.run(pl.LazyFrame.collect) for read in reads]
+    _require_rows(reads, [frame.height for frame in frames], day)
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def stage_landing_day(landing_dir: Path, day: dt.date, required: list[str], csv_separator: str, folder: Path) -> pl.LazyFrame:
+    """The rows ``read_landing_day`` gives, streamed file by file into Parquet parts in ``folder``
+    and scanned from there: memory follows polars' streaming batches, not the day. Each part has the
+    day's columns (those of every file, as ``diagonal_relaxed`` stacking gives them), so the parts
+    scan as one frame."""
+    reads = _day_reads(landing_dir, day, required, csv_separator)
+    layout = pl.concat([pl.LazyFrame(schema=read.schema()) for read in reads], how="diagonal_relaxed")
+    parts = [folder / f"part-{number:05d}.parquet" for number in range(len(reads))]
+    for read, part in zip(reads, parts):
+        read.run(functools.partial(_sink, layout, part))
+    _require_rows(reads, [pl.scan_parquet(part).select(pl.len()).collect().item() for part in parts], day)
+    return pl.scan_parquet(parts)
+
+
+def _sink(layout: pl.LazyFrame, part: Path, frame: pl.LazyFrame) -> None:
+    pl.concat([layout, frame], how="diagonal_relaxed").sink_parquet(part)
+
+
+def _day_reads(landing_dir: Path, day: dt.date, required: list[str], csv_separator: str) -> list[_LandingRead]:
+    """The landing files of ``day``, opened. Each must have the ``required`` columns on its own:
+    stacking first would fill a file's missing column with nulls that look like gaps."""
     inventory = landing_inventory(landing_dir)
     files = [f for f in inventory.files if f.day == day]
     if not files:
         skipped = "".join(f"; skipped {entry}" for entry in inventory.skipped_on(day))
         raise SourceError(f"{landing_dir}: no landing file for {day.isoformat()} (expected a name with that date){skipped}")
-    frames = [read_landing_file(f.path, csv_separator) for f in files]
-    for found, frame in zip(files, frames):
-        _check_columns(found.path, frame, required, csv_separator)
-    if not any(frame.height for frame in frames):
-        raise SourceError(f"{', '.join(str(f.path) for f in files)}: no data rows (header only) for {day.isoformat()}")
-    return pl.concat(frames, how="diagonal_relaxed")
+    reads = [_LandingRead.open(f.path, csv_separator) for f in files]
+    for read in reads:
+        _check_columns(read.path, read.schema(), required, csv_separator)
+    return reads
 
 
-def _check_columns(path: Path, frame: pl.DataFrame, required: list[str], separator: str) -> None:
+def _require_rows(reads: list[_LandingRead], heights: list[int], day: dt.date) -> None:
+    """A file with a header and no rows is fine beside others (a site that sent nothing); a day of
+    only such files is an error, as a day without files is."""
+    if not any(heights):
+        raise SourceError(f"{', '.join(str(read.path) for read in reads)}: no data rows (header only) for {day.isoformat()}")
+
+
+def _check_columns(path: Path, schema: pl.Schema, required: list[str], separator: str) -> None:
     """Each required column is there and holds scalars (a list or binary column would fail later,
     in a cast, without naming the file)."""
-    if missing := [c for c in required if c not in frame.columns]:
-        raise SourceError(f"{path}: {_missing_columns(path, frame, missing, separator)}")
+    if missing := [c for c in required if c not in schema]:
+        raise SourceError(f"{path}: {_missing_columns(path, schema, missing, separator)}")
     for name in required:
-        dtype = frame.schema[name]
+        dtype = schema[name]
         if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
             raise SourceError(f"{path}: column {name!r} holds {dtype}, not text, numbers or timestamps")
 
 
-def _missing_columns(path: Path, frame: pl.DataFrame, missing: list[str], separator: str) -> str:
+def _missing_columns(path: Path, schema: pl.Schema, missing: list[str], separator: str) -> str:
     """Which columns are missing, and why when the header splits on another separator (then every
     column is "missing" and listing them would hide the cause); else what the header was."""
-    names = [c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)]
+    names = [c for c in schema if c not in (SOURCE_FILE, SOURCE_ROW)]
     header = separator.join(names)
     for other in _SEPARATORS if landing_suffix(path) != ".parquet" else ():
         if other != separator and set(missing) & {h.strip() for h in header.split(other)}:
@@ -330,14 +385,30 @@ def _missing_columns(path: Path, frame: pl.DataFrame, missing: list[str], separa
 def read_raw_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:
     """The raw rows of one day from the dataset's source, with their provenance columns."""
     if config.source.kind == "simulator":
-        frame = simulate_day(config.simulator, day).drop(TRUTH)  # labels return later, via gold_labels
-        return frame.with_columns(
-            pl.lit(f"simulator:{day.isoformat()}").alias(SOURCE_FILE),
-            pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(SOURCE_ROW),
-        )
+        return _simulated_day(config, day)
+    return read_landing_day(_landing_dir(config), day, config.required_source_columns, config.source.csv_separator)
+
+
+def stage_raw_day(config: DatasetConfig, day: dt.date, folder: Path) -> pl.LazyFrame:
+    """The rows ``read_raw_day`` gives, lazily: landing files are streamed to Parquet in ``folder``
+    (which must outlive the frame), the simulator's day stays in memory (it is small)."""
+    if config.source.kind == "simulator":
+        return _simulated_day(config, day).lazy()
+    return stage_landing_day(_landing_dir(config), day, config.required_source_columns, config.source.csv_separator, folder)
+
+
+def _simulated_day(config: DatasetConfig, day: dt.date) -> pl.DataFrame:
+    frame = simulate_day(config.simulator, day).drop(TRUTH)  # labels return later, via gold_labels
+    return frame.with_columns(
+        pl.lit(f"simulator:{day.isoformat()}").alias(SOURCE_FILE),
+        pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias(SOURCE_ROW),
+    )
+
+
+def _landing_dir(config: DatasetConfig) -> Path:
     if config.landing_dir is None:
         raise SourceError(f"dataset {config.name!r}: source.kind is 'landing' but source.landing_dir is not set")
-    return read_landing_day(config.landing_dir, day, config.required_source_columns, config.source.csv_separator)
+    return config.landing_dir
 
 
 def skipped_entries(config: DatasetConfig, day: dt.date) -> list[SkippedEntry]:

@@ -165,3 +165,16 @@ def test_cleaning_in_batches_gives_what_cleaning_the_day_at_once_gives(config, b
     assert batched.clean.equals(whole.clean) and batched.quarantine.equals(whole.quarantine)
     assert batched.duplicates == whole.duplicates >= 5 and batched.imputed == whole.imputed
     assert whole.quarantine[cleaning.REASON].str.starts_with("conflicting").sum() >= 3
+
+
+def test_cleaning_a_scanned_day_gives_what_cleaning_it_in_memory_gives(config, tmp_path):
+    """``clean_telemetry`` reads raw as a scan of its Parquet file, batch by batch; conflicts are read
+    back from the batches that hold them."""
+    day = dt.date(2026, 10, 14)
+    raw = sources.read_raw_day(config, day).head(300)
+    raw = pl.concat([raw, raw.head(5), raw.slice(10, 3).with_columns(pl.col("rx_power_dbm") - 1)])
+    raw.write_parquet(tmp_path / "raw.parquet")
+    whole = cleaning.clean_day(raw, config, day, KEY)
+    scanned = cleaning.clean_day(pl.scan_parquet(tmp_path / "raw.parquet"), _source(config, batch_rows=7), day, KEY)
+    assert scanned.clean.equals(whole.clean) and scanned.quarantine.equals(whole.quarantine)
+    assert scanned.duplicates == whole.duplicates >= 5 and scanned.raw_rows == raw.height

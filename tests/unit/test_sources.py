@@ -75,3 +75,20 @@ def test_a_bad_line_is_named_with_the_file(tmp_path: Path):
     bad.write_text("x,y\n1,2\n3,4,5\n")
     with pytest.raises(sources.SourceError, match=r"a_2026-11-03.csv: cannot read as csv: line 3 has 3 fields, the header has 2"):
         sources.read_landing_file(bad)
+
+
+def test_a_staged_day_holds_the_rows_read_in_memory(tmp_path: Path):
+    """``raw_telemetry`` streams the day's files to Parquet parts: the same rows, columns and types
+    as stacking them in memory, and the same errors naming the file and line."""
+    landing, staging = tmp_path / "landing", tmp_path / "staging"
+    landing.mkdir(), staging.mkdir()
+    (landing / "a_2026-11-03.csv").write_text("x,y\n1,abc\n2,3\n")
+    (landing / "b_2026-11-03.csv").write_text("x,z\n007,1\n")
+    pl.DataFrame({"x": [1.5], "w": [True]}).write_parquet(landing / "p_2026-11-03.parquet")
+    day = dt.date(2026, 11, 3)
+    staged = sources.stage_landing_day(landing, day, ["x"], ",", staging).collect()
+    assert staged.equals(sources.read_landing_day(landing, day, required=["x"]))
+    assert staged.columns == ["x", "y", sources.SOURCE_FILE, sources.SOURCE_ROW, "z", "w"]
+    (landing / "c_2026-11-03.csv").write_text('x,y\n1,2\n3,"never closed\n4,5\n')
+    with pytest.raises(sources.SourceError, match=r"c_2026-11-03.csv: cannot read as csv: line 3"):
+        sources.stage_landing_day(landing, day, ["x"], ",", staging)

@@ -44,3 +44,25 @@ def test_failures_never_show_raw_device_ids(config):
     assert not outcomes["uniqueness"].passed
     assert "CPE-" not in str([o.failures for o in outcomes.values()])
     assert outcomes["value_ranges"].passed
+
+
+def test_validating_in_batches_adds_up_to_validating_the_day_at_once(config):
+    """Counts, percentages, examples and each ``mostly`` decision are those of one frame; duplicated
+    (device, timestamp) pairs far apart (in different batches) still fail uniqueness."""
+    raw = sources.read_raw_day(config, DAY)
+    i = pl.int_range(pl.len())
+    broken = pl.concat([raw, raw.head(200), raw.head(200)]).with_columns(
+        pl.when(i % 10 == 0).then(-5.0).otherwise(pl.col("latency_ms")).alias("latency_ms"),
+        pl.when(i % 5 == 0).then(None).otherwise(pl.col("throughput_mbps")).alias("throughput_mbps"),
+        pl.when(i % 3 == 0).then(pl.lit("unknown")).otherwise(pl.col("device_model")).alias("device_model"),
+    )
+    batched_config = config.model_copy(update={"source": config.source.model_copy(update={"validation_batch_rows": 377})})
+    checked = []
+    batched = validation.validate_day(broken.lazy(), batched_config, check=checked.append)
+    assert batched == _outcomes_list(config, broken)
+    assert len(checked) == -(-broken.height // 377) and not next(o for o in batched if o.name == "uniqueness").passed
+    assert {o.name for o in batched if not o.passed} >= {"value_ranges", "null_rates", "uniqueness"}
+
+
+def _outcomes_list(config, raw):
+    return validation.validate(validation.expectation_frame(raw, config), config)
