@@ -196,7 +196,7 @@ class Backtest:
         for request in canary.run_requests or []:
             result = self.execute_request("conclude_canary_job", request)
             outcome = result.output_for_node("conclude_canary")
-            record.release = f"rolled {'out' if outcome['roll_out'] else 'back'} {outcome['version']}"
+            record.add_release(f"rolled {'out' if outcome['roll_out'] else 'back'} {outcome['version']}")
             record.runs.append(result.run_id)
         sensor_notes = []
         for name in ("drift_sensor", "label_sensor"):
@@ -210,17 +210,17 @@ class Backtest:
                 record.runs.append(result.run_id)
                 record.retrained, record.retrain_run = True, result.run_id
                 if not result.success:  # a gate that blocks a candidate fails its run: an outcome, not an error
-                    record.release = f"retrain run failed: {_failures(result)}"
+                    record.add_release(f"retrain run failed: {_failures(result)}")
                     continue
                 record.retrain_trigger = request.tags.get("evergreen/trigger", name)
                 record.retrain_action = request.tags.get("evergreen/policy_action", record.action)
                 released = _metadata(result, "production_model")
                 if released.get("released_to") == "canary":
-                    record.release = f"started canary on {released['canary_sites']}"
+                    record.add_release(f"started canary on {released['canary_sites']}")
                 elif released.get("released_to") == "all sites":
-                    record.release = f"released {released.get('production', '')} to all sites"
+                    record.add_release(f"released {released.get('production', '')} to all sites")
                 elif released:
-                    record.release = f"not released: {released.get('reason', released.get('released_to'))}"
+                    record.add_release(f"not released: {released.get('reason', released.get('released_to'))}")
         record.sensor = " | ".join(sensor_notes)
 
     def tick(self, name: str):

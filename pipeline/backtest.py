@@ -38,6 +38,9 @@ BEFORE_EVENT_DAYS = 7
 MIN_BASELINE_ROWS = 20
 
 
+RELEASE_SEPARATOR = "; "
+
+
 @dataclass
 class BacktestDay:
     """One replayed day: the scores of the model serving that morning and of the baselines, and what
@@ -66,9 +69,18 @@ class BacktestDay:
     retrain_seconds: float = 0.0
     """Wall time of the day's retrain runs (what the loop's freshness costs)."""
     release: str = ""
+    """What happened to the serving versions that day, in order, ``; ``-separated (a gray release
+    concluded in the morning and a retrain started the next one: both)."""
     sensor: str = ""
     seconds: float = 0.0
     runs: list[str] = field(default_factory=list)
+
+    def add_release(self, event: str) -> None:
+        self.release = f"{self.release}{RELEASE_SEPARATOR}{event}" if self.release else event
+
+    @property
+    def releases(self) -> list[str]:
+        return self.release.split(RELEASE_SEPARATOR) if self.release else []
 
     def row(self) -> dict:
         """The timeline's row: scores to 4 decimals, the runs launched for the day space-separated."""
@@ -239,8 +251,8 @@ def summarise(days: list[BacktestDay], events: list[dt.date], baselines: list[st
                    for d in days if d.data_alarm or d.concept_alarm],
         "retrains": [{"day": d.day.isoformat(), "trigger": d.retrain_trigger, "action": d.retrain_action,
                       "run": d.retrain_run} for d in days if d.retrained],
-        "releases": [{"day": d.day.isoformat(), "release": d.release} for d in days
-                     if d.release.startswith(("rolled", "started", "released"))],
+        "releases": [{"day": d.day.isoformat(), "release": release} for d in days for release in d.releases
+                     if release.startswith(("rolled", "started", "released"))],
         "events": [event_outcome(days, e, nxt) for e, nxt in zip(events, [*events[1:], None])],
         "stationary_days": len(stationary),
         "false_alarm_days": sum(d.data_alarm or d.concept_alarm for d in stationary),

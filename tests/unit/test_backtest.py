@@ -148,3 +148,12 @@ def test_a_wandering_stream_moves_its_inputs_a_little_every_day_and_keeps_its_ru
     colour = np.array([streams.COLOURS.index(c) for c in day["colour"]])
     agreement = np.mean(concepts.labels(x, colour, np.zeros(len(x), dtype=int)) == day["y"].to_numpy())
     assert agreement > 0.95  # the first rule still labels every row (up to the 3% label noise)
+
+
+def test_every_move_of_a_day_is_kept_in_order():
+    day = _day(0, 0.9)
+    day.add_release("rolled out v2")
+    day.add_release("started canary on east")
+    assert day.release == "rolled out v2; started canary on east"
+    assert bt.summarise([day], [], [])["releases"] == [{"day": day.day.isoformat(), "release": "rolled out v2"},
+                                                    {"day": day.day.isoformat(), "release": "started canary on east"}]
