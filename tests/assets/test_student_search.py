@@ -11,6 +11,7 @@ import yaml
 from assets import metadata as md
 from assets.model import student_model
 from assets.resources import DatasetResource, StorageResource
+from pipeline import studies
 from tests.conftest import DEFAULT_YAML
 
 
@@ -31,7 +32,8 @@ def materialize(trained, directory: Path, tuning: bool) -> dg.Output:
 
 
 def test_a_full_retrain_with_tuning_shows_the_search(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("EVERGREEN_TUNING_STORAGE", raising=False)
+    for name in (studies.TUNING_STORAGE_ENV, *studies.POSTGRES_ENV):  # CI exports the scale-out server's
+        monkeypatch.delenv(name, raising=False)
     output = materialize(trained, tmp_path, tuning=True)
     trials = md.records(output.metadata["search_trials"])
     assert [t["number"] for t in trials] == [0, 1] and trials[0]["warm_start"] and trials[0]["hidden"] == "64, 32"
