@@ -198,3 +198,16 @@ def test_a_stationary_stream_of_48_rows_a_day_raises_no_data_alarm(config):
         tested += report["tested"].all()
         assert not report["drifted"].any(), day
     assert tested == 21 - 4  # the first 4 days after training cannot pool 200 rows
+
+
+def test_a_lucky_test_split_does_not_make_an_ordinary_day_a_concept_change(config):
+    """The version measured 0.954 on its 400 test rows; a day's 500 fresh labels at 0.922 is within
+    what two samples of one 0.93 model show (it alarmed when 0.954 was taken as exact); a real drop
+    to 0.80 still alarms, and without the test rows the figure is taken as exact."""
+    spec = config.feedback.concept
+    ordinary = np.array([True] * 461 + [False] * 39)  # 0.922
+    dropped = np.array([True] * 400 + [False] * 100)  # 0.80
+    assert not drift.concept_drift(ordinary, 0.954, 400, spec)["drifted"][0]
+    assert drift.concept_drift(dropped, 0.954, 400, spec)["drifted"][0]
+    assert drift.concept_drift(ordinary, 0.954, 0, spec)["drifted"][0]  # an older version without its test rows
+    assert drift.more_errors_than_reference(39, 500, 0.954, 400) > spec.p_value > drift.more_errors_than_reference(39, 500, 0.954, 0)
