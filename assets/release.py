@@ -86,7 +86,7 @@ def conclude_canary(context: dg.OpExecutionContext, config: ConcludeCanaryConfig
         released_package(storage, registry.get(config.version))  # refuse to serve a package that is not the one built
     moved = registry.conclude_canary(config.version, config.roll_out, config.reason or "canary verdict", by=actor(context))
     outcome = {"version": config.version, "roll_out": config.roll_out, "applied": moved,
-               "production": registry.resolve(PRODUCTION)}
+               "production": registry.resolve(PRODUCTION), "reason": config.reason}
     context.log.info(f"canary {config.version}: {'rolled out' if config.roll_out else 'rolled back'}"
                      if moved else f"canary {config.version} is no longer in progress: nothing to do")
     return outcome

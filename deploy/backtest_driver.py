@@ -196,7 +196,7 @@ class Backtest:
         for request in canary.run_requests or []:
             result = self.execute_request("conclude_canary_job", request)
             outcome = result.output_for_node("conclude_canary")
-            record.add_release(f"rolled {'out' if outcome['roll_out'] else 'back'} {outcome['version']}")
+            record.add_release(f"rolled {'out' if outcome['roll_out'] else 'back'} {outcome['version']} ({outcome['reason']})")
             record.runs.append(result.run_id)
         sensor_notes = []
         for name in ("drift_sensor", "label_sensor"):

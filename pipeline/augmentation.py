@@ -7,13 +7,15 @@ and the ``*_delta`` features are missing for every device without history; here 
 either end keeps the base row's value. ``noise`` jitters a row by a fraction of each feature's
 spread. Categorical features, timestamp, device and site are the base row's; the row id says
 which row it grew from. The caller decides where the rows go (the training split only).
+Neighbours come from scipy's KDTree: scikit-learn's search asks joblib for the physical core
+count, which runs ``lscpu`` in a subprocess in every process that trains.
 """
 
 import math
 
 import numpy as np
 import polars as pl
-from sklearn.neighbors import NearestNeighbors
+from scipy.spatial import KDTree
 
 from pipeline.dataset import LABEL, ROW_ID, AugmentationSpec, DatasetConfig
 from pipeline.features import model_feature_names
@@ -59,7 +61,7 @@ def _interpolate(values: np.ndarray, base: np.ndarray, k: int, rng: np.random.Ge
     scale = filled.std(axis=0)
     scaled = filled / np.where(scale > 0, scale, 1.0)
     n_neighbours = min(k + 1, len(values))
-    _, index = NearestNeighbors(n_neighbors=n_neighbours).fit(scaled).kneighbors(scaled[base])
+    _, index = KDTree(scaled).query(scaled[base], k=n_neighbours)
     partner = index[np.arange(len(base)), rng.integers(1, n_neighbours, size=len(base))]
     step = rng.uniform(size=(len(base), 1))
     moved = values[base] + step * (values[partner] - values[base])

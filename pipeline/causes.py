@@ -26,7 +26,7 @@ import polars as pl
 from scipy.stats import wasserstein_distance
 
 from pipeline import atomic
-from pipeline.dataset import LABEL, SITE, EstimateSpec
+from pipeline.dataset import LABEL, ROW_ID, SITE, EstimateSpec
 from pipeline.drift import ATTRIBUTION, LOSS_SLICE, DriftInputs, report_rows
 from pipeline.encoding import teacher_matrix
 from pipeline.teacher import Teacher
@@ -50,7 +50,11 @@ def mean_abs(contributions: np.ndarray) -> np.ndarray:
 
 
 def _sample(frame: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
-    return frame.sample(rows, seed=seed) if frame.height > rows else frame
+    """Drawn in row-id order: a join upstream may hand the same rows over in another order, and the
+    same rows must give the same sample, so that a report repeats (a day's ranking once flipped with it)."""
+    if frame.height <= rows:
+        return frame
+    return (frame.sort(ROW_ID) if ROW_ID in frame.columns else frame).sample(rows, seed=seed)
 
 
 def reference_contributions(teacher: Teacher, reference: pl.DataFrame, rows: int, seed: int = 0) -> np.ndarray:

@@ -74,7 +74,10 @@ def _shuffled_labels(build):
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     root = tmp_path_factory.mktemp("release")
-    dataset = write_small_dataset(root, deployment={"canary": {"fraction": 0.25, "window_days": 2, "min_labels": 30,
+    # The small fleet's candidates are judged on about 200 test rows with a 5-epoch student: a sound retrain
+    # lost 0.095 macro-F1 by chance on one machine (and passed on another), the shuffled one loses 0.55.
+    dataset = write_small_dataset(root, deployment={"gates": {"max_regression": 0.1},
+                                                    "canary": {"fraction": 0.25, "window_days": 2, "min_labels": 30,
                                                                "tolerance": 0.2}})
     resources = definitions.build_resources(str(root / "data"), str(dataset))
     defs = dg.Definitions(assets=ASSETS, jobs=[release.rollback_job, release.conclude_canary_job],
