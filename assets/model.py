@@ -18,7 +18,7 @@ from assets.resources import DatasetResource, StorageResource
 from pipeline import evaluation as evaluation_lib, policy, recency
 from pipeline.federated import read_weights
 from pipeline.policy import Decision
-from pipeline.registry import PRODUCTION
+from pipeline.registry import PRODUCTION, Registry
 from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, transfer_counts
 from pipeline.student_search import StudentSearch, train_student
 from pipeline.teacher import Teacher
@@ -77,7 +77,8 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         version = registry.get(PRODUCTION)
         production = Teacher.load(version.directory)
         trained_through = dt.date.fromisoformat(version.entry["lineage"]["trained_through"])
-    update = update_teacher(training_window, production, trained_through, decision, config, storage.tuning_storage_url)
+    past = _past_teachers(registry, config.training.recall.versions) if decision.change_day and config.training.recall.enabled else {}
+    update = update_teacher(training_window, production, trained_through, decision, config, storage.tuning_storage_url, past)
     return dg.Output(update, metadata={
         "method": update.method, "reason": update.reason, "policy": decision.action,
         "attempts": md.table(update.to_json()["attempts"], ATTEMPT_COLUMNS),
@@ -86,6 +87,11 @@ def teacher_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         "trees": update.teacher.booster.num_trees(),
         **(_teacher_search_metadata(update.search) if update.search else {}),
     })
+
+
+def _past_teachers(registry: Registry, limit: int) -> dict[str, Teacher]:
+    """Earlier production versions' teachers, which a retrain for a change of the label rule may recall."""
+    return {version: Teacher.load(registry.get(version).directory) for version in registry.past_production(limit)}
 
 
 ATTEMPT_COLUMNS = [

@@ -236,6 +236,19 @@ class RecencySpec(_Strict):
     """A candidate window with fewer labelled training rows is not tried."""
 
 
+class RecallSpec(_Strict):
+    """A retrain for a confirmed change of the label rule also tries the teachers of earlier production
+    versions, for a rule that came back (``pipeline.recall``)."""
+
+    enabled: bool = True
+    versions: int = Field(20, ge=1)
+    """How many of the newest earlier production versions are tried."""
+    min_rows: int = Field(10, ge=2)
+    """Validation rows since the change needed before a past teacher can be recalled."""
+    z: float = Field(1.645, gt=0)
+    """Standard errors the accuracy gain over the retrained teacher must clear (one-sided 95%)."""
+
+
 SEARCHED_TEACHER_PARAMS = ("num_leaves", "learning_rate", "min_data_in_leaf", "lambda_l2", "feature_fraction")
 """The ``TeacherSpec`` fields the teacher search tunes (each a range in ``TeacherSearchSpec``)."""
 
@@ -306,6 +319,7 @@ class TrainingSpec(_Strict):
     student: StudentSpec = StudentSpec()
     federated: FederatedSpec = FederatedSpec()
     recency: RecencySpec = RecencySpec()
+    recall: RecallSpec = RecallSpec()
     tuning: TuningSpec = TuningSpec()
 
 

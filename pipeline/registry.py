@@ -290,6 +290,12 @@ class Registry:
         """Every production move and gray-release step, oldest first: when, what, why, by whom."""
         return self.state()["history"]
 
+    def past_production(self, limit: int) -> list[str]:
+        """The newest ``limit`` versions that served production before the current one, newest first."""
+        current = self.resolve(PRODUCTION) if self.has_alias(PRODUCTION) else None
+        served = dict.fromkeys(h["production"] for h in reversed(self.history()) if h["production"] not in (None, current))
+        return list(served)[:limit]
+
 
 def _held(state: dict, alias: str) -> list[str]:
     """The version ``alias`` points at, as a list of one, or an empty list."""

@@ -8,6 +8,8 @@ model was trained; half of their devices, the other half stops continued boostin
 - ``window``: a full retrain on the sliding window, from scratch; with ``training.tuning.enabled``, the
   teacher of a search of its parameters (``pipeline.teacher_search``), warm-started from the
   production teacher's. Incremental updates keep the production parameters.
+- ``recall``: for a confirmed change of the label rule, the teacher of an earlier production version
+  that fits the rows since the change clearly better than the window retrain (``pipeline.recall``).
 An incremental model must beat the production model on the new validation rows and lose at most
 ``forget_tolerance`` macro-F1 on the older ones (catastrophic forgetting); otherwise, and whenever
 the policy asks for a full retrain, the window retrain is used. The test split is never looked at.
@@ -24,7 +26,7 @@ from typing import TypeVar
 import polars as pl
 from sklearn.metrics import f1_score
 
-from pipeline import atomic
+from pipeline import atomic, recall
 from pipeline.dataset import DEVICE_ID, TIMESTAMP, DatasetConfig, TeacherSpec
 from pipeline.encoding import label_codes, teacher_matrix
 from pipeline.policy import FULL, Decision
@@ -33,7 +35,7 @@ from pipeline.teacher import Teacher, fit_teacher, train_teacher
 from pipeline.teacher_search import TeacherSearch, production_params, search_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 
-REFIT, CONTINUE, WINDOW = "refit", "continue", "window"
+REFIT, CONTINUE, WINDOW, RECALL = "refit", "continue", "window", "recall"
 UPDATE_FILE = "update.json"
 Made = TypeVar("Made")
 
@@ -132,12 +134,15 @@ def _timed(method: str, params: dict, build: Callable[[], Made]) -> tuple[Made, 
 
 
 def update_teacher(training_set: pl.DataFrame, production: Teacher | None, trained_through: dt.date | None,
-                   decision: Decision, config: DatasetConfig, tuning_storage: str | None = None) -> TeacherUpdate:
+                   decision: Decision, config: DatasetConfig, tuning_storage: str | None = None,
+                   past: dict[str, Teacher] | None = None) -> TeacherUpdate:
     """The teacher for this retrain. ``decision`` is the policy's (action, adapted hyper-parameters):
     a full retrain goes straight to the window; anything else (incremental, or a materialization a
     user asked for on a quiet day) tries the incremental updates first. ``trained_through`` is the
     newest day the production model learned from. ``tuning_storage``: the database of the teacher
-    search's study (``pipeline.studies``; None: in memory), used when tuning is enabled."""
+    search's study (``pipeline.studies``; None: in memory), used when tuning is enabled. ``past``:
+    earlier production versions' teachers, which a full retrain for a change of the label rule may
+    recall."""
     window = _Window(training_set, production, config, tuning_storage)
     if decision.action != FULL and production is not None and trained_through is not None:
         train = training_set.filter(pl.col(SPLIT) == TRAIN)
@@ -150,7 +155,23 @@ def update_teacher(training_set: pl.DataFrame, production: Teacher | None, train
         reason = "no production teacher to update"
     else:
         reason = f"the policy asked for a full retrain: {decision.reason}"
-    return window.retrain(reason, [])
+    retrained = window.retrain(reason, [])
+    return _recalled(retrained, training_set, decision, past or {}, config) or retrained
+
+
+def _recalled(retrained: TeacherUpdate, training_set: pl.DataFrame, decision: Decision, past: dict[str, Teacher],
+              config: DatasetConfig) -> TeacherUpdate | None:
+    """The retrain with a past teacher in place of the retrained one, where ``pipeline.recall`` finds one."""
+    if decision.change_day is None or not past or not config.training.recall.enabled:
+        return None
+    since = (pl.col(SPLIT) == VALIDATION) & (pl.col(TIMESTAMP).dt.date() >= dt.date.fromisoformat(decision.change_day))
+    rows = training_set.filter(since)
+    found, attempt = _timed(RECALL, {}, lambda: recall.best_past(retrained.teacher, past, rows, config.training.recall))
+    if found is None:
+        return None
+    attempt.params, attempt.new_macro_f1 = {"version": found.version}, round(macro_f1(found.teacher, rows), 4)
+    return TeacherUpdate(found.teacher, RECALL, f"{retrained.reason}; {found.reason}", retrained.production,
+                         [*retrained.attempts, attempt], retrained.search)
 
 
 def _halves(validation: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

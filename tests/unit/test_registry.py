@@ -89,6 +89,16 @@ def test_a_rollback_ends_the_gray_release(tmp_path: Path):
     assert {registry.serving(site) for site in ("east", "west")} == {"v1"}
 
 
+def test_the_versions_that_served_production_before_are_listed_newest_first_once_each(tmp_path: Path):
+    registry = _registry(tmp_path, versions=4)
+    registry.promote("v1", reason="a", by="user")
+    registry.promote("v2", reason="b", by="user")
+    registry.rollback(PREVIOUS, reason="back", by="user")  # v1 again
+    registry.start_canary(Canary("v4", ("east",), "2026-10-04", 2), reason="gates passed", by="user")  # never production
+    registry.promote("v3", reason="c", by="user")
+    assert registry.past_production(5) == ["v1", "v2"] and registry.past_production(1) == ["v1"]
+
+
 def test_the_first_package_sha_is_kept(tmp_path: Path):
     registry = _registry(tmp_path)
     assert registry.record_package("v1", "aaa") == "aaa"

@@ -7,8 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from pipeline import teacher_update
-from pipeline.dataset import LABEL, TIMESTAMP
+from pipeline import recall, teacher_update
+from pipeline.dataset import LABEL, TIMESTAMP, RecallSpec
 from pipeline.policy import FULL, INCREMENTAL, Decision
 from pipeline.teacher import fit_teacher
 from tests.support.helpers import days_from, training_frame
@@ -81,3 +81,40 @@ def test_an_update_records_the_hyper_parameters_it_ran_with_and_refuses_invalid_
     assert full.params == small.training.teacher.model_dump(mode="json")  # a window retrain: the YAML's
     with pytest.raises(ValueError, match="rounds"):
         teacher_update.continued_spec(small, 0.05, "sixty")
+
+
+def _swapped_until(window: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """The label rule turned around (congestion <-> none) on the window's days before ``day``."""
+    return window.with_columns(
+        pl.when(pl.col(TIMESTAMP).dt.date() < day).then(pl.col(LABEL).replace({"none": "congestion", "congestion": "none"}))
+        .otherwise(pl.col(LABEL)).alias(LABEL))
+
+
+def test_a_full_retrain_for_a_rule_that_came_back_recalls_the_teacher_that_knew_it(small, production, window):
+    """Four days of a turned-around rule, then the original again: the window retrain learned mostly the
+    turned rule, the earlier production teacher knows the one that came back, and is recalled."""
+    back = WINDOW[4]
+    decision = dataclasses.replace(DECISION, action=FULL, change_day=back.isoformat())
+    turned = fit_teacher(_swapped_until(window, WINDOW[-1] + dt.timedelta(days=1)), small)  # a version of the turned rule
+    update = teacher_update.update_teacher(_swapped_until(window, back), production, TRAINED_THROUGH, decision, small,
+                                           past={"v-turned": turned, "v-original": production})
+    assert update.method == teacher_update.RECALL and update.teacher is production
+    assert [a.method for a in update.attempts] == [teacher_update.WINDOW, teacher_update.RECALL]
+    assert update.params == {"version": "v-original"} and "recalled the teacher of v-original" in update.reason
+    # the same retrain on a stream whose rule never moved keeps its own teacher: no past one is surely better
+    steady = teacher_update.update_teacher(window, production, TRAINED_THROUGH, decision, small, past={"v-original": production})
+    assert steady.method == teacher_update.WINDOW
+    # and without a known change (a retrain on data drift alone) nothing is recalled
+    plain = dataclasses.replace(decision, change_day=None)
+    assert teacher_update.update_teacher(_swapped_until(window, back), production, TRAINED_THROUGH, plain, small,
+                                         past={"v-original": production}).method == teacher_update.WINDOW
+
+
+def test_a_past_teacher_needs_enough_rows_and_every_input_it_was_trained_on(small, production, window):
+    turned_window = _swapped_until(window, WINDOW[-1] + dt.timedelta(days=1))
+    rows = turned_window.filter((pl.col(TIMESTAMP).dt.date() == WINDOW[-1]) & pl.col(LABEL).is_not_null())
+    turned = fit_teacher(turned_window, small)
+    found = recall.best_past(production, {"v-turned": turned}, rows, RecallSpec())
+    assert found is not None and found.version == "v-turned" and found.accuracy > found.retrained_accuracy + 0.3
+    assert recall.best_past(production, {"v-turned": turned}, rows.head(9), RecallSpec()) is None  # min_rows 10
+    assert recall.readable(turned, rows) and not recall.readable(turned, rows.drop("uptime_h"))  # an older schema is skipped
