@@ -1,6 +1,7 @@
 """Deployment layer: ONNX export (fp32 and int8) with parity gates, registration as a candidate with
 its release gates, release to a canary fraction of the sites or to all, the signed edge package."""
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Ver
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.teacher_update import UPDATE_FILE
-from pipeline.training_set import SPLIT, TEST, VALIDATION
+from pipeline.training_set import SPLIT, VALIDATION
 
 GROUP = "deployment"
 
@@ -122,20 +123,21 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
         "student_macro_f1": md.metric(version.entry["metrics"]["student"]["macro_f1"]),
         "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
     })
-    for gate in _gates(version, training_window, package, storage, config):
+    for gate in _gates(version, training_window, package, storage, config, dt.date.fromisoformat(change_day) if change_day else None):
         yield _check_result(gate)
 
 
 def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage: StorageResource,
-           config: DatasetConfig) -> list[release.Gate]:
-    """The shipped model (int8) judged alone, against production, and as a device receives it."""
+           config: DatasetConfig, change_day: dt.date | None) -> list[release.Gate]:
+    """The shipped model (int8) judged alone, against production, and as a device receives it; after
+    a confirmed change of the label rule, on the test rows since it."""
     spec, registry = config.deployment.gates, storage.registry
     shipped = release.predictor(version)
-    test = training_set.filter(pl.col(SPLIT) == TEST)
+    test = release.judged_test_rows(training_set, change_day)
     quality = release.macro_f1(test[LABEL].to_numpy(), shipped(test), config.classes)
     production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
     champion = release.predictor(production) if production else None
-    rows = release.newest_test_rows(training_set, sample_sizes.measured(training_set, config).regression_days)
+    rows = release.newest_test_rows(test, sample_sizes.measured(training_set, config).regression_days)
     latency = release.single_row_latency_us(package, storage.public_key_path, test.head(200))
     return [
         release.quality_gate(quality, spec),
