@@ -18,7 +18,7 @@ from pipeline import atomic, causes, evergreen_edge, export, quantize, release, 
 from pipeline.calibration import CALIBRATION_FILE, calibrate_student
 from pipeline.dataset import LABEL, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
-from pipeline.evaluation import EVALUATION_FILE
+from pipeline.evaluation import EVALUATION_FILE, judged_test_rows
 from pipeline.lineage import version_entry
 from pipeline.policy import Decision
 from pipeline.reference_rows import reference_rows
@@ -133,7 +133,7 @@ def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage:
     a confirmed change of the label rule, on the test rows since it."""
     spec, registry = config.deployment.gates, storage.registry
     shipped = release.predictor(version)
-    test = release.judged_test_rows(training_set, change_day)
+    test = judged_test_rows(training_set, change_day)
     quality = release.macro_f1(test[LABEL].to_numpy(), shipped(test), config.classes)
     production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
     champion = release.predictor(production) if production else None

@@ -205,14 +205,16 @@ def _federated_start(storage: StorageResource, day: str, teacher: Teacher) -> tu
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER)
-def evaluation(training_window: pl.DataFrame, teacher_model: Teacher, student_model: Student,
-               dataset: DatasetResource) -> dg.Output[evaluation_lib.EvaluationReport]:
+def evaluation(context: dg.AssetExecutionContext, training_window: pl.DataFrame, teacher_model: Teacher, student_model: Student,
+               retraining_policy: Decision | None, dataset: DatasetResource) -> dg.Output[evaluation_lib.EvaluationReport]:
     """Teacher and student on the test split: accuracy, macro-F1, per-class precision and recall,
     confusion matrices (plotted), and accuracy per site and per firmware / device model slice. Each
     figure stands beside the rows it was measured on, marked a small sample below
-    ``report.min_metric_rows``: a newest day of a few dozen rows scores 1.000 by luck."""
-    config = dataset.load()
-    report = evaluation_lib.evaluate_models(training_window, teacher_model, student_model, config)
+    ``report.min_metric_rows``: a newest day of a few dozen rows scores 1.000 by luck. After a
+    confirmed change of the label rule, on the test rows since it."""
+    config, change = dataset.load(), _decision(context, retraining_policy).change_day
+    report = evaluation_lib.evaluate_models(training_window, teacher_model, student_model, config,
+                                            dt.date.fromisoformat(change) if change else None)
     plot = evaluation_lib.confusion_png({m: report[m]["confusion_matrix"] for m in MODELS}, config.classes)
     min_rows, newest_rows = config.report.min_metric_rows, report["teacher"]["newest_day"]["rows"]
     numbers = {

@@ -6,6 +6,7 @@ overall accuracy barely moves.
 """
 
 import base64
+import datetime as dt
 import io
 import json
 from dataclasses import dataclass
@@ -126,10 +127,22 @@ def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
 
 
-def evaluate_models(training_set: pl.DataFrame, teacher: Teacher, student: Student, config: DatasetConfig) -> dict:
-    """Teacher and student on the test split (and on its newest day), with slices by site and by
-    every categorical feature (firmware, device model)."""
+def judged_test_rows(training_set: pl.DataFrame, change_day: dt.date | None) -> pl.DataFrame:
+    """The test rows the gates judge a candidate on: after a confirmed change of the label rule only
+    the days since it, where production is known to be wrong (before it, production was right about a
+    rule that no longer holds, and a model of the new rule, or one recalled for a rule that came back,
+    would look worse there); every test row when there is no change or no test row since it yet."""
     test = training_set.filter(pl.col(SPLIT) == TEST)
+    since = test.filter(pl.col(TIMESTAMP).dt.date() >= change_day) if change_day else test
+    return since if since.height else test
+
+
+def evaluate_models(training_set: pl.DataFrame, teacher: Teacher, student: Student, config: DatasetConfig,
+                    change_day: dt.date | None = None) -> dict:
+    """Teacher and student on the test split (and on its newest day), with slices by site and by
+    every categorical feature (firmware, device model); after a confirmed change of the label rule,
+    on its days (``judged_test_rows``): the figure the concept test later holds fresh labels against."""
+    test = judged_test_rows(training_set, change_day)
     y = label_codes(test, config.classes)
     predictions = {
         "teacher": teacher.predict_proba(test).argmax(axis=1),

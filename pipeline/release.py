@@ -63,16 +63,6 @@ def predictor(version: Version) -> Predictor:
     return predict
 
 
-def judged_test_rows(training_set: pl.DataFrame, change_day: dt.date | None) -> pl.DataFrame:
-    """The test rows the gates judge a candidate on: after a confirmed change of the label rule only
-    the days since it, where production is known to be wrong (before it, production was right about a
-    rule that no longer holds, and a model of the new rule, or one recalled for a rule that came back,
-    would look worse there); every test row when there is no change or no test row since it yet."""
-    test = training_set.filter(pl.col(SPLIT) == TEST)
-    since = test.filter(pl.col(TIMESTAMP).dt.date() >= change_day) if change_day else test
-    return since if since.height else test
-
-
 def newest_test_rows(training_set: pl.DataFrame, days: int) -> pl.DataFrame:
     """The test split's rows of its newest ``days`` days: devices no version trained on (the split is
     by device), on the data closest to what the devices see now."""

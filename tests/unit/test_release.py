@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline import release
+from pipeline import evaluation, release
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.quantize import Comparison
 from pipeline.registry import Canary
@@ -90,10 +90,10 @@ def test_newest_test_rows_are_test_split_rows_of_the_newest_days():
 def test_after_a_change_of_the_label_rule_the_gates_judge_on_its_days_only():
     days = [dt.datetime(2026, 10, d) for d in (1, 2, 3, 4)]
     frame = pl.DataFrame({TIMESTAMP: days * 2, SPLIT: [TEST] * 4 + [TRAIN] * 4})
-    since = release.judged_test_rows(frame, dt.date(2026, 10, 3))
+    since = evaluation.judged_test_rows(frame, dt.date(2026, 10, 3))
     assert since[SPLIT].unique().to_list() == [TEST] and sorted(since[TIMESTAMP].dt.day().to_list()) == [3, 4]
-    assert release.judged_test_rows(frame, None).height == 4
-    assert release.judged_test_rows(frame, dt.date(2026, 10, 9)).height == 4  # no test row since it yet: all
+    assert evaluation.judged_test_rows(frame, None).height == 4
+    assert evaluation.judged_test_rows(frame, dt.date(2026, 10, 9)).height == 4  # no test row since it yet: all
 
 
 def _labelled(days: list[dt.date], rows_per_site_day: int) -> pl.DataFrame:
