@@ -26,7 +26,7 @@ from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Ver
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.teacher_update import UPDATE_FILE
-from pipeline.training_set import SPLIT, VALIDATION
+from pipeline.training_set import SPLIT, TEST, VALIDATION
 
 GROUP = "deployment"
 
@@ -129,15 +129,18 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
 
 def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage: StorageResource,
            config: DatasetConfig, change_day: dt.date | None) -> list[release.Gate]:
-    """The shipped model (int8) judged alone, against production, and as a device receives it; after
-    a confirmed change of the label rule, on the test rows since it."""
+    """The shipped model (int8) judged alone, against production, and as a device receives it. After a
+    confirmed change of the label rule it is compared with production on the test rows since it; the
+    quality floor, a guard against a broken model, stays on the whole test split: on the change's first
+    few dozen rows it would keep a production known wrong in place of a better candidate."""
     spec, registry = config.deployment.gates, storage.registry
     shipped = release.predictor(version)
-    test = judged_test_rows(training_set, change_day)
+    test = training_set.filter(pl.col(SPLIT) == TEST)
     quality = release.macro_f1(test[LABEL].to_numpy(), shipped(test), config.classes)
     production = registry.get(PRODUCTION) if registry.has_alias(PRODUCTION) else None
     champion = release.predictor(production) if production else None
-    rows = release.newest_test_rows(test, sample_sizes.measured(training_set, config).regression_days)
+    judged = judged_test_rows(training_set, change_day)
+    rows = release.newest_test_rows(judged, sample_sizes.measured(training_set, config).regression_days)
     latency = release.single_row_latency_us(package, storage.public_key_path, test.head(200))
     return [
         release.quality_gate(quality, spec),
