@@ -79,6 +79,7 @@ HELD_OUT = (
     StreamSpec("heldout_recurring_small", "recurring", rows_per_day=72, days=56, drift_day=20, period_days=12, seed=103),
     StreamSpec("heldout_covariate3", "covariate", classes=3, drift_day=19, seed=104),
     StreamSpec("heldout_wandering3", "wandering", classes=3, rows_per_day=1000, drift_day=14, seed=105),
+    StreamSpec("heldout_recurring3", "recurring", classes=3, rows_per_day=300, days=50, drift_day=18, period_days=9, seed=106),
 )
 STREAMS = {s.name: s for s in (*DEVELOPMENT, *HELD_OUT)}
 
