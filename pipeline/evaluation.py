@@ -128,7 +128,7 @@ def png_markdown(png: bytes, alt: str) -> str:
 
 
 def judged_test_rows(training_set: pl.DataFrame, change_day: dt.date | None) -> pl.DataFrame:
-    """The test rows the gates judge a candidate on: after a confirmed change of the label rule only
+    """The test rows a model is evaluated and gated on: after a confirmed change of the label rule only
     the days since it, where production is known to be wrong (before it, production was right about a
     rule that no longer holds, and a model of the new rule, or one recalled for a rule that came back,
     would look worse there); every test row when there is no change or no test row since it yet."""
