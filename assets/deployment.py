@@ -123,7 +123,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
         "student_macro_f1": md.metric(version.entry["metrics"]["student"]["macro_f1"]),
         "package": dg.MetadataValue.path(str(package)), "package_sha256": sha256,
     })
-    for gate in _gates(version, training_window, package, storage, config, dt.date.fromisoformat(change_day) if change_day else None):
+    for gate in _gates(version, training_window, package, storage, config, retraining_policy.change_date if retraining_policy else None):
         yield _check_result(gate)
 
 

@@ -44,11 +44,11 @@ def training_window(context: dg.AssetExecutionContext, training_set: pl.DataFram
     days, and how much older rows weigh, chosen by fitting each candidate window and scoring it on the
     newest labelled validation rows (after a concept change, the rows since the change). On a
     stationary stream the long window wins; after a change, the short one."""
-    change = _decision(context, retraining_policy).change_day
-    choice = recency.choose_window(training_set, dataset.load(), dt.date.fromisoformat(change) if change else None)
+    decision = _decision(context, retraining_policy)
+    choice = recency.choose_window(training_set, dataset.load(), decision.change_date)
     frame = recency.apply(training_set, choice)
     return dg.MaterializeResult(value=frame, metadata={
-        "days": choice.days, "decay": choice.decay, "first_day": str(choice.first_day), "change_day": change or "none",
+        "days": choice.days, "decay": choice.decay, "first_day": str(choice.first_day), "change_day": decision.change_day or "none",
         "reason": choice.reason, "rows": frame.height, "labelled_rows": frame.filter(pl.col(SPLIT) != UNLABELLED).height,
         "candidates": md.table(choice.scores, CANDIDATE_COLUMNS),
         "choice": dg.MetadataValue.json(choice.to_json()),
@@ -212,9 +212,9 @@ def evaluation(context: dg.AssetExecutionContext, training_window: pl.DataFrame,
     figure stands beside the rows it was measured on, marked a small sample below
     ``report.min_metric_rows``: a newest day of a few dozen rows scores 1.000 by luck. After a
     confirmed change of the label rule, on the test rows since it."""
-    config, change = dataset.load(), _decision(context, retraining_policy).change_day
+    config = dataset.load()
     report = evaluation_lib.evaluate_models(training_window, teacher_model, student_model, config,
-                                            dt.date.fromisoformat(change) if change else None)
+                                            _decision(context, retraining_policy).change_date)
     plot = evaluation_lib.confusion_png({m: report[m]["confusion_matrix"] for m in MODELS}, config.classes)
     min_rows, newest_rows = config.report.min_metric_rows, report["teacher"]["newest_day"]["rows"]
     numbers = {

@@ -73,6 +73,11 @@ class Decision:
     def retrain(self) -> bool:
         return self.action in RETRAIN
 
+    @property
+    def change_date(self) -> dt.date | None:
+        """``change_day`` as a date, for the steps that judge on the rows since the change."""
+        return dt.date.fromisoformat(self.change_day) if self.change_day else None
+
     def to_json(self) -> dict:
         return {**asdict(self), "day": self.day.isoformat()}
 

@@ -162,9 +162,9 @@ def update_teacher(training_set: pl.DataFrame, production: Teacher | None, train
 def _recalled(retrained: TeacherUpdate, training_set: pl.DataFrame, decision: Decision, past: dict[str, Teacher],
               config: DatasetConfig) -> TeacherUpdate | None:
     """The retrain with a past teacher in place of the retrained one, where ``pipeline.recall`` finds one."""
-    if decision.change_day is None or not past or not config.training.recall.enabled:
+    if decision.change_date is None or not past or not config.training.recall.enabled:
         return None
-    since = (pl.col(SPLIT) == VALIDATION) & (pl.col(TIMESTAMP).dt.date() >= dt.date.fromisoformat(decision.change_day))
+    since = (pl.col(SPLIT) == VALIDATION) & (pl.col(TIMESTAMP).dt.date() >= decision.change_date)
     rows = training_set.filter(since)
     found, attempt = _timed(RECALL, {}, lambda: recall.best_past(retrained.teacher, past, rows, config.training.recall))
     if found is None:
