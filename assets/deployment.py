@@ -16,13 +16,13 @@ from assets.partitions import DAILY
 from assets.resources import DatasetResource, StorageResource
 from pipeline import atomic, causes, evergreen_edge, export, quantize, release, sample_sizes
 from pipeline.calibration import CALIBRATION_FILE, calibrate_student
-from pipeline.dataset import LABEL, DatasetConfig
+from pipeline.dataset import LABEL, CanarySpec, DatasetConfig
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.evaluation import EVALUATION_FILE, judged_test_rows
 from pipeline.lineage import version_entry
 from pipeline.policy import Decision
 from pipeline.reference_rows import reference_rows
-from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Version
+from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Registry, Version
 from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.teacher_update import UPDATE_FILE
@@ -155,19 +155,23 @@ def verified_manifest(storage: StorageResource, package: Path) -> dict:
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[candidate_model])
-def production_model(context: dg.AssetExecutionContext, dataset: DatasetResource, storage: StorageResource) -> dg.MaterializeResult:
+def production_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame, dataset: DatasetResource,
+                     storage: StorageResource) -> dg.MaterializeResult:
     """Releases this run's candidate once its blocking checks have passed: the first model becomes
     production at once; later ones start a gray release on a fraction of the sites (the canary
     sensor rolls it out or back when the window ends), or, with ``canary.fraction: 0``, become
-    production directly (the replaced version is ``previous``). An older day's candidate than the
-    one serving (a backfill) is registered but not released."""
+    production directly (the replaced version is ``previous``). A fix for a confirmed change of the
+    label rule that already beats production on the test rows since the change starts on the larger
+    ``canary.fix_fraction``. An older day's candidate than the one serving (a backfill) is registered
+    but not released."""
     registry = storage.registry
     version = registry.get(_registered_version(context))
     spec = dataset.load().deployment.canary
-    sites = release.canary_sites(version.entry["lineage"]["sites"], spec.fraction, version.version) if spec.fraction else ()
+    plan = _gray_release(version, training_window, spec, registry)
+    sites = release.canary_sites(version.entry["lineage"]["sites"], plan.fraction, version.version) if plan.fraction else ()
     canary = Canary(version.version, sites, context.partition_key, spec.window_days) if sites else None
     done = registry.release(version.version, canary, reason=f"released by run {context.run.run_id}", by=actor(context))
-    metadata = {"released_to": done.to, "production": registry.resolve(PRODUCTION)}
+    metadata = {"released_to": done.to, "production": registry.resolve(PRODUCTION), "gray_release": plan.reason}
     if done.to == "none":
         metadata["reason"] = f"{done.newer} serves and is of a newer day than {version.version}"
     elif done.to == "canary":
@@ -195,6 +199,15 @@ def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) ->
         "sha256": sha256, "served_to": served_by,
         "student_macro_f1": md.metric(manifest["metrics"]["macro_f1"]),
     })
+
+
+def _gray_release(version: Version, training_window: pl.DataFrame, spec: CanarySpec, registry: Registry) -> release.GrayRelease:
+    """How large a gray release ``version`` starts with (no production yet: it serves everywhere anyway)."""
+    if not spec.fraction or not registry.has_alias(PRODUCTION):
+        return release.GrayRelease(spec.fraction, "no gray release")
+    change_day = version.entry["lineage"].get("change_day")
+    return release.gray_release(spec, training_window, dt.date.fromisoformat(change_day) if change_day else None,
+                                release.predictor(version), release.predictor(registry.get(PRODUCTION)))
 
 
 def _registered_version(context: dg.AssetExecutionContext) -> str:

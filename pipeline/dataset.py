@@ -455,6 +455,12 @@ class CanarySpec(_Strict):
     """A canary more accurate than control by at least this much with 99% confidence, from its first
     served day, rolls out before its window ends: it fixes what production gets wrong (after a
     label-rule change, every day of waiting costs the control sites). null: always wait for the window."""
+    fix_fraction: float | None = Field(0.75, gt=0, lt=1)
+    """Share of sites a fix gets first: a candidate retrained for a confirmed change of the label rule
+    that is already more accurate than production on the test rows since the change by
+    ``early_margin`` with 99% confidence (what the early roll-out would wait a day of labels for).
+    Production is known wrong there, so it keeps only the control sites, and the verdict can still
+    roll the fix back. null: a fix starts on ``fraction`` like any candidate."""
 
 
 class DeploymentSpec(_Strict):

@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,15 @@ def judged_test_rows(training_set: pl.DataFrame, change_day: dt.date | None) -> 
     test = training_set.filter(pl.col(SPLIT) == TEST)
     since = test.filter(pl.col(TIMESTAMP).dt.date() >= change_day) if change_day else test
     return since if since.height else test
+
+
+def paired_gain_lower_bound(correct: np.ndarray, baseline_correct: np.ndarray, z: float) -> float:
+    """The accuracy gain of one model over another, scored row by row on the same rows (booleans),
+    less ``z`` standard errors of the mean gain: pairing removes the rows both get right or wrong
+    from the noise, so a real gap shows on far fewer rows than two separate samples need."""
+    gain = correct.astype(float) - baseline_correct.astype(float)
+    spread = gain.std(ddof=1) if len(gain) > 1 else 0.0
+    return float(gain.mean() - z * spread / math.sqrt(len(gain)))
 
 
 def evaluate_models(training_set: pl.DataFrame, teacher: Teacher, student: Student, config: DatasetConfig,

@@ -10,13 +10,13 @@ by row, is above zero with ``z`` standard errors to spare, on at least ``min_row
 flipped back shows a gap of tens of points within a day's labels; a small gain never recalls).
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from pipeline.dataset import LABEL, RecallSpec
+from pipeline.evaluation import paired_gain_lower_bound
 from pipeline.teacher import Teacher
 
 
@@ -54,8 +54,7 @@ def best_past(retrained: Teacher, past: dict[str, Teacher], rows: pl.DataFrame, 
         if not readable(teacher, rows):
             continue
         correct = _correct(teacher, rows, truth)
-        gain = correct.astype(float) - retrained_correct
-        lower = float(gain.mean() - spec.z * gain.std(ddof=1) / math.sqrt(len(gain)))
+        lower = paired_gain_lower_bound(correct, retrained_correct, spec.z)
         if lower > 0 and (best is None or lower > best.lower_bound):
             best = Recall(version, teacher, float(correct.mean()), float(retrained_correct.mean()), rows.height, round(lower, 4))
     return best

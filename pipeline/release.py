@@ -20,6 +20,7 @@ import polars as pl
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.encoding import student_matrix
 from pipeline.estimation import Estimate, estimate
+from pipeline.evaluation import paired_gain_lower_bound
 from pipeline.evergreen_edge import EdgeModel, OnnxModel, trusted_public_key
 from pipeline.export import ONNX_FILE, onnx_session
 from pipeline.quantize import INT8_FILE, Comparison
@@ -224,6 +225,40 @@ def estimate_arms(day: dt.date, canary: Canary, features: pl.DataFrame, canary_m
 
 EARLY_Z, EARLY_MIN_ROWS = 2.326, 20
 """One-sided 99% normal bound, and the fewest labels per arm it is trusted on."""
+
+
+@dataclass(frozen=True)
+class GrayRelease:
+    """The share of sites a released candidate serves first, and why."""
+
+    fraction: float
+    reason: str
+
+
+def gray_release(spec: CanarySpec, training_set: pl.DataFrame, change_day: dt.date | None, candidate: Predictor,
+                 production: Predictor) -> GrayRelease:
+    """``spec.fraction`` of the sites, unless the candidate fixes a confirmed change of the label rule
+    (on ``change_day``) and already beats production on the test rows since it by the early roll-out
+    margin with 99% confidence: then ``spec.fix_fraction``. The test rows are devices neither model
+    trained on, from the days the canary would judge; holding three quarters of the fleet on a
+    production known wrong for the day of labels the canary needs to confirm it cost the simulator's
+    roll-out 1-2 days of recovery on most sites."""
+    since_change = None
+    if change_day is not None:
+        since_change = training_set.filter((pl.col(SPLIT) == TEST) & (pl.col(TIMESTAMP).dt.date() >= change_day))
+    usual = GrayRelease(spec.fraction, f"a canary on {spec.fraction:.0%} of the sites")
+    if since_change is None or spec.fix_fraction is None or spec.early_margin is None or since_change.height < EARLY_MIN_ROWS:
+        return usual
+    truth = since_change[LABEL].to_numpy()
+    lower = paired_gain_lower_bound(candidate(since_change) == truth, production(since_change) == truth, EARLY_Z)
+    if lower < spec.early_margin:
+        return GrayRelease(spec.fraction, f"{usual.reason}: on the {since_change.height} test rows since the change its "
+                                          f"accuracy gain over production is at least {lower:.3f} with 99% confidence, "
+                                          f"under the early roll-out margin {spec.early_margin}")
+    return GrayRelease(spec.fix_fraction, f"a fix on {spec.fix_fraction:.0%} of the sites: on the {since_change.height} test "
+                                          f"rows since the change of the label rule it is more accurate than production "
+                                          f"by at least {lower:.3f} with 99% confidence (early roll-out margin "
+                                          f"{spec.early_margin}); production keeps the rest as control")
 
 
 def _early_lower_bound(n: dict[str, int], accuracy: dict[str, float], spec: CanarySpec) -> float | None:

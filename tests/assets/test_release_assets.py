@@ -131,6 +131,7 @@ def test_a_good_candidate_serves_the_canary_site_first(scenario):
     version = _metadata(scenario.runs["good retrain"], "candidate_model")["version"]
     first_production = _metadata(scenario.runs["bootstrap"], "production_model")["production"]
     assert released["released_to"] == "canary" and released["production"] == first_production
+    assert released["gray_release"] == "a canary on 25% of the sites"  # a retrain without a confirmed change
     package = _metadata(scenario.runs["good retrain"], "edge_package")
     assert package["version"] == version and package["served_to"] == released["canary_sites"]
     pending, judged = (_metadata(scenario.runs[f"ingest {day}"], "canary_report") for day in JUDGED)

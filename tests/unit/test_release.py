@@ -156,3 +156,24 @@ def test_a_canary_clearly_better_than_production_rolls_out_before_its_window_end
     assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, right, spec).verdict == release.PENDING
     off = CanarySpec(min_labels=100, tolerance=0.02, early_margin=None)
     assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, off).verdict == release.PENDING
+
+
+def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
+    # test rows on 10-01 .. 10-04 (40 a day), the rule changed on 10-03; train rows are never judged
+    days = [dt.datetime(2026, 10, d, 12) for d in (1, 2, 3, 4) for _ in range(40)]
+    frame = pl.DataFrame({TIMESTAMP: days * 2, SPLIT: [TEST] * 160 + [TRAIN] * 160, LABEL: ["none"] * 320})
+    right = lambda rows: rows[LABEL].to_numpy()  # noqa: E731
+    wrong = lambda rows: np.array(["fiber"] * rows.height)  # noqa: E731
+    changed, spec = dt.date(2026, 10, 3), CanarySpec(fraction=0.25, fix_fraction=0.75)
+    fix = release.gray_release(spec, frame, changed, right, wrong)
+    assert fix.fraction == 0.75 and "on the 80 test rows since the change" in fix.reason
+    # no confirmed change, no gain, or the rule switched off: the usual canary
+    assert release.gray_release(spec, frame, None, right, wrong).fraction == 0.25
+    assert release.gray_release(spec, frame, changed, right, right).fraction == 0.25
+    assert release.gray_release(CanarySpec(fraction=0.25, fix_fraction=None), frame, changed, right, wrong).fraction == 0.25
+    # a gain too small to be sure on 80 rows: 1 row in 8 (0.125, less 2.33 standard errors: 0.039 < 0.05)
+    eighth = lambda rows: np.where(np.arange(rows.height) % 8 == 0, "fiber", rows[LABEL].to_numpy())  # noqa: E731
+    small = release.gray_release(spec, frame, changed, right, eighth)
+    assert small.fraction == 0.25 and "under the early roll-out margin" in small.reason
+    # no test row since the change yet
+    assert release.gray_release(spec, frame, dt.date(2026, 10, 5), right, wrong).fraction == 0.25
