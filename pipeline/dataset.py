@@ -457,9 +457,8 @@ class CanarySpec(_Strict):
     label-rule change, every day of waiting costs the control sites). null: always wait for the window."""
     fix_fraction: float | None = Field(0.75, gt=0, lt=1)
     """Share of sites a fix gets first: a candidate retrained for a confirmed change of the label rule
-    that is already more accurate than production on the test rows since the change by
-    ``early_margin`` with 99% confidence (what the early roll-out would wait a day of labels for).
-    Production is known wrong there, so it keeps only the control sites, and the verdict can still
+    that is already more accurate than production on the test rows since the change, with 99%
+    confidence. Production is known wrong there, so it keeps only the control sites, and the verdict can still
     roll the fix back. null: a fix starts on ``fraction`` like any candidate."""
 
 

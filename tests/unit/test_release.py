@@ -171,9 +171,12 @@ def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     assert release.gray_release(spec, frame, None, right, wrong).fraction == 0.25
     assert release.gray_release(spec, frame, changed, right, right).fraction == 0.25
     assert release.gray_release(CanarySpec(fraction=0.25, fix_fraction=None), frame, changed, right, wrong).fraction == 0.25
-    # a gain too small to be sure on 80 rows: 1 row in 8 (0.125, less 2.33 standard errors: 0.039 < 0.05)
+    # a gain too small to be sure on 80 rows: 2 rows (0.025, less 2.33 standard errors: -0.016)
+    two_rows = lambda rows: np.where(np.arange(rows.height) % 40 == 0, "fiber", rows[LABEL].to_numpy())  # noqa: E731
+    small = release.gray_release(spec, frame, changed, right, two_rows)
+    assert small.fraction == 0.25 and "not surely above 0" in small.reason
+    # a sure one of 1 row in 8 (0.125, less 2.33 standard errors: 0.039) is a fix
     eighth = lambda rows: np.where(np.arange(rows.height) % 8 == 0, "fiber", rows[LABEL].to_numpy())  # noqa: E731
-    small = release.gray_release(spec, frame, changed, right, eighth)
-    assert small.fraction == 0.25 and "under the early roll-out margin" in small.reason
+    assert release.gray_release(spec, frame, changed, right, eighth).fraction == 0.75
     # no test row since the change yet
     assert release.gray_release(spec, frame, dt.date(2026, 10, 5), right, wrong).fraction == 0.25
