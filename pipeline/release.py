@@ -242,7 +242,7 @@ def gray_release(spec: CanarySpec, training_set: pl.DataFrame, change_day: dt.da
     99% confidence: then ``spec.fix_fraction``. The test rows are devices neither model trained on,
     from the days the canary would judge. The bar is "surely better", not the early roll-out's margin:
     the control sites and the verdict remain, and on the simulator's roll-out the few test devices
-    with the new firmware (24-91 rows a day) never cleared a 0.05 margin at 99%, while holding three
+    with the new firmware (24-91 rows since the change) never cleared a 0.05 margin at 99%, while holding three
     quarters of the fleet on a production known wrong cost 1-2 days of recovery on most sites."""
     usual = GrayRelease(spec.fraction, f"a canary on {spec.fraction:.0%} of the sites")
     if change_day is None or spec.fix_fraction is None:
