@@ -15,6 +15,9 @@ The kinds:
 - ``covariate``: the inputs move (one feature's mean shifts, a category becomes common), the rule stays.
 - ``wandering``: the inputs drift a little every day (their means and the colours' shares follow a
   random walk from ``drift_day`` on), the rule stays: many input-drift alarms, few of them harmful.
+- ``mixing``: from ``drift_day`` on, each day mixes the inputs anew (every mean moves by up to
+  ``mixing_sd`` and the colours' shares tilt, drawn afresh each day, so the inputs stay where the
+  reference already had rows), the rule stays: input drift nearly every day that does not hurt.
 - ``stationary``: nothing changes (for false alarms).
 
 ``DEVELOPMENT`` are the streams Evergreen may be tuned on; ``HELD_OUT`` are kept aside for the final
@@ -32,7 +35,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-Kind = Literal["sudden", "gradual", "recurring", "covariate", "wandering", "stationary"]
+Kind = Literal["sudden", "gradual", "recurring", "covariate", "wandering", "mixing", "stationary"]
 COLOURS = ("red", "green", "blue", "grey")
 NUMERIC = ("x1", "x2", "x3", "x4")
 
@@ -50,6 +53,8 @@ class StreamSpec:
     label_noise: float = 0.03
     transition_days: int = 7
     period_days: int = 10
+    mixing_sd: float = 0.6
+    """``mixing``: the largest move of a numeric input's daily mean, in standard deviations."""
     start: dt.date = dt.date(2026, 6, 1)
 
     def day(self, index: int) -> dt.date:
@@ -70,6 +75,7 @@ DEVELOPMENT = (
     StreamSpec("recurring", "recurring", seed=3),
     StreamSpec("covariate", "covariate", seed=4),
     StreamSpec("wandering", "wandering", drift_day=14, seed=7),
+    StreamSpec("mixing", "mixing", drift_day=14, seed=8),
     StreamSpec("small_days", "sudden", rows_per_day=48, days=60, drift_day=35, seed=5),
     StreamSpec("stationary", "stationary", seed=6),
 )
@@ -79,6 +85,7 @@ HELD_OUT = (
     StreamSpec("heldout_recurring_small", "recurring", rows_per_day=72, days=56, drift_day=20, period_days=12, seed=103),
     StreamSpec("heldout_covariate3", "covariate", classes=3, drift_day=19, seed=104),
     StreamSpec("heldout_wandering3", "wandering", classes=3, rows_per_day=1000, drift_day=14, seed=105),
+    StreamSpec("heldout_mixing3", "mixing", classes=3, rows_per_day=1000, days=40, drift_day=12, mixing_sd=0.5, seed=107),
     StreamSpec("heldout_recurring3", "recurring", classes=3, rows_per_day=300, days=50, drift_day=18, period_days=9, seed=106),
 )
 STREAMS = {s.name: s for s in (*DEVELOPMENT, *HELD_OUT)}
@@ -131,10 +138,12 @@ def _inputs(spec: StreamSpec, index: int, n: int, rng: np.random.Generator) -> t
         x[:, 0] += 1.5 * ramp
         x[:, 2] *= 1 + 0.5 * ramp
         colour_p = (1 - ramp) * colour_p + ramp * np.array([0.1, 0.2, 0.2, 0.5])
-    if spec.kind == "wandering" and index >= spec.drift_day:
-        means, colour_logits = _wander(spec, index)
+    moves = {"wandering": _wander, "mixing": _mix}
+    if spec.kind in moves and index >= spec.drift_day:
+        means, colour_logits = moves[spec.kind](spec, index)
         x += means
-        colour_p = np.exp(np.log(colour_p) + colour_logits) / np.exp(np.log(colour_p) + colour_logits).sum()
+        tilted = np.exp(np.log(colour_p) + colour_logits)
+        colour_p = tilted / tilted.sum()
     colour = rng.choice(len(COLOURS), size=n, p=colour_p)
     return x, colour
 
@@ -145,6 +154,13 @@ def _wander(spec: StreamSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
     steps = np.random.default_rng([spec.seed, 20_000]).normal(0, 1, (spec.days, len(NUMERIC) + len(COLOURS)))
     walked = steps[spec.drift_day:index + 1].sum(axis=0)
     return 0.25 * walked[:len(NUMERIC)], 0.3 * walked[len(NUMERIC):]
+
+
+def _mix(spec: StreamSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mixing stream's inputs on day ``index``: means moved by a uniform draw in ±``mixing_sd``
+    and the colours' log-odds by a normal one (sd 0.5), drawn afresh for the day, not summed."""
+    draw = np.random.default_rng([spec.seed, 30_000, index])
+    return draw.uniform(-spec.mixing_sd, spec.mixing_sd, len(NUMERIC)), draw.normal(0, 0.5, len(COLOURS))
 
 
 def generate_day(spec: StreamSpec, index: int, concepts: _Concepts) -> pl.DataFrame:

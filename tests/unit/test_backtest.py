@@ -150,6 +150,24 @@ def test_a_wandering_stream_moves_its_inputs_a_little_every_day_and_keeps_its_ru
     assert agreement > 0.95  # the first rule still labels every row (up to the 3% label noise)
 
 
+def test_a_mixing_stream_moves_its_inputs_each_day_within_the_reference_and_keeps_its_rule():
+    spec = replace(streams.STREAMS["mixing"], rows_per_day=2000, days=20, drift_day=4)
+    concepts = streams._Concepts(np.random.default_rng([spec.seed, 10_000]), spec.classes)
+    days = [streams.generate_day(spec, i, concepts) for i in range(spec.days)]
+    means = np.array([day.select(list(streams.NUMERIC)).mean().row(0) for day in days])
+    assert np.abs(means[:4]).max() < 0.1  # before drift_day: only sampling noise
+    assert np.median(np.abs(means[4:]).max(axis=1)) > 0.3  # then the day's mix moves the means
+    assert np.abs(means).max() <= spec.mixing_sd + 0.1  # drawn afresh, never walking away
+    reference = pl.concat(days[:4]).select(list(streams.NUMERIC)).to_numpy()
+    late = days[-1].select(list(streams.NUMERIC)).to_numpy()
+    outside = ((late < reference.min(axis=0)) | (late > reference.max(axis=0))).any(axis=1)
+    assert outside.mean() < 0.01  # the rows stay where the reference had rows
+    x = days[-1].select(list(streams.NUMERIC)).to_numpy()
+    colour = np.array([streams.COLOURS.index(c) for c in days[-1]["colour"]])
+    agreement = np.mean(concepts.labels(x, colour, np.zeros(len(x), dtype=int)) == days[-1]["y"].to_numpy())
+    assert agreement > 0.95
+
+
 def test_every_move_of_a_day_is_kept_in_order():
     day = _day(0, 0.9)
     day.add_release("rolled out v2")
