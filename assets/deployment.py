@@ -168,10 +168,9 @@ def production_model(context: dg.AssetExecutionContext, training_window: pl.Data
     version = registry.get(_registered_version(context))
     spec = dataset.load().deployment.canary
     plan = _gray_release(version, training_window, spec, registry)
-    sites = release.canary_sites(version.entry["lineage"]["sites"], plan.fraction, version.version) if plan.fraction else ()
-    canary = Canary(version.version, sites, context.partition_key, spec.window_days) if sites else None
+    canary, how = _canary(version, plan, registry, context.partition_key, spec.window_days)
     done = registry.release(version.version, canary, reason=f"released by run {context.run.run_id}", by=actor(context))
-    metadata = {"released_to": done.to, "production": registry.resolve(PRODUCTION), "gray_release": plan.reason}
+    metadata = {"released_to": done.to, "production": registry.resolve(PRODUCTION), "gray_release": plan.reason + how}
     if done.to == "none":
         metadata["reason"] = f"{done.newer} serves and is of a newer day than {version.version}"
     elif done.to == "canary":
@@ -208,6 +207,23 @@ def _gray_release(version: Version, training_window: pl.DataFrame, spec: CanaryS
     change_day = version.entry["lineage"].get("change_day")
     return release.gray_release(spec, training_window, dt.date.fromisoformat(change_day) if change_day else None,
                                 release.predictor(version), release.predictor(registry.get(PRODUCTION)))
+
+
+def _canary(version: Version, plan: release.GrayRelease, registry: Registry, day: str,
+            window_days: int) -> tuple[Canary | None, str]:
+    """The gray release ``version`` starts (none: it serves every site), and how it was chosen: a later
+    retrain for the change the running canary fixes takes that canary over."""
+    sites = release.canary_sites(version.entry["lineage"]["sites"], plan.fraction, version.version) if plan.fraction else ()
+    if not sites:
+        return None, ""
+    running = registry.canary()
+    running_change = registry.get(running.version).entry["lineage"].get("change_day") if running else None
+    continued = release.follow_up_canary(running, running_change, version.version,
+                                         version.entry["lineage"].get("change_day"), sites)
+    if continued is None:
+        return Canary(version.version, sites, day, window_days), ""
+    return continued, (f"; takes over the gray release of {running.version} on {', '.join(continued.sites)} "
+                       f"since {continued.first_day}, a retrain for the same change of the label rule")
 
 
 def _registered_version(context: dg.AssetExecutionContext) -> str:

@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +180,19 @@ def canary_sites(sites: list[str], fraction: float, version: str) -> tuple[str, 
     count = min(len(sites) - 1, max(1, round(fraction * len(sites))))
     ranked = sorted(sites, key=lambda site: hashlib.sha256(f"{version}/{site}".encode()).hexdigest())
     return tuple(sorted(ranked[:count]))
+
+
+def follow_up_canary(running: Canary | None, running_change_day: str | None, version: str,
+                     change_day: str | None, sites: tuple[str, ...]) -> Canary | None:
+    """The running gray release handed to ``version``, when ``version`` is a later retrain for the
+    same change of the label rule (``change_day``) and would not start on more sites. The follow-ups
+    of a change come 1, 2 and 4 days after it, each within the last one's 2-day window: started anew
+    on other sites, the canary never concluded and the fix reached the fleet 2-3 days late on the
+    simulator's roll-out. The verdict scores the canary's model on every row its sites served since
+    the window began, so the window's days count for the model that takes it over."""
+    if running is None or change_day is None or running_change_day != change_day or len(sites) > len(running.sites):
+        return None
+    return replace(running, version=version)
 
 
 @dataclass(frozen=True)

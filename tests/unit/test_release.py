@@ -180,3 +180,16 @@ def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     assert release.gray_release(spec, frame, changed, right, eighth).fraction == 0.75
     # no test row since the change yet
     assert release.gray_release(spec, frame, dt.date(2026, 10, 5), right, wrong).fraction == 0.25
+
+
+def test_a_later_retrain_for_the_same_change_takes_the_running_canary_over():
+    running = Canary("v5", ("east",), "2026-10-14", 2)
+    taken = release.follow_up_canary(running, "2026-10-13", "v6", "2026-10-13", ("west",))
+    assert taken == Canary("v6", ("east",), "2026-10-14", 2)  # its sites and its window go on
+    assert taken.last_day == dt.date(2026, 10, 16)
+    # another change, no change, no running canary, or a fix on more sites: a gray release of its own
+    assert release.follow_up_canary(running, "2026-10-13", "v6", "2026-10-20", ("west",)) is None
+    assert release.follow_up_canary(running, None, "v6", "2026-10-13", ("west",)) is None
+    assert release.follow_up_canary(running, "2026-10-13", "v6", None, ("west",)) is None
+    assert release.follow_up_canary(None, None, "v6", "2026-10-13", ("west",)) is None
+    assert release.follow_up_canary(running, "2026-10-13", "v6", "2026-10-13", ("north", "south", "west")) is None
