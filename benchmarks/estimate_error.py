@@ -16,8 +16,8 @@ import polars as pl
 
 from examples import streams
 
-CHANGED_DAY = {"covariate": "covariate-only shift", "sudden": "label-rule change", "gradual": "gradual rule change",
-               "recurring": "recurring rule change"}
+CHANGED_DAY = {"covariate": "covariate-only shift", "wandering": "covariate-only shift", "mixing": "covariate-only shift",
+               "sudden": "label-rule change", "gradual": "gradual rule change", "recurring": "recurring rule change"}
 STATIONARY = "stationary (before the change)"
 
 

@@ -163,3 +163,18 @@ def test_the_report_rows_estimate_the_day_each_site_and_the_returned_labels_and_
     assert shown[estimation.UNSEEN_TEST]["statistic"] == pytest.approx(0.2) and shown[estimation.UNSEEN_TEST]["drifted"]
     assert not shown[drift.ESTIMATED_ACCURACY_TEST]["tested"] and not shown[drift.ESTIMATED_ACCURACY_TEST]["drifted"]
     assert estimation.FRESH_ESTIMATE_TEST not in shown  # no labels came back
+
+
+def test_under_label_noise_the_temperature_makes_the_mean_confidence_read_the_accuracy():
+    # a model right about the true rule on every row, with 5% of the labels flipped at random: the
+    # least-log-loss temperature keeps the confidence under the accuracy, the estimate's figure must not
+    rng = np.random.default_rng(3)
+    margin = rng.normal(0, 3, 6000)
+    reported = 1 / (1 + np.exp(-np.column_stack([-margin, margin])))
+    labels = (margin > 0).astype(int)
+    flipped = rng.random(6000) < 0.05
+    labels[flipped] = 1 - labels[flipped]
+    fitted = fit_temperature(reported[:3000], labels[:3000])
+    accuracy = float(np.mean(reported[3000:].argmax(axis=1) == labels[3000:]))
+    assert abs(estimation.estimate(fitted.apply(reported[3000:]), band_z=1.96).accuracy - accuracy) < 0.01
+    assert fitted.rows == 3000
