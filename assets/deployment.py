@@ -211,19 +211,19 @@ def _gray_release(version: Version, training_window: pl.DataFrame, spec: CanaryS
 
 def _canary(version: Version, plan: release.GrayRelease, registry: Registry, day: str,
             window_days: int) -> tuple[Canary | None, str]:
-    """The gray release ``version`` starts (none: it serves every site), and how it was chosen: a later
-    retrain for the change the running canary fixes takes that canary over."""
+    """The gray release ``version`` starts (none: it serves every site), and how it was chosen: a
+    retrain for a change of the label rule takes over a running canary that is one too."""
     sites = release.canary_sites(version.entry["lineage"]["sites"], plan.fraction, version.version) if plan.fraction else ()
     if not sites:
         return None, ""
     running = registry.canary()
     running_change = registry.get(running.version).entry["lineage"].get("change_day") if running else None
-    continued = release.follow_up_canary(running, running_change, version.version,
-                                         version.entry["lineage"].get("change_day"), sites)
-    if continued is None:
+    taken = release.take_over_canary(running, running_change, version.version, version.entry["lineage"].get("change_day"),
+                                     sites, day)
+    if taken is None:
         return Canary(version.version, sites, day, window_days), ""
-    return continued, (f"; takes over the gray release of {running.version} on {', '.join(continued.sites)} "
-                       f"since {continued.first_day}, a retrain for the same change of the label rule")
+    return taken, (f"; takes over the gray release of {running.version} (also a retrain for a change of the label rule) "
+                   f"on {', '.join(taken.sites)}, window to {taken.last_day}, judged on the rows served from {taken.judged_from}")
 
 
 def _registered_version(context: dg.AssetExecutionContext) -> str:

@@ -93,10 +93,20 @@ class Canary:
     sites: tuple[str, ...]
     started: str
     window_days: int
+    trained_through: str | None = None
+    """Set when ``version`` took over a running gray release: the newest day it trained on. The
+    window's rows up to that day may be in its training set, so the verdict counts the rows after it."""
 
     @property
     def first_day(self) -> dt.date:
         return dt.date.fromisoformat(self.started) + dt.timedelta(days=1)
+
+    @property
+    def judged_from(self) -> dt.date:
+        """The first day whose served rows the verdict counts."""
+        if self.trained_through is None:
+            return self.first_day
+        return max(self.first_day, dt.date.fromisoformat(self.trained_through) + dt.timedelta(days=1))
 
     @property
     def last_day(self) -> dt.date:

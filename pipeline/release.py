@@ -182,17 +182,18 @@ def canary_sites(sites: list[str], fraction: float, version: str) -> tuple[str, 
     return tuple(sorted(ranked[:count]))
 
 
-def follow_up_canary(running: Canary | None, running_change_day: str | None, version: str,
-                     change_day: str | None, sites: tuple[str, ...]) -> Canary | None:
-    """The running gray release handed to ``version``, when ``version`` is a later retrain for the
-    same change of the label rule (``change_day``) and would not start on more sites. The follow-ups
-    of a change come 1, 2 and 4 days after it, each within the last one's 2-day window: started anew
-    on other sites, the canary never concluded and the fix reached the fleet 2-3 days late on the
-    simulator's roll-out. The verdict scores the canary's model on every row its sites served since
-    the window began, so the window's days count for the model that takes it over."""
-    if running is None or change_day is None or running_change_day != change_day or len(sites) > len(running.sites):
+def take_over_canary(running: Canary | None, running_change_day: str | None, version: str, change_day: str | None,
+                     sites: tuple[str, ...], day: str) -> Canary | None:
+    """The running gray release handed to ``version`` (trained through ``day``) when both are
+    retrains for a change of the label rule and ``version`` would not start on more sites. Started anew, each
+    such retrain pulled the fleet back: the follow-ups of a change come 1, 2 and 4 days after it, each
+    inside the last one's 2-day window, so the canary never concluded, and on the simulator's
+    roll-out a follow-up on one site replaced a fix serving three, which fell back to the old model
+    (0.817 the next day against 0.942 for a nightly retrain). The sites and the window go on; the
+    verdict counts the rows served after ``day``, which the new version never trained on."""
+    if running is None or change_day is None or running_change_day is None or len(sites) > len(running.sites):
         return None
-    return replace(running, version=version)
+    return replace(running, version=version, trained_through=day)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def judge_canary(day: dt.date, canary: Canary, labelled: pl.DataFrame, canary_mo
     came back for readings since the gray release began. Pending until the window is over and each
     arm has ``min_labels``; then roll out unless the canary is worse by more than the tolerance. A
     canary better than control by ``early_margin`` rolls out as soon as both arms have their labels."""
-    served = labelled.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.first_day, day))
+    served = labelled.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.judged_from, day))
     on_canary = pl.col(SITE).is_in(list(canary.sites))
     arms = {name: served.filter(mask) for name, mask in (("canary", on_canary), ("control", ~on_canary))}
     accuracy = {name: _accuracy(rows, model) for (name, rows), model in zip(arms.items(), (canary_model, control_model))}
@@ -229,7 +230,7 @@ def estimate_arms(day: dt.date, canary: Canary, features: pl.DataFrame, canary_m
                   control_model: Calibrated, band_z: float) -> dict[str, Estimate]:
     """Each arm's accuracy estimated without labels (``pipeline.estimation``), on every row it served
     since the gray release began: what the verdict will likely be while the labels are pending."""
-    served = features.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.first_day, day))
+    served = features.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.judged_from, day))
     on_canary = pl.col(SITE).is_in(list(canary.sites))
     return {name: estimate(model(rows) if rows.height else np.empty((0, 0)), band_z)
             for name, rows, model in (("canary", served.filter(on_canary), canary_model),

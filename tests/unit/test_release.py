@@ -182,14 +182,21 @@ def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     assert release.gray_release(spec, frame, dt.date(2026, 10, 5), right, wrong).fraction == 0.25
 
 
-def test_a_later_retrain_for_the_same_change_takes_the_running_canary_over():
-    running = Canary("v5", ("east",), "2026-10-14", 2)
-    taken = release.follow_up_canary(running, "2026-10-13", "v6", "2026-10-13", ("west",))
-    assert taken == Canary("v6", ("east",), "2026-10-14", 2)  # its sites and its window go on
-    assert taken.last_day == dt.date(2026, 10, 16)
-    # another change, no change, no running canary, or a fix on more sites: a gray release of its own
-    assert release.follow_up_canary(running, "2026-10-13", "v6", "2026-10-20", ("west",)) is None
-    assert release.follow_up_canary(running, None, "v6", "2026-10-13", ("west",)) is None
-    assert release.follow_up_canary(running, "2026-10-13", "v6", None, ("west",)) is None
-    assert release.follow_up_canary(None, None, "v6", "2026-10-13", ("west",)) is None
-    assert release.follow_up_canary(running, "2026-10-13", "v6", "2026-10-13", ("north", "south", "west")) is None
+def test_a_retrain_for_a_label_rule_change_takes_over_a_running_fix_and_is_judged_on_rows_it_never_saw():
+    running = Canary("v5", ("east", "south", "west"), "2026-10-14", 2)
+    taken = release.take_over_canary(running, "2026-10-13", "v6", "2026-10-15", ("west",), "2026-10-15")
+    assert taken == Canary("v6", ("east", "south", "west"), "2026-10-14", 2, trained_through="2026-10-15")
+    assert (taken.first_day, taken.last_day, taken.judged_from) == (dt.date(2026, 10, 15), dt.date(2026, 10, 16), dt.date(2026, 10, 16))
+    assert running.judged_from == running.first_day
+    # no change behind either, no running canary, or more sites: a gray release of its own
+    assert release.take_over_canary(running, None, "v6", "2026-10-15", ("west",), "2026-10-15") is None
+    assert release.take_over_canary(running, "2026-10-13", "v6", None, ("west",), "2026-10-15") is None
+    assert release.take_over_canary(None, None, "v6", "2026-10-15", ("west",), "2026-10-15") is None
+    four = ("east", "north", "south", "west")
+    assert release.take_over_canary(running, "2026-10-13", "v6", "2026-10-15", four, "2026-10-15") is None
+    # the verdict counts the rows served after the day it trained through
+    labelled = pl.DataFrame({TIMESTAMP: [dt.datetime(2026, 10, d, 12) for d in (15, 16) for _ in range(40)] * 2,
+                             SITE: ["east"] * 80 + ["north"] * 80, LABEL: ["none"] * 160})
+    right = lambda rows: rows[LABEL].to_numpy()  # noqa: E731
+    verdict = release.judge_canary(dt.date(2026, 10, 16), taken, labelled, right, right, CanarySpec(min_labels=10))
+    assert (verdict.canary_rows, verdict.control_rows, verdict.days_observed) == (40, 40, 2)
