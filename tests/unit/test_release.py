@@ -158,6 +158,18 @@ def test_a_canary_clearly_better_than_production_rolls_out_before_its_window_end
     assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, off).verdict == release.PENDING
 
 
+def test_a_sure_fix_rolls_out_after_its_window_without_waiting_for_min_labels():
+    canary = Canary("v2", ("east",), "2026-10-01", window_days=2)  # serves 10-02 and 10-03
+    right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
+    half_right = lambda frame: np.where(np.arange(frame.height) % 4 == 0, "fiber", frame[LABEL].to_numpy())  # noqa: E731
+    spec = CanarySpec(min_labels=100, tolerance=0.02)
+    few = _labelled([dt.date(2026, 10, 3)], 30)  # window over, 30 labels an arm of the 100 the full verdict needs
+    sure = release.judge_canary(dt.date(2026, 10, 3), canary, few, right, half_right, spec)
+    assert sure.verdict == release.ROLL_OUT and "with 99% confidence" in sure.reason
+    # as good as production on as few labels: still waits for min_labels
+    assert release.judge_canary(dt.date(2026, 10, 3), canary, few, right, right, spec).verdict == release.PENDING
+
+
 def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     # test rows on 10-01 .. 10-04 (40 a day), the rule changed on 10-03; train rows are never judged
     days = [dt.datetime(2026, 10, d, 12) for d in (1, 2, 3, 4) for _ in range(40)]
