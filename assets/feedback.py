@@ -14,7 +14,7 @@ from assets import metadata as md
 from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
 from assets.partitions import DAILY, DRIFT_POOL, DRIFT_READINGS, POLICY_MEMORY, WINDOW_INPUT, partition_day
 from assets.resources import DatasetResource, StorageResource
-from pipeline import causes, drift, estimation, policy, sources
+from pipeline import causes, drift, estimation, evaluation, policy, sources
 from pipeline.dataset import DatasetConfig
 from pipeline.encoding import student_matrix
 from pipeline.registry import PRODUCTION, REFERENCE_FILE, Version
@@ -31,6 +31,7 @@ def _drift_inputs(day: dt.date, version: Version, recent_features: pl.DataFrame,
         trained_through=dt.date.fromisoformat(lineage["trained_through"]),
         reference_accuracy=student["accuracy"], reference_test_rows=lineage["training_rows"].get("test", 0),
         field_predictions=field_predictions, drift=config.feedback.drift, concept=config.feedback.concept,
+        reference_slices=evaluation.student_slice_accuracy(version.directory),
     )
 
 
@@ -99,6 +100,7 @@ def _metadata(report: pl.DataFrame, summary: drift.DriftSummary, inputs: drift.D
         "pooled_days": inputs.current_days,
         "fresh_label_accuracy": md.metric(summary.fresh_accuracy),
         "reference_accuracy": md.metric(summary.reference_accuracy),
+        "fallen_slices": dg.MetadataValue.json(summary.concept_slices),
         "severity": md.metric(summary.severity),
         "rows": inputs.todays_rows.height, "tested_rows": inputs.current.height, "reference_rows": inputs.reference.height,
         "device_predictions": len(inputs.field_predictions or []),

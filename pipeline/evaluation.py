@@ -173,6 +173,13 @@ def evaluate_models(training_set: pl.DataFrame, teacher: Teacher, student: Stude
 EVALUATION_FILE = "evaluation.json"
 
 
+def student_slice_accuracy(directory: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """The served student's test accuracy per slice as a registered version (``directory``) recorded
+    it: what the concept test of each slice holds fresh labels against. Empty without a report."""
+    path = directory / EVALUATION_FILE
+    return json.loads(path.read_text())["student"].get("slices", {}) if path.exists() else {}
+
+
 @dataclass(frozen=True)
 class EvaluationReport:
     """``evaluate_models``' report as an artifact: a JSON file the registry copies into the version."""

@@ -221,7 +221,7 @@ def _evidence(summary: DriftSummary) -> str:
         found.append("prediction drift")
     if summary.concept_drift:
         found.append(f"concept drift (fresh-label accuracy {summary.fresh_accuracy:.3f} "
-                     f"against {summary.reference_accuracy:.3f})")
+                     f"against {summary.reference_accuracy:.3f}" + (f"; in {', '.join(summary.concept_slices)})" if summary.concept_slices else ")"))
     return "; ".join(found)
 
 

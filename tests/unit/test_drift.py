@@ -211,3 +211,49 @@ def test_a_lucky_test_split_does_not_make_an_ordinary_day_a_concept_change(confi
     assert drift.concept_drift(dropped, 0.954, 400, spec)["drifted"][0]
     assert drift.concept_drift(ordinary, 0.954, 0, spec)["drifted"][0]  # an older version without its test rows
     assert drift.more_errors_than_reference(39, 500, 0.954, 400) > spec.p_value > drift.more_errors_than_reference(39, 500, 0.954, 0)
+
+
+def _slice_frame(counts: dict[tuple[str, str], tuple[int, int]]) -> tuple[pl.DataFrame, np.ndarray]:
+    """Fresh labels with a site and a firmware; ``counts`` maps (site, firmware) to (rows, right)."""
+    frames, correct = [], []
+    for (site, firmware), (rows, right) in counts.items():
+        frames.append(pl.DataFrame({"site": [site] * rows, "firmware_version": [firmware] * rows}))
+        correct += [True] * right + [False] * (rows - right)
+    return pl.concat(frames), np.array(correct)
+
+
+# one version's test split, as evaluation.slice_metrics records it (the simulator's replay, 421 test rows)
+TEST_SLICES = {"site": {"east": {"accuracy": 0.955, "rows": 211}, "north": {"accuracy": 0.84, "rows": 210}},
+               "firmware_version": {"3.0.9": {"accuracy": 0.878, "rows": 148}, "3.1.4": {"accuracy": 0.934, "rows": 273}}}
+
+
+def test_a_rule_that_changes_for_one_firmware_is_caught_in_its_slice_before_the_fleet_shows_it(config):
+    """The new firmware's 60 fresh labels at 0.72 (a firmware the test split never had: held against
+    the whole split) while the fleet's 500 read 0.89 against 0.914, not significant on its own."""
+    spec = config.feedback.concept
+    fresh, correct = _slice_frame({("north", "3.0.9"): (150, 132), ("east", "3.1.4"): (290, 270),
+                                   ("north", "3.2.0"): (30, 21), ("east", "3.2.0"): (30, 22)})
+    overall = drift.concept_drift(correct, 0.914, 421, spec)
+    slices = drift.slice_concept_drift(fresh, correct, TEST_SLICES, 0.914, 421, spec)
+    assert not overall["drifted"][0]
+    fallen = slices.filter(pl.col("drifted"))
+    assert fallen["test"].to_list() == ["firmware_version=3.2.0"]
+    assert fallen["reference_value"][0] == 0.914 and fallen["n_reference"][0] == 421
+    assert np.allclose(slices["p_adjusted"], np.minimum(slices["p_value"] * slices.height, 1.0))  # Bonferroni over the slices
+    summary = drift.summarise(pl.concat([overall, slices]), 13, config.feedback.policy.full_retrain_drop)
+    assert summary.concept_drift and summary.accuracy_drop == pytest.approx(0.914 - 43 / 60)
+    assert summary.concept_slices == ["firmware_version=3.2.0 (0.717 on 60 labels against 0.914)"]
+
+
+def test_a_slice_is_held_against_its_own_test_accuracy_not_the_fleets(config):
+    """A site that is always harder (0.84 on the test split) is not a fallen slice at 0.84; held against
+    the fleet's 0.914 it would be. Slices under ``min_slice_labels``, or none configured: no test."""
+    spec = config.feedback.concept
+    fresh, correct = _slice_frame({("north", "3.1.4"): (300, 252), ("east", "3.1.4"): (300, 287)})
+    slices = drift.slice_concept_drift(fresh, correct, TEST_SLICES, 0.914, 421, spec)
+    assert not slices["drifted"].any() and "site=north" in slices["test"].to_list()
+    assert drift.more_errors_than_reference(48, 300, 0.914, 421) < spec.p_value / 4
+    few, few_correct = _slice_frame({("north", "3.1.4"): (spec.min_slice_labels - 1, 0)})
+    assert drift.slice_concept_drift(few, few_correct, TEST_SLICES, 0.914, 421, spec).height == 0
+    off = spec.model_copy(update={"min_slice_labels": None})
+    assert drift.slice_concept_drift(fresh, correct, TEST_SLICES, 0.914, 421, off).height == 0
