@@ -18,6 +18,12 @@ The kinds:
 - ``mixing``: from ``drift_day`` on, each day mixes the inputs anew (every mean moves by up to
   ``mixing_sd`` and the colours' shares tilt, drawn afresh each day, so the inputs stay where the
   reference already had rows), the rule stays: input drift nearly every day that does not hurt.
+- ``autocorrelated``: like an electricity market's half-hourly prices going up or down (elec2), the
+  label is a latent regime that persists over consecutive rows (a Markov chain that stays with
+  ``regime_stay``) and the inputs show it only in part (the rule maps them to the regime on
+  ``rule_agreement`` of the rows), so the previous row's label (the ``no_change`` baseline) says
+  more than the inputs; the rule that ties inputs to regimes changes on ``drift_day``. Its rows come
+  at a fixed interval (half-hourly at 48 a day), so time order is the chain's order.
 - ``stationary``: nothing changes (for false alarms).
 
 ``DEVELOPMENT`` are the streams Evergreen may be tuned on; ``HELD_OUT`` are kept aside for the final
@@ -35,7 +41,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-Kind = Literal["sudden", "gradual", "recurring", "covariate", "wandering", "mixing", "stationary"]
+Kind = Literal["sudden", "gradual", "recurring", "covariate", "wandering", "mixing", "autocorrelated", "stationary"]
 COLOURS = ("red", "green", "blue", "grey")
 NUMERIC = ("x1", "x2", "x3", "x4")
 
@@ -55,6 +61,12 @@ class StreamSpec:
     period_days: int = 10
     mixing_sd: float = 0.6
     """``mixing``: the largest move of a numeric input's daily mean, in standard deviations."""
+    regime_stay: float = 0.9
+    """``autocorrelated``: the chance that a row keeps the previous row's regime (runs of 1 / (1 - stay)
+    rows on average): what the previous label knows, and a model of the inputs alone does not."""
+    rule_agreement: float = 0.8
+    """``autocorrelated``: the share of rows whose inputs the label rule maps to their regime (the others
+    look like another class): about the most a model of the inputs alone can score."""
     start: dt.date = dt.date(2026, 6, 1)
 
     def day(self, index: int) -> dt.date:
@@ -76,6 +88,7 @@ DEVELOPMENT = (
     StreamSpec("covariate", "covariate", seed=4),
     StreamSpec("wandering", "wandering", drift_day=14, seed=7),
     StreamSpec("mixing", "mixing", drift_day=14, seed=8),
+    StreamSpec("autocorrelated", "autocorrelated", rows_per_day=500, seed=9),
     StreamSpec("small_days", "sudden", rows_per_day=48, days=60, drift_day=35, seed=5),
     StreamSpec("stationary", "stationary", seed=6),
 )
@@ -86,6 +99,7 @@ HELD_OUT = (
     StreamSpec("heldout_covariate3", "covariate", classes=3, drift_day=19, seed=104),
     StreamSpec("heldout_wandering3", "wandering", classes=3, rows_per_day=1000, drift_day=14, seed=105),
     StreamSpec("heldout_mixing3", "mixing", classes=3, rows_per_day=1000, days=40, drift_day=12, mixing_sd=0.5, seed=107),
+    StreamSpec("heldout_autocorrelated_small", "autocorrelated", rows_per_day=48, days=60, drift_day=38, seed=108),
     StreamSpec("heldout_recurring3", "recurring", classes=3, rows_per_day=300, days=50, drift_day=18, period_days=9, seed=106),
 )
 STREAMS = {s.name: s for s in (*DEVELOPMENT, *HELD_OUT)}
@@ -120,7 +134,7 @@ def shortened(spec: StreamSpec, days: int) -> StreamSpec:
 def _concept_of_rows(spec: StreamSpec, index: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Which rule labels each row of day ``index``."""
     since = index - spec.drift_day
-    if spec.kind == "sudden":
+    if spec.kind in ("sudden", "autocorrelated"):
         return np.full(n, int(since >= 0))
     if spec.kind == "gradual":
         share = min(max((since + 1) / spec.transition_days, 0.0), 1.0) if since >= 0 else 0.0
@@ -163,15 +177,71 @@ def _mix(spec: StreamSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
     return draw.uniform(-spec.mixing_sd, spec.mixing_sd, len(NUMERIC)), draw.normal(0, 0.5, len(COLOURS))
 
 
+def _regimes(spec: StreamSpec, index: int) -> np.ndarray:
+    """The latent regime of each row of day ``index`` in an autocorrelated stream: one Markov chain over
+    the whole stream, so it runs on across midnight. A row keeps the previous row's regime with
+    ``regime_stay``, else moves to another class at random. Each draw has its own generator and the
+    chain is drawn up to this day only, so a shortened stream has the same regimes."""
+    rows = (index + 1) * spec.rows_per_day
+    stays = np.random.default_rng([spec.seed, 40_000]).random(rows) < spec.regime_stay
+    steps = np.random.default_rng([spec.seed, 40_001]).integers(1, spec.classes, rows)
+    first = np.random.default_rng([spec.seed, 40_002]).integers(spec.classes)
+    chain = (first + np.cumsum(np.where(stays, 0, steps))) % spec.classes
+    return chain[index * spec.rows_per_day:]
+
+
+def _inputs_showing(spec: StreamSpec, index: int, regimes: np.ndarray, concept: int, concepts: _Concepts,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs that show each row's regime only in part: the class they should look like is the regime
+    on ``rule_agreement`` of the rows (else another class at random), and inputs are drawn, as every
+    stream draws them, until the day's rule (``concept``) maps them to that class. A new rule thus moves
+    the inputs a little too (they are drawn to fit it), as a change of the market's rules would."""
+    n, classes = len(regimes), spec.classes
+    shown = rng.random(n) < spec.rule_agreement
+    looks = np.where(shown, regimes, (regimes + rng.integers(1, classes, n)) % classes)
+    x, colour = np.empty((n, len(NUMERIC))), np.empty(n, dtype=np.int64)
+    todo = np.arange(n)
+    while todo.size:
+        drawn_x, drawn_colour = _inputs(spec, index, 4 * n, rng)
+        labelled = concepts.labels(drawn_x, drawn_colour, np.full(4 * n, concept))
+        left = []
+        for c in range(classes):
+            rows = todo[looks[todo] == c]
+            found = np.flatnonzero(labelled == c)[:len(rows)]
+            x[rows[:len(found)]], colour[rows[:len(found)]] = drawn_x[found], drawn_colour[found]
+            left.append(rows[len(found):])
+        todo = np.sort(np.concatenate(left))
+    return x, colour
+
+
+def _rows(spec: StreamSpec, index: int, concepts: _Concepts, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A day's inputs and labels before label noise. In every kind but ``autocorrelated`` the rule labels
+    the inputs; there the label is the regime and the inputs are drawn to fit it in part."""
+    n = spec.rows_per_day
+    if spec.kind == "autocorrelated":
+        labels = _regimes(spec, index)
+        concept = int(_concept_of_rows(spec, index, n, rng)[0])  # one rule a day, as in ``sudden``
+        return *_inputs_showing(spec, index, labels, concept, concepts, rng), labels
+    x, colour = _inputs(spec, index, n, rng)
+    return x, colour, concepts.labels(x, colour, _concept_of_rows(spec, index, n, rng))
+
+
+def _seconds(spec: StreamSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The rows' seconds into their day: at random, or for ``autocorrelated`` at a fixed interval like a
+    market's half-hourly prices, so no two rows tie and the time order is the regime chain's."""
+    if spec.kind == "autocorrelated":
+        return np.arange(n) * 86_400 // n
+    return np.sort(rng.integers(0, 86_400, n))
+
+
 def generate_day(spec: StreamSpec, index: int, concepts: _Concepts) -> pl.DataFrame:
     """One day's rows: a timestamp, the features and the label (``y``), in time order."""
     rng = np.random.default_rng([spec.seed, index])
     n = spec.rows_per_day
-    x, colour = _inputs(spec, index, n, rng)
-    labels = concepts.labels(x, colour, _concept_of_rows(spec, index, n, rng))
+    x, colour, labels = _rows(spec, index, concepts, rng)
     flip = rng.random(n) < spec.label_noise
     labels[flip] = rng.integers(0, spec.classes, flip.sum())
-    seconds = np.sort(rng.integers(0, 86_400, n))
+    seconds = _seconds(spec, n, rng)
     start = dt.datetime.combine(spec.day(index), dt.time(), tzinfo=dt.UTC)
     return pl.DataFrame({
         "ts": [(start + dt.timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ") for s in seconds],

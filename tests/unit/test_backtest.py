@@ -168,6 +168,30 @@ def test_a_mixing_stream_moves_its_inputs_each_day_within_the_reference_and_keep
     assert agreement > 0.95
 
 
+def test_an_autocorrelated_stream_keeps_its_label_from_row_to_row_more_than_its_inputs_tell_and_changes_rule():
+    spec = replace(streams.STREAMS["autocorrelated"], rows_per_day=500, days=10, drift_day=5)
+    concepts = streams._Concepts(np.random.default_rng([spec.seed, 10_000]), spec.classes)
+    days = [streams.generate_day(spec, i, concepts) for i in range(spec.days)]
+    y = pl.concat(days)["y"].to_numpy()
+    shares = np.bincount(y, minlength=spec.classes) / len(y)
+    kept = np.mean(y[1:] == y[:-1])  # what the no_change baseline scores
+    assert kept > 0.83 and kept > (shares ** 2).sum() + 0.3  # far above chance (about 0.5)
+    stamps = pl.concat(days)["ts"].to_list()
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # time order is the chain's order
+
+    def agreement(frame: pl.DataFrame, concept: int) -> float:
+        x = frame.select(list(streams.NUMERIC)).to_numpy()
+        colour = np.array([streams.COLOURS.index(c) for c in frame["colour"]])
+        return float(np.mean(concepts.labels(x, colour, np.full(len(x), concept)) == frame["y"].to_numpy()))
+
+    before, after = pl.concat(days[:5]), pl.concat(days[5:])
+    # the inputs tell the label only in part (about rule_agreement), less than the previous row does
+    assert 0.72 < agreement(before, 0) < 0.86 and agreement(before, 0) < kept - 0.05
+    # and the rule that ties them to it changes on the drift day
+    assert agreement(after, 1) > 0.72 and agreement(after, 0) < agreement(after, 1) - 0.1
+    assert agreement(before, 1) < agreement(before, 0) - 0.1
+
+
 def test_every_move_of_a_day_is_kept_in_order():
     day = _day(0, 0.9)
     day.add_release("rolled out v2")
