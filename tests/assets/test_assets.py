@@ -195,7 +195,8 @@ def test_the_next_day_is_judged_against_the_production_model(graph_run):
     assert report["fresh_labels"] > 0 and 0.5 < report["fresh_label_accuracy"] <= 1
     assert _columns(report["features"])[:2] == ["feature", "kind"] and len(md.records(report["features"])) == 13
     frame = result.output_for_node("drift_report")
-    assert set(frame["kind"]) - {"loss slice"} == {"numeric", "categorical", "stability", "prediction", "concept", "estimate", "attribution"}
+    assert set(frame["kind"]) - {"loss slice"} == {"numeric", "categorical", "stability", "prediction", "concept", "concept slice",
+                                                 "estimate", "attribution"}
     # issue 19: the estimate without labels, checked on the labels that came back, and the causes
     assert report["estimate_reliable"] == (report["estimated_accuracy"] == report["estimated_accuracy"])  # NaN when unreliable
     assert not report["estimate_reliable"] or report["estimated_accuracy_low"] <= report["estimated_accuracy"] <= report["estimated_accuracy_high"]
