@@ -158,6 +158,21 @@ def test_a_canary_clearly_better_than_production_rolls_out_before_its_window_end
     assert release.judge_canary(dt.date(2026, 10, 2), canary, labelled, right, wrong, off).verdict == release.PENDING
 
 
+def test_an_easier_canary_site_is_no_reason_to_roll_out_early():
+    """Both models score every served row: a candidate no better than production on a canary site
+    where production is right anyway does not roll out early, though its arm reads 30 points ahead."""
+    canary = Canary("v2", ("east",), "2026-10-01", window_days=3)
+    served = _labelled([dt.date(2026, 10, 2)], 100)
+    hard_west = lambda frame: np.where((frame[SITE] == "west").to_numpy() & (np.arange(frame.height) % 10 < 3), "fiber",  # noqa: E731
+                                       frame[LABEL].to_numpy())
+    spec = CanarySpec(min_labels=100, tolerance=0.02)
+    same = release.judge_canary(dt.date(2026, 10, 2), canary, served, hard_west, hard_west, spec)
+    assert (same.canary_accuracy, same.control_accuracy, same.verdict) == (1.0, 0.7, release.PENDING)
+    right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
+    fix = release.judge_canary(dt.date(2026, 10, 2), canary, served, right, hard_west, spec)
+    assert fix.verdict == release.ROLL_OUT and "all 200 labelled rows" in fix.reason
+
+
 def test_a_sure_fix_rolls_out_after_its_window_without_waiting_for_min_labels():
     canary = Canary("v2", ("east",), "2026-10-01", window_days=2)  # serves 10-02 and 10-03
     right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
