@@ -241,7 +241,8 @@ def slice_concept_drift(fresh: pl.DataFrame, correct: np.ndarray, reference: Sli
     for column, values in reference.items():
         if column not in fresh.columns:
             continue
-        counts = (fresh.select(pl.col(column).cast(pl.String).alias("value")).with_columns(pl.Series("ok", correct))
+        named = pl.col(column).cast(pl.String).fill_null("None")  # as evaluation.slice_metrics names a null
+        counts = (fresh.select(named.alias("value")).with_columns(pl.Series("ok", correct))
                   .group_by("value").agg(pl.len().alias("n"), pl.col("ok").sum().alias("right")))
         if counts.height < 2 and len(values) < 2:
             continue  # one value everywhere: the overall test
