@@ -7,7 +7,6 @@ the version has one) through ONNX Runtime, with the version's own preprocessing.
 
 import datetime as dt
 import hashlib
-import math
 import statistics
 import time
 from collections.abc import Callable
