@@ -6,7 +6,8 @@ model fitted mid-roll-out is stale again the next day, and it chooses a full ret
 labels show a large accuracy drop (the old trees encode a rule that no longer holds), an
 incremental update otherwise. A concept alarm is not waited on: the labels show production is wrong
 now, and the follow-ups after a label-rule change (1, 2, 4, 8 days later) catch up with inputs still
-moving.
+moving; they come while production still serves the old rule too (its fix in a canary, or blocked),
+since a fix trained on the change's first day alone is the weakest one.
 With the estimate of performance without labels (``pipeline.estimation``, ``feedback.estimate``): a
 shift of the inputs whose estimated accuracy has not dropped beyond its band is recorded as "shift
 without harm" and not retrained for; an estimated drop retrains at once, before labels confirm it
@@ -171,9 +172,13 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
                               f"to settle (day {waited} of at most {spec.max_wait_days})", key)
     change = start if summary.concept_drift else None
     if confirmed:
+        again = f"+{waited}" if follow_up(day, start, window_days) else ""
         return decision(FULL, f"{evidence} since {start}: accuracy on fresh labels fell {summary.accuracy_drop:.3f}, "
                               f"at least {spec.full_retrain_drop}: the old trees encode a rule that no longer holds; "
-                              f"the training window is chosen on the rows since {start}", key, change)
+                              f"the training window is chosen on the rows since {start}"
+                              + (f" (again {waited} day(s) after the change began: production still serves the old "
+                                 f"rule and the fix learns from {waited + 1} post-change days)" if again else ""),
+                        key + again, change)
     return decision(INCREMENTAL, f"{evidence} since {start}: update the production teacher on the new rows", key, change)
 
 

@@ -157,6 +157,19 @@ def test_after_a_change_follow_ups_come_at_doubling_intervals_until_the_window_i
         assert decision.event_key == f"v2@{change.isoformat()}+{since}" and "follow-up" in decision.reason
 
 
+@pytest.mark.parametrize("since, again", [(0, False), (1, True), (2, True), (3, False), (4, True)])
+def test_while_production_still_serves_the_old_rule_the_fix_is_retrained_at_the_follow_up_days(since, again):
+    """The simulator's roll-out: the fix of the change's first day (one day of post-change rows) went to
+    a canary, production kept the old rule, and the alarm's key was spent, so no retrain learned
+    from the second day, while a 3-day nightly retrain had recovered."""
+    earlier = _days(*([False] + [True] * since))
+    decision = _decide(CONCEPT, earlier)
+    start = (DAY - dt.timedelta(days=since)).isoformat()
+    assert decision.action == policy.FULL and decision.change_day == start and not decision.cooldown
+    assert decision.event_key == f"v1@{start}{policy.CONFIRMED_BY_LABELS}" + (f"+{since}" if again else "")
+    assert ("after the change began" in decision.reason) is again
+
+
 def test_a_concept_alarm_is_not_waited_on_while_the_inputs_move():
     moving = _decide(CONCEPT, _days(False))  # the first alarm day, inputs unsettled
     assert moving.action == policy.FULL and moving.change_day == DAY.isoformat()
