@@ -52,6 +52,7 @@ def canary_report(context: dg.AssetExecutionContext, recent_features: pl.DataFra
         "days_observed": verdict.days_observed, "window_days": canary.window_days,
         "canary_rows": verdict.canary_rows, "canary_accuracy": md.metric(verdict.canary_accuracy),
         "control_rows": verdict.control_rows, "control_accuracy": md.metric(verdict.control_accuracy),
+        "candidate_accuracy": md.metric(verdict.candidate_accuracy), "production_accuracy": md.metric(verdict.production_accuracy),
     })
 
 

@@ -206,26 +206,34 @@ class CanaryVerdict:
     control_accuracy: float
     verdict: str
     reason: str
+    candidate_accuracy: float = float("nan")
+    """The new version on every labelled row served since the release, all sites (what the verdict weighs)."""
+    production_accuracy: float = float("nan")
+    """Production on those same rows."""
 
 
 def judge_canary(day: dt.date, canary: Canary, labelled: pl.DataFrame, canary_model: Predictor,
                  control_model: Predictor, spec: CanarySpec) -> CanaryVerdict:
-    """Canary sites (on the new version) against control sites (on production), on the labels that
-    came back for readings since the gray release began. Pending until the window is over and each
-    arm has ``min_labels``; then roll out unless the canary is worse by more than the tolerance.
-    Earlier, inside the window or after it, a canary that has served ``EARLY_MIN_ROWS`` labelled rows
-    rolls out when it is surely better than production by ``early_margin`` with both models scored
-    on every labelled row served since (``_early_lower_bound``)."""
+    """The new version against production on the labels that came back for readings since the gray
+    release began. Each arm's accuracy on the rows it served is reported, but the verdict scores both
+    models on every one of those rows, paired: the arms are different sites, which differ by up to 11
+    points under one model on the simulator, so arm against arm a candidate on an easy site looked
+    better and one on a hard site was rolled back for the site. Pending until the window is over
+    and each arm has ``min_labels``; then roll out unless the new version is worse by more than the
+    tolerance. Earlier, inside the window or after it, once the canary has served ``EARLY_MIN_ROWS``
+    labelled rows, it rolls out when surely better by ``early_margin`` (``_early_lower_bound``)."""
     served = labelled.filter(pl.col(TIMESTAMP).dt.date().is_between(canary.judged_from, day))
     on_canary = pl.col(SITE).is_in(list(canary.sites))
     arms = {name: served.filter(mask) for name, mask in (("canary", on_canary), ("control", ~on_canary))}
     accuracy = {name: _accuracy(rows, model) for (name, rows), model in zip(arms.items(), (canary_model, control_model))}
     observed = max(0, (day - canary.first_day).days + 1)
     n = {name: rows.height for name, rows in arms.items()}
-    early = _early_lower_bound(served, canary_model, control_model, n["canary"], spec) if day >= canary.first_day else None
-    verdict, reason = _verdict(day, canary, n, accuracy, early, spec)
+    truth = served[LABEL].to_numpy()
+    candidate_right, production_right = canary_model(served) == truth, control_model(served) == truth
+    early = _early_lower_bound(candidate_right, production_right, n["canary"], spec) if day >= canary.first_day else None
+    verdict, reason = _verdict(day, canary, n, accuracy, (_mean(candidate_right), _mean(production_right)), early, spec)
     return CanaryVerdict(canary.version, day, observed, n["canary"], accuracy["canary"], n["control"],
-                         accuracy["control"], verdict, reason)
+                         accuracy["control"], verdict, reason, _mean(candidate_right), _mean(production_right))
 
 
 def estimate_arms(day: dt.date, canary: Canary, features: pl.DataFrame, canary_model: Calibrated,
@@ -279,37 +287,39 @@ def gray_release(spec: CanarySpec, training_set: pl.DataFrame, change_day: dt.da
                                           f"by at least {lower:.3f} with 99% confidence; production keeps the rest as control")
 
 
-def _early_lower_bound(served: pl.DataFrame, canary_model: Predictor, control_model: Predictor, canary_rows: int,
+def _early_lower_bound(candidate_right: np.ndarray, production_right: np.ndarray, canary_rows: int,
                        spec: CanarySpec) -> float | None:
-    """The 99% lower bound of the canary's accuracy gain over production, both scored on every
-    labelled row served since the release (all sites, paired row by row), when it clears
-    ``early_margin``. A canary that fixes what production gets wrong need not wait out its window.
-    Paired, not arm against arm: the arms are different sites, whose accuracy differs by up to 11
-    points under one model on the simulator, and a one-site canary of a fix 13 points ahead had 45
-    labels on its first day, too few for a two-sample bound, so the fleet waited two more days."""
+    """The 99% lower bound of the new version's accuracy gain over production on the served rows
+    (paired), when it clears ``early_margin``: a canary that fixes what production gets wrong need
+    not wait out its window. Paired, a one-site canary of a fix 13 points ahead clears it on its
+    first day's labels; arm against arm (45 canary labels) it did not, and the fleet waited two days."""
     if spec.early_margin is None or canary_rows < EARLY_MIN_ROWS:
         return None
-    truth = served[LABEL].to_numpy()
-    lower = paired_gain_lower_bound(canary_model(served) == truth, control_model(served) == truth, EARLY_Z)
+    lower = paired_gain_lower_bound(candidate_right, production_right, EARLY_Z)
     return lower if lower >= spec.early_margin else None
+
+
+def _mean(hits: np.ndarray) -> float:
+    return float(hits.mean()) if len(hits) else float("nan")
 
 
 def _accuracy(rows: pl.DataFrame, model: Predictor) -> float:
     return float((model(rows) == rows[LABEL].to_numpy()).mean()) if rows.height else 0.0
 
 
-def _verdict(day: dt.date, canary: Canary, n: dict[str, int], accuracy: dict[str, float], early: float | None,
-             spec: CanarySpec) -> tuple[str, str]:
+def _verdict(day: dt.date, canary: Canary, n: dict[str, int], accuracy: dict[str, float], paired: tuple[float, float],
+             early: float | None, spec: CanarySpec) -> tuple[str, str]:
     enough = min(n.values()) >= spec.min_labels
-    gap = accuracy["control"] - accuracy["canary"]
-    summary = f"canary {accuracy['canary']:.3f} on {n['canary']} labels vs control {accuracy['control']:.3f} on {n['control']}"
+    candidate, production = paired
+    summary = (f"on all {sum(n.values())} labelled rows served since the release, new version {candidate:.3f} vs production "
+               f"{production:.3f} (as served: canary {accuracy['canary']:.3f} on {n['canary']} labels, control "
+               f"{accuracy['control']:.3f} on {n['control']})")
     if early is not None:
-        return ROLL_OUT, (f"{summary}: on all {sum(n.values())} labelled rows served since the release it is better than "
-                          f"production by at least {early:.3f} with 99% confidence (early roll-out margin {spec.early_margin})")
+        return ROLL_OUT, f"{summary}: better by at least {early:.3f} with 99% confidence (early roll-out margin {spec.early_margin})"
     if day < canary.last_day:
         return PENDING, f"canary window runs to {canary.last_day}"
     if not enough:
         return PENDING, f"too few returned labels to judge ({n['canary']} canary, {n['control']} control; need {spec.min_labels} each)"
-    if gap > spec.tolerance:
-        return ROLL_BACK, f"{summary}: worse by {gap:.3f} (tolerance {spec.tolerance})"
+    if production - candidate > spec.tolerance:
+        return ROLL_BACK, f"{summary}: worse by {production - candidate:.3f} (tolerance {spec.tolerance})"
     return ROLL_OUT, f"{summary}: within tolerance {spec.tolerance}"

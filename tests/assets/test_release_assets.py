@@ -141,6 +141,7 @@ def test_a_good_candidate_serves_the_canary_site_first(scenario):
     assert pending["estimate"].startswith("canary 0.") and " vs control 0." in pending["estimate"]
     assert judged["verdict"] == "roll_out" and judged["days_observed"] == 2
     assert judged["canary_rows"] >= 30 and judged["control_rows"] >= 30
+    assert 0.5 < judged["candidate_accuracy"] <= 1 and 0.5 < judged["production_accuracy"] <= 1  # both on every served row
     assert judged["canary_sites"] == released["canary_sites"]
 
 

@@ -171,6 +171,18 @@ def test_an_easier_canary_site_is_no_reason_to_roll_out_early():
     right = lambda frame: frame[LABEL].to_numpy()  # noqa: E731
     fix = release.judge_canary(dt.date(2026, 10, 2), canary, served, right, hard_west, spec)
     assert fix.verdict == release.ROLL_OUT and "all 200 labelled rows" in fix.reason
+    assert (fix.candidate_accuracy, fix.production_accuracy) == (1.0, 0.85)
+
+
+def test_a_canary_on_a_harder_site_is_not_rolled_back_for_the_site():
+    """At the window's end, a candidate exactly as good as production, serving the site where both
+    are wrong 30% of the time, reads 30 points behind arm against arm; paired it rolls out."""
+    canary = Canary("v2", ("west",), "2026-10-01", window_days=2)
+    served = _labelled([dt.date(2026, 10, 2), dt.date(2026, 10, 3)], 100)
+    hard_west = lambda frame: np.where((frame[SITE] == "west").to_numpy() & (np.arange(frame.height) % 10 < 3), "fiber",  # noqa: E731
+                                       frame[LABEL].to_numpy())
+    verdict = release.judge_canary(dt.date(2026, 10, 3), canary, served, hard_west, hard_west, CanarySpec(min_labels=100, tolerance=0.02))
+    assert (verdict.canary_accuracy, verdict.control_accuracy, verdict.verdict) == (0.7, 1.0, release.ROLL_OUT)
 
 
 def test_a_sure_fix_rolls_out_after_its_window_without_waiting_for_min_labels():
