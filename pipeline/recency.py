@@ -65,6 +65,20 @@ def whole_window(training_set: pl.DataFrame, reason: str) -> WindowChoice:
     return WindowChoice((days[-1] - days[0]).days + 1, 1.0, days[-1], reason)
 
 
+def _unjudged(training_set: pl.DataFrame, validation_rows: int, spec: RecencySpec, change_day: dt.date | None) -> WindowChoice:
+    """Too few validation rows to judge the candidates on: the whole window, but after a change of the
+    label rule with older days weighted down (the first of ``decays``), since the premise of a fix is
+    that the old rows teach a rule that no longer holds. Unweighted, the first retrains after a change
+    on a 48-row-a-day stream learned from 14 days of which 1-3 were of the new rule."""
+    why = f"only {validation_rows} validation rows to choose a window on"
+    if change_day is None or not spec.decays:
+        return whole_window(training_set, f"{why}: the whole window")
+    days = _days(training_set)
+    decay = spec.decays[0]
+    return WindowChoice((days[-1] - days[0]).days + 1, decay, days[-1],
+                        f"{why} since the change on {change_day}: the whole window, older days weighted down by {decay} a day")
+
+
 def apply(training_set: pl.DataFrame, choice: WindowChoice) -> pl.DataFrame:
     """The rows a model of this window learns from and is judged on: labelled rows of the window's
     days (training rows weighted by their age), and every unlabelled row."""
@@ -88,7 +102,7 @@ def choose_window(training_set: pl.DataFrame, config: DatasetConfig, change_day:
     newest = days[-1]
     selection = _selection_rows(training_set, spec, change_day)
     if selection.height < spec.min_selection_rows // 4:
-        return whole_window(training_set, f"only {selection.height} validation rows to choose a window on: the whole window")
+        return _unjudged(training_set, selection.height, spec, change_day)
     scores = []
     for candidate in _candidates(days, spec, change_day):
         rows = apply(training_set, WindowChoice(candidate.days, candidate.decay, newest, ""))

@@ -72,3 +72,8 @@ def test_switched_off_or_without_enough_validation_rows_the_whole_window_is_used
     assert off.days == 4 and "enabled is false" in off.reason
     few = recency.choose_window(_window(4, None, rows=40), _config(tmp_path, min_selection_rows=400))
     assert few.days == 4 and "validation rows" in few.reason
+    # after a change of the label rule, with as few rows to judge on, the old days weigh less
+    after = recency.choose_window(_window(4, 3, rows=40), _config(tmp_path, min_selection_rows=400), START + dt.timedelta(days=3))
+    assert (after.days, after.decay) == (4, 0.7) and "weighted down" in after.reason
+    weights = recency.apply(_window(4, 3, rows=40), after).filter(pl.col(SPLIT) == TRAIN).group_by(pl.col(TIMESTAMP).dt.date()).agg(pl.col(WEIGHT).max())
+    assert sorted(weights[WEIGHT].round(3).to_list()) == [0.343, 0.49, 0.7, 1.0]
