@@ -253,6 +253,13 @@ def test_a_slice_is_held_against_its_own_test_accuracy_not_the_fleets(config):
     slices = drift.slice_concept_drift(fresh, correct, TEST_SLICES, 0.914, 421, spec)
     assert not slices["drifted"].any() and "site=north" in slices["test"].to_list()
     assert drift.more_errors_than_reference(48, 300, 0.914, 421) < spec.p_value / 4
+    # a slice whose few test devices happened to score above the fleet is held against the fleet's figure
+    lucky = {"device_model": {"HG8145": {"accuracy": 1.0, "rows": 120}, "F670L": {"accuracy": 0.9, "rows": 301}}}
+    models = pl.DataFrame({"device_model": ["HG8145"] * 156 + ["F670L"] * 300})
+    hits = np.array([True] * 138 + [False] * 18 + [True] * 282 + [False] * 18)
+    ordinary = drift.slice_concept_drift(models, hits, lucky, 0.94, 421, spec)
+    assert not ordinary["drifted"].any() and ordinary.filter(pl.col("test") == "device_model=HG8145")["reference_value"][0] == 0.94
+    assert drift.more_errors_than_reference(18, 156, 1.0, 120) < spec.p_value / 2  # held against its own 1.000 it alarmed
     few, few_correct = _slice_frame({("north", "3.1.4"): (spec.min_slice_labels - 1, 0)})
     assert drift.slice_concept_drift(few, few_correct, TEST_SLICES, 0.914, 421, spec).height == 0
     off = spec.model_copy(update={"min_slice_labels": None})
