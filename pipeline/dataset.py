@@ -357,8 +357,9 @@ class ConceptDriftSpec(_Strict):
     """Fresh labels the test needs: those of the newest days since the model was trained are pooled
     until there are this many, otherwise it is reported as not tested (never as "not drifted")."""
     min_slice_labels: int | None = Field(30, ge=1)
-    """A slice (a site, a category of an input) with this many fresh labels is also tested against
-    its own test accuracy (``drift.slice_concept_drift``); null: the overall test only."""
+    """A slice (a site, a category of an input) with this many fresh labels is also tested, against
+    the lower of its own and the whole split's test accuracy (``drift.slice_concept_drift``); null:
+    the overall test only."""
     pool_days: int = Field(7, ge=1)
     """At most this many days of returned labels (and of inputs, for the data tests) are pooled."""
     lookback_days: int = Field(3, ge=0)

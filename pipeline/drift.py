@@ -7,8 +7,8 @@ Three questions, one table (a row per test):
 - prediction drift: the distribution of the model's predicted classes;
 - concept drift: the model's accuracy on freshly returned labels against its test accuracy, with
   a one-sided test, which catches a new label rule even when the inputs look the same; overall and
-  in every slice (a site, a category of an input) against that slice's test accuracy, since a rule
-  that changes for one firmware is diluted by the rest of the fleet in the overall figure.
+  in every slice (a site, a category of an input), since a rule that changes for one firmware is
+  diluted by the rest of the fleet in the overall figure.
 
 A test only counts when its effect size also clears a floor (KS statistic, population stability
 index, accuracy drop): with thousands of rows a day every trivial shift is significant. With few rows
@@ -35,8 +35,8 @@ from pipeline.labels import ARRIVED_ON, unbiased
 
 NUMERIC, CATEGORICAL, PREDICTION, CONCEPT, STABILITY = "numeric", "categorical", "prediction", "concept", "stability"
 CONCEPT_SLICE = "concept slice"
-"""Fresh-label accuracy of one slice ("column=value") against the slice's own test accuracy; only
-slices with ``min_slice_labels`` are reported, so these rows are always tested."""
+"""Fresh-label accuracy of one slice ("column=value") against its test accuracy (``slice_concept_drift``);
+only slices with ``min_slice_labels`` are reported, so these rows are always tested."""
 PREDICTION_TEST, CONCEPT_TEST, STABILITY_TEST = "predicted class", "fresh-label accuracy", "inputs vs previous day"
 ESTIMATE, ATTRIBUTION, LOSS_SLICE = "estimate", "attribution", "loss slice"
 """Kinds of rows that are not tests: the estimated performance (``pipeline.estimation``) and the
@@ -313,7 +313,7 @@ class DriftSummary:
     concept_drift: bool = False
     concept_slices: list[str] = field(default_factory=list)
     """The slices whose fresh labels fell (``slice_concept_drift``), as "column=value (accuracy on n labels
-    against the slice's test accuracy)"; a concept alarm raised by a slice alone has the overall test quiet."""
+    against the bar it was held to)"; a concept alarm raised by a slice alone has the overall test quiet."""
     fresh_labels: int = 0
     fresh_accuracy: float | None = None
     reference_accuracy: float | None = None
