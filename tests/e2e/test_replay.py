@@ -43,7 +43,7 @@ def test_a_short_replay_detects_the_rollout_retrains_without_chasing_every_alarm
     started = [dt.date.fromisoformat(r["day"]) for r in summary["releases"] if r["release"].startswith("started canary on ")]
     rolled = [(dt.date.fromisoformat(r["day"]), r["release"]) for r in summary["releases"] if r["release"].startswith("rolled out ")]
     assert set(days) <= set(started) and len(started) + blocked == len(summary["retrains"])
-    assert rolled and all((day - max(s for s in started if s < day)).days >= 2 or "before the window ends" in release
+    assert rolled and all((day - max(s for s in started if s < day)).days >= 2 or "early roll-out margin" in release
                           for day, release in rolled), summary["releases"]
     assert rollout["days_to_recovery"] is not None and rollout["days_to_recovery"] <= 6
     assert rollout["trough"] < rollout["accuracy_before"] - 0.1
