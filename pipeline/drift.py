@@ -253,8 +253,9 @@ def slice_concept_drift(fresh: pl.DataFrame, correct: np.ndarray, reference: Sli
             if n < spec.min_slice_labels:
                 continue
             own = values.get(value)
-            use_own = own is not None and own["accuracy"] < overall_accuracy
-            accuracy, reference_rows = (own["accuracy"], int(own["rows"])) if use_own else (overall_accuracy, overall_rows)
+            accuracy, reference_rows = overall_accuracy, overall_rows
+            if own is not None and own["accuracy"] < overall_accuracy:
+                accuracy, reference_rows = own["accuracy"], int(own["rows"])
             rows.append({"test": f"{column}={value}", "kind": CONCEPT_SLICE, "statistic": right / n,
                          "p_value": more_errors_than_reference(n - right, n, accuracy, reference_rows),
                          "effect": accuracy - right / n, "floor": spec.min_accuracy_drop, "n_reference": reference_rows,
