@@ -100,10 +100,26 @@ def on_request(day: dt.date) -> Decision:
     return Decision(FULL, f"materialized on request (no policy decision for {day.isoformat()})", day, None, None, 0.0, {}, {})
 
 
-def day_states(reports: pl.DataFrame, n_features: int, full_retrain_drop: float) -> list[DayState]:
-    """The alarm state of each day in a window of drift reports."""
+def acted_on(summary: DriftSummary, config: DatasetConfig) -> DriftSummary:
+    """The summary as the policy reads it: the estimate's harm counts only where ``feedback.estimate``
+    says the policy acts on it. Why one place: the days before today must be alarms by the same rule
+    as today, or an event starts on days the policy let pass (on the recurring held-out stream, three
+    quiet days of reported estimated harm dated a rule that flipped on the fourth three days early,
+    and the fix learned mostly from the old rule)."""
+    if config.feedback.estimate.enabled and config.feedback.estimate.acts:
+        return summary
+    return replace(summary, estimated_harm=False, estimate_reliable=False)
+
+
+def _summarised(report: pl.DataFrame, config: DatasetConfig) -> DriftSummary:
+    numeric, categorical = monitored_features(config)
+    return acted_on(summarise(report, len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop), config)
+
+
+def day_states(reports: pl.DataFrame, config: DatasetConfig) -> list[DayState]:
+    """The alarm state of each day in a window of drift reports, as the policy read it that day."""
     return [
-        DayState(day, rows[PRODUCTION_VERSION][0], summarise(rows, n_features, full_retrain_drop).alarm)
+        DayState(day, rows[PRODUCTION_VERSION][0], _summarised(rows, config).alarm)
         for (day,), rows in reports.partition_by(DAY, as_dict=True, maintain_order=True).items()
     ]
 
@@ -140,8 +156,7 @@ def decide(day: dt.date, summary: DriftSummary, production_version: str | None, 
     ``days_of_data``: partitions up to today (a first model waits for a full window); ``change_day``:
     the label-rule change the production model was retrained for, if any (its lineage)."""
     spec, window_days = config.feedback.policy, config.partitions.window_days
-    if not (config.feedback.estimate.enabled and config.feedback.estimate.acts):
-        summary = replace(summary, estimated_harm=False, estimate_reliable=False)
+    summary = acted_on(summary, config)
     teacher, student = adapted_hyperparameters(summary.severity, window_rows, config.training, spec)
 
     def decision(action: str, reason: str, event_key: str | None = None, change: dt.date | None = None) -> Decision:
@@ -199,14 +214,12 @@ def decide_from_reports(day: dt.date, reports: pl.DataFrame, config: DatasetConf
     """The decision for ``day`` from the drift reports of the last days (``reports``), about the
     production model that today's report judged (none: no model yet, bootstrap), which was retrained
     for the label-rule change of ``change_day`` if given."""
-    numeric, categorical = monitored_features(config)
-    n_features, full_drop = len(numeric) + len(categorical), config.feedback.policy.full_retrain_drop
     today = reports.filter(pl.col(DAY) == day)
     judged = today[PRODUCTION_VERSION][0] if today.height else None
-    earlier = day_states(reports.filter(pl.col(DAY) < day), n_features, full_drop)
+    earlier = day_states(reports.filter(pl.col(DAY) < day), config)
     window_rows = round(_rows_per_day(today) * config.partitions.window_days)
     days_of_data = (day - config.partitions.start_date).days + 1
-    return decide(day, summarise(today, n_features, full_drop), judged, earlier, window_rows, days_of_data, config, change_day)
+    return decide(day, _summarised(today, config), judged, earlier, window_rows, days_of_data, config, change_day)
 
 
 def _rows_per_day(report: pl.DataFrame) -> float:

@@ -256,3 +256,29 @@ def test_the_estimate_rows_of_a_report_reach_the_summary():
     assert summary.estimated_harm and summary.estimate_reliable and summary.estimated_accuracy == 0.8
     assert summary.untested == [] and summary.severity == 1.0
     assert policy.decide_from_reports(DAY, report, CONFIG).retrain
+
+
+def _report_rows(day: dt.date, *rows: dict) -> pl.DataFrame:
+    """A day's drift report of ``rows`` in the report's own schema (the columns a row leaves out: null)."""
+    rows_with_day = [{**row, drift.DAY: day, drift.PRODUCTION_VERSION: "v1", "days": 1} for row in rows]
+    return pl.concat([drift.empty_report(), pl.DataFrame(rows_with_day)], how="diagonal_relaxed")
+
+
+ESTIMATED_HARM = {"test": drift.ESTIMATED_ACCURACY_TEST, "kind": drift.ESTIMATE, "statistic": 0.85, "effect": 0.07,
+                  "floor": 0.02, "drifted": True, "tested": True, "low": 0.84, "high": 0.86, "n_current": 300}
+"""A day whose only alarm is the estimate's: accuracy without labels 7 points under the reference."""
+FALLEN_LABELS = {"test": "fresh-label accuracy", "kind": drift.CONCEPT, "statistic": 0.53, "p_value": 0.0, "p_adjusted": 0.0,
+                 "effect": 0.39, "floor": 0.06, "drifted": True, "tested": True, "n_current": 300,
+                 "current_value": 0.53, "reference_value": 0.92}
+
+
+def test_days_of_estimated_harm_the_policy_did_not_act_on_do_not_start_an_event():
+    """The recurring held-out stream: three quiet days of reported estimated harm dated a rule that
+    flipped on the fourth three days early, and the fix learned mostly from the old rule."""
+    earlier = pl.concat([_report_rows(DAY - dt.timedelta(days=k), ESTIMATED_HARM) for k in (3, 2, 1)])
+    assert [s.alarm for s in policy.day_states(earlier, CONFIG)] == [False, False, False]
+    assert [s.alarm for s in policy.day_states(earlier, ACTING)] == [True, True, True]
+    reports = pl.concat([earlier, _report_rows(DAY, FALLEN_LABELS)])
+    decision = policy.decide_from_reports(DAY, reports, CONFIG)
+    assert decision.action == policy.FULL and decision.change_day == DAY.isoformat()
+    assert policy.decide_from_reports(DAY, reports, ACTING).change_day == (DAY - dt.timedelta(days=3)).isoformat()
