@@ -7,12 +7,13 @@ manager (``assets/artifact_io_manager.py``), as typed inputs: every edge they tr
 
 import datetime as dt
 import math
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
 
 from assets import metadata as md
-from assets.artifact_io_manager import ARTIFACT_IO_MANAGER
+from assets.artifact_io_manager import ARTIFACT_IO_MANAGER, ArtifactFolder
 from assets.partitions import DAILY, partition_day
 from assets.resources import DatasetResource, StorageResource
 from pipeline import evaluation as evaluation_lib, policy, recency
@@ -23,7 +24,7 @@ from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprin
 from pipeline.student_search import StudentSearch, train_student
 from pipeline.teacher import Teacher
 from pipeline.teacher_search import MIN_TRIALS_FOR_IMPORTANCE, OBJECTIVE, TeacherSearch
-from pipeline.teacher_update import TeacherUpdate, update_teacher
+from pipeline.teacher_update import TeacherUpdate, recalled_version, update_teacher
 from pipeline.training_set import SPLIT, UNLABELLED
 
 GROUP = "model"
@@ -135,7 +136,7 @@ IMPORTANCE_COLUMNS = [md.Column("parameter"), md.Column("importance", "float", "
 
 
 @dg.asset(group_name=GROUP, partitions_def=DAILY, io_manager_key=ARTIFACT_IO_MANAGER, deps=[FEDERATED_START])
-def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame, teacher_model: Teacher,
+def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame, teacher_model: ArtifactFolder,
                   retraining_policy: Decision | None, dataset: DatasetResource,
                   storage: StorageResource) -> dg.Output[Student]:
     """Small MLP distilled from the teacher's temperature-softened scores on the transfer set (labelled,
@@ -144,8 +145,11 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
     the retraining policy adapted them to the data volume. With ``tuning.enabled``, a full retrain
     searches the student's shape (width, depth, int8 first layer) for validation macro-F1 against
-    single-row latency, and an incremental update keeps the production student's shape."""
-    config, teacher = dataset.load(), teacher_model
+    single-row latency, and an incremental update keeps the production student's shape. A teacher
+    recalled for a rule that came back brings its own version's student, which served that rule."""
+    if recalled := _recalled_student(teacher_model, storage.registry):
+        return recalled
+    config, teacher = dataset.load(), Teacher.load(teacher_model.path)
     decision = _decision(context, retraining_policy)
     spec = adapted_spec(training_window, config, decision.student)
     start = _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None
@@ -165,6 +169,15 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
             evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
         **(_student_search_metadata(search) if search else {}),
     })
+
+
+def _recalled_student(teacher_folder: ArtifactFolder, registry: Registry) -> dg.Output[Student] | None:
+    """The student of the version whose teacher was recalled (``teacher_update.recalled_version``)."""
+    version = recalled_version(teacher_folder.path)
+    if version is None:
+        return None
+    student = replace(Student.load(registry.get(version).directory), start=f"recalled with its teacher from {version}")
+    return dg.Output(student, metadata={"parameters": student.parameters, "start": student.start})
 
 
 def _student_search_metadata(search: StudentSearch) -> dict:

@@ -81,6 +81,18 @@ class TeacherUpdate:
         atomic.write_text(directory / UPDATE_FILE, json.dumps(self.to_json(), indent=2))
 
 
+def recalled_version(directory: Path) -> str | None:
+    """The earlier version whose teacher the update in ``directory`` recalled, if it recalled one:
+    its student goes with it (``student_model``). Distilled afresh on a window of the rule that just
+    ended, the recalled teacher's student scored 0.457 macro-F1 where the teacher scored 0.867, and
+    the quality floor blocked the fix (the recurring held-out stream)."""
+    path = directory / UPDATE_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record["params"].get("version") if record["method"] == RECALL else None
+
+
 def macro_f1(teacher: Teacher, frame: pl.DataFrame) -> float:
     classes = teacher.classes
     predicted = teacher.predict_proba(frame).argmax(axis=1)
