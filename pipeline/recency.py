@@ -101,7 +101,7 @@ def choose_window(training_set: pl.DataFrame, config: DatasetConfig, change_day:
         return whole_window(training_set, "training.recency.enabled is false: the whole window")
     newest = days[-1]
     selection = _selection_rows(training_set, spec, change_day)
-    if selection.height < spec.min_selection_rows // 4:
+    if selection.height < spec.min_judging_rows:
         return _unjudged(training_set, selection.height, spec, change_day)
     scores = []
     for candidate in _candidates(days, spec, change_day):

@@ -70,10 +70,18 @@ def test_the_choice_keeps_the_windows_labelled_rows_and_every_unlabelled_row(tmp
 def test_switched_off_or_without_enough_validation_rows_the_whole_window_is_used(tmp_path):
     off = recency.choose_window(_window(4, None), _config(tmp_path, enabled=False))
     assert off.days == 4 and "enabled is false" in off.reason
-    few = recency.choose_window(_window(4, None, rows=40), _config(tmp_path, min_selection_rows=400))
+    few = recency.choose_window(_window(4, None, rows=40), _config(tmp_path, min_judging_rows=30))  # 24 rows
     assert few.days == 4 and "validation rows" in few.reason
     # after a change of the label rule, with as few rows to judge on, the old days weigh less
-    after = recency.choose_window(_window(4, 3, rows=40), _config(tmp_path, min_selection_rows=400), START + dt.timedelta(days=3))
+    after = recency.choose_window(_window(4, 3, rows=40), _config(tmp_path, min_judging_rows=30), START + dt.timedelta(days=3))
     assert (after.days, after.decay) == (4, 0.7) and "weighted down" in after.reason
     weights = recency.apply(_window(4, 3, rows=40), after).filter(pl.col(SPLIT) == TRAIN).group_by(pl.col(TIMESTAMP).dt.date()).agg(pl.col(WEIGHT).max())
     assert sorted(weights[WEIGHT].round(3).to_list()) == [0.343, 0.49, 0.7, 1.0]
+
+
+def test_a_days_few_dozen_labels_since_a_change_judge_the_windows(tmp_path):
+    """The recurring held-out stream's first fix: 45 validation rows since the change, below the old
+    bar of 50, and the weighted whole window learned 70% from the old rule."""
+    frame = _window(8, change_on=7, rows=200)  # 30 validation rows on the change's day
+    choice = recency.choose_window(frame, _config(tmp_path, min_selection_rows=200), change_day=START + dt.timedelta(days=7))
+    assert (choice.days, choice.decay) == (1, 1.0) and "30 newest validation rows since the change" in choice.reason
