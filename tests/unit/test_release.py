@@ -28,7 +28,12 @@ def test_canary_sites_are_a_stable_fraction_never_all():
 
 def test_gates_pass_and_fail_on_their_thresholds():
     spec = GateSpec(min_macro_f1=0.6, max_regression=0.02, max_package_bytes=1000, max_latency_us=50)
-    assert release.quality_gate(0.61, spec).passed and not release.quality_gate(0.59, spec).passed
+    assert release.quality_gate({"the test rows": 0.61}, spec).passed and not release.quality_gate({"the test rows": 0.59}, spec).passed
+    # after a change of the label rule: met on the rows since the change or on the whole split, either one
+    recalled = release.quality_gate({"the 554 test rows": 0.47, "the 45 test rows since the change": 0.87}, spec)
+    assert recalled.passed and recalled.metadata["macro_f1"] == 0.87
+    assert recalled.description == "student macro-F1 0.470 on the 554 test rows, 0.870 on the 45 test rows since the change (floor 0.6)"
+    assert not release.quality_gate({"the 554 test rows": 0.47, "the 45 test rows since the change": 0.55}, spec).passed
     assert release.package_gate(1000, 49.0, spec).passed
     assert not release.package_gate(1001, 10.0, spec).passed and not release.package_gate(10, 51.0, spec).passed
 
