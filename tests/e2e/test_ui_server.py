@@ -18,7 +18,7 @@ import requests
 
 from deploy.broker import free_port
 from tests.support import ui_client
-from tests.support.environment import BIN, DAILY_ASSETS, NEWEST_DAYS, materialized, single_day_env, start, stop
+from tests.support.environment import BIN, DAILY_ASSETS, NEWEST_DAYS, materialized, single_day_env, start, stop, why_runs_failed
 
 BACKFILLED = ["raw_telemetry", "clean_telemetry", "quarantine", "gold_labels", "features"]
 """The data layer, in dependency order (``clean_telemetry`` and ``quarantine`` are one step)."""
@@ -51,8 +51,9 @@ def test_materialize_and_backfill_through_a_running_ui_server(tmp_path: Path):
         # the newest days: a backfill also targets the days downstream of its range along the
         # time-window mappings, and after the newest partition there are none
         backfill_id = ui_client.launch_backfill(url, [[a] for a in BACKFILLED], NEWEST_DAYS)
-        assert ui_client.wait_run(url, run_id, timeout=600) == "SUCCESS"
-        assert ui_client.wait_backfill(url, backfill_id, timeout=600) == "COMPLETED_SUCCESS"
+        assert ui_client.wait_run(url, run_id, timeout=600) == "SUCCESS", why_runs_failed(env.home)
+        backfill_status = ui_client.wait_backfill(url, backfill_id, timeout=600)
+        assert backfill_status == "COMPLETED_SUCCESS", why_runs_failed(env.home, {"dagster/backfill": backfill_id})
     finally:
         stop(daemon)
         stop(web)

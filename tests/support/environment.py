@@ -94,6 +94,24 @@ def materialized(home: Path, asset: str) -> set[str]:
         return set(instance.get_materialized_partitions(dg.AssetKey(asset)))
 
 
+def why_runs_failed(home: Path, tags: dict[str, str] | None = None) -> str:
+    """Each failed run's errors (a step's, the run worker's, a failed launch's) and the daemon's
+    warnings, so an assertion on a run's or a backfill's status says why when it fails, in CI's log
+    and not only on the machine it ran on."""
+    lines = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], tags=tags or {})):
+            lines.append(f"run {run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', '')}) failed:")
+            for record in instance.all_logs(run.run_id):
+                error = getattr(getattr(record.dagster_event, "event_specific_data", None), "error", None)
+                if error is not None or (record.dagster_event and record.dagster_event.is_run_failure):
+                    lines.append(f"  {record.step_key or 'run'}: {record.message} {error.to_string() if error else ''}")
+    daemon_log = home / "daemon.log"
+    if daemon_log.exists():
+        lines += [line for line in daemon_log.read_text(errors="replace").splitlines() if "WARNING" in line or "ERROR" in line]
+    return "\n".join(lines) or "no failed run and no daemon warning recorded"
+
+
 def single_day_env(tmp_path: Path, federated: bool = True):
     """One day alone has only same-day label returns: the default fleet gives enough of them to run
     the graph, not for a model the quality gate would release (macro-F1 0.47 on 48 test rows):
