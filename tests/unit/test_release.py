@@ -215,10 +215,14 @@ def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     assert release.gray_release(spec, frame, None, right, wrong).fraction == 0.25
     assert release.gray_release(spec, frame, changed, right, right).fraction == 0.25
     assert release.gray_release(CanarySpec(fraction=0.25, fix_fraction=None), frame, changed, right, wrong).fraction == 0.25
-    # a gain too small to be sure on 80 rows: 2 rows (0.025, less 2.33 standard errors: -0.016)
+    # a gain too small to be sure on 80 rows: 2 rows (0.025, less 1.645 standard errors: -0.004)
     two_rows = lambda rows: np.where(np.arange(rows.height) % 40 == 0, "fiber", rows[LABEL].to_numpy())  # noqa: E731
     small = release.gray_release(spec, frame, changed, right, two_rows)
     assert small.fraction == 0.25 and "not surely above 0" in small.reason
+    # 3 rows (0.0375) clear the default one-sided 95% bar (+0.002), not a 99% one (2.326: -0.012)
+    three_rows = lambda rows: np.where(np.arange(rows.height) < 3, "fiber", rows[LABEL].to_numpy())  # noqa: E731
+    assert release.gray_release(spec, frame, changed, right, three_rows).fraction == 0.75
+    assert release.gray_release(spec.model_copy(update={"fix_z": 2.326}), frame, changed, right, three_rows).fraction == 0.25
     # a sure one of 1 row in 8 (0.125, less 2.33 standard errors: 0.039) is a fix
     eighth = lambda rows: np.where(np.arange(rows.height) % 8 == 0, "fiber", rows[LABEL].to_numpy())  # noqa: E731
     assert release.gray_release(spec, frame, changed, right, eighth).fraction == 0.75
