@@ -164,7 +164,7 @@ def production_model(context: dg.AssetExecutionContext, training_window: pl.Data
     production at once; later ones start a gray release on a fraction of the sites (the canary
     sensor rolls it out or back when the window ends), or, with ``canary.fraction: 0``, become
     production directly (the replaced version is ``previous``). A fix for a confirmed change of the
-    label rule that already beats production on the test rows since the change starts on the larger
+    label rule that already beats production on the held-out rows since the change starts on the larger
     ``canary.fix_fraction``. An older day's candidate than the one serving (a backfill) is registered
     but not released."""
     registry = storage.registry

@@ -11,7 +11,7 @@ from pipeline import evaluation, release
 from pipeline.dataset import LABEL, SITE, TIMESTAMP, CanarySpec, GateSpec
 from pipeline.quantize import Comparison
 from pipeline.registry import Canary
-from pipeline.training_set import SPLIT, TEST, TRAIN
+from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
 
 CLASSES = ("none", "fiber")
 
@@ -210,7 +210,7 @@ def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     wrong = lambda rows: np.array(["fiber"] * rows.height)  # noqa: E731
     changed, spec = dt.date(2026, 10, 3), CanarySpec(fraction=0.25, fix_fraction=0.75)
     fix = release.gray_release(spec, frame, changed, right, wrong)
-    assert fix.fraction == 0.75 and "on the 80 test rows since the change" in fix.reason
+    assert fix.fraction == 0.75 and "on the 80 test and validation rows since the change" in fix.reason
     # no confirmed change, no gain, or the rule switched off: the usual canary
     assert release.gray_release(spec, frame, None, right, wrong).fraction == 0.25
     assert release.gray_release(spec, frame, changed, right, right).fraction == 0.25
@@ -223,6 +223,10 @@ def test_a_sure_fix_for_a_label_rule_change_starts_on_most_sites():
     three_rows = lambda rows: np.where(np.arange(rows.height) < 3, "fiber", rows[LABEL].to_numpy())  # noqa: E731
     assert release.gray_release(spec, frame, changed, right, three_rows).fraction == 0.75
     assert release.gray_release(spec.model_copy(update={"fix_z": 2.326}), frame, changed, right, three_rows).fraction == 0.25
+    # the validation rows since the change count too: 2 in 40 wrong on 160 rows (0.025, 1.645 standard errors: +0.005)
+    with_validation = pl.concat([frame, frame.filter(pl.col(SPLIT) == TEST).with_columns(pl.lit(VALIDATION).alias(SPLIT))])
+    assert release.gray_release(spec, with_validation, changed, right, two_rows).fraction == 0.75
+    assert release.gray_release(spec.model_copy(update={"fix_judged_on": ("test",)}), with_validation, changed, right, two_rows).fraction == 0.25
     # a sure one of 1 row in 8 (0.125, less 2.33 standard errors: 0.039) is a fix
     eighth = lambda rows: np.where(np.arange(rows.height) % 8 == 0, "fiber", rows[LABEL].to_numpy())  # noqa: E731
     assert release.gray_release(spec, frame, changed, right, eighth).fraction == 0.75
