@@ -37,7 +37,7 @@ from pipeline.teacher import Teacher
 
 Predict = Callable[[pl.DataFrame], np.ndarray]
 SERVED_AS = ("int8 student", "fp32 student", "teacher")
-SERVING = re.compile(r"(?P<production>\S+)(?: \+ (?P<canary>\S+) on (?P<site>\S+))?")
+SERVING = re.compile(r"(?P<production>\S+)(?: \+ (?P<canary>\S+) on (?P<sites>.+))?")
 NIGHTLY = re.compile(r"retrain_\d+d")
 """The timeline's nightly-retrain baselines (``retrain_3d``...), printed beside the rescoring."""
 
@@ -80,7 +80,8 @@ def rescore_day(replay: Replay, day: dt.date, serving: str) -> dict[str, float]:
     if decision is None:
         raise ValueError(f"{day}: cannot read the serving column {serving!r}")
     rows = replay.rows(day)
-    on_canary = (rows[SITE] == decision["site"]).to_numpy() if decision["canary"] else np.zeros(rows.height, bool)
+    canary_sites = decision["sites"].split(", ") if decision["canary"] else []
+    on_canary = rows[SITE].is_in(canary_sites).to_numpy()
     right = {name: np.zeros(rows.height, bool) for name in SERVED_AS}
     for version, mask in ((decision["production"], ~on_canary), (decision["canary"], on_canary)):
         if version is None or not mask.any():
