@@ -467,9 +467,10 @@ class CanarySpec(_Strict):
     label-rule change, every day of waiting costs the control sites). null: always wait for the window."""
     fix_fraction: float | None = Field(0.75, gt=0, lt=1)
     """Share of sites a fix gets first: a candidate retrained for a confirmed change of the label rule
-    that is already more accurate than production on the test rows since the change by ``fix_z``
-    standard errors. Production is known wrong there, so it keeps only the control sites, and the verdict can still
-    roll the fix back. null: a fix starts on ``fraction`` like any candidate."""
+    that is already more accurate than production on the held-out rows since the change
+    (``fix_judged_on``) by ``fix_z`` standard errors. Production is known wrong there, so it keeps
+    only the control sites, and the verdict can still roll the fix back. null: a fix starts on
+    ``fraction`` like any candidate."""
     fix_z: float = Field(1.645, gt=0)
     """Standard errors a fix's accuracy gain over production must clear on the held-out rows since the
     change (``fix_judged_on``) to get ``fix_fraction`` (one-sided 95%, as a recall's). Less sure than

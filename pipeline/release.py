@@ -271,25 +271,25 @@ def gray_release(spec: CanarySpec, training_set: pl.DataFrame, change_day: dt.da
     """``spec.fraction`` of the sites, unless the candidate fixes a confirmed change of the label rule
     (on ``change_day``) and is already more accurate than production on the held-out rows since it
     (``spec.fix_judged_on``) by ``spec.fix_z`` standard errors: then ``spec.fix_fraction``. The
-    held-out rows are devices neither model trained on, from the days the canary would judge. The bar is "surely better", not the early
-    roll-out's margin: the control sites and the verdict remain, and on the simulator's roll-out the
-    few test devices with the new firmware (24-91 rows since the change) never cleared a 0.05 margin
-    at 99%, while holding three quarters of the fleet on a production known wrong cost 1-2 days of
-    recovery on most sites."""
+    held-out rows are devices neither model trained on, from the days the canary would judge. The
+    bar is "surely better", not the early roll-out's margin: the control sites and the verdict
+    remain, and on the simulator's roll-out the few test devices with the new firmware (24-91 rows
+    since the change) never cleared a 0.05 margin at 99%, while holding three quarters of the fleet
+    on a production known wrong cost 1-2 days of recovery on most sites."""
     usual = GrayRelease(spec.fraction, f"a canary on {spec.fraction:.0%} of the sites")
     if change_day is None or spec.fix_fraction is None:
         return usual
     since_change = training_set.filter(pl.col(SPLIT).is_in(list(spec.fix_judged_on)) & (pl.col(TIMESTAMP).dt.date() >= change_day))
-    rows = f"{since_change.height} {' and '.join(spec.fix_judged_on)} rows since the change"
+    judged = f"{since_change.height} {' and '.join(spec.fix_judged_on)} rows since the change"
     if since_change.height < EARLY_MIN_ROWS:
-        return GrayRelease(spec.fraction, f"{usual.reason}: {rows} of the label rule (a fix needs {EARLY_MIN_ROWS} to be judged)")
+        return GrayRelease(spec.fraction, f"{usual.reason}: {judged} of the label rule (a fix needs {EARLY_MIN_ROWS} to be judged)")
     truth = since_change[LABEL].to_numpy()
     lower = paired_gain_lower_bound(candidate(since_change) == truth, production(since_change) == truth, spec.fix_z)
     confidence = f"{spec.fix_z} standard errors"
     if lower <= 0:
-        return GrayRelease(spec.fraction, f"{usual.reason}: on the {rows} its accuracy gain over production is at least "
+        return GrayRelease(spec.fraction, f"{usual.reason}: on the {judged} its accuracy gain over production is at least "
                                           f"{lower:.3f} at {confidence}, not surely above 0")
-    return GrayRelease(spec.fix_fraction, f"a fix on {spec.fix_fraction:.0%} of the sites: on the {rows} of the label rule "
+    return GrayRelease(spec.fix_fraction, f"a fix on {spec.fix_fraction:.0%} of the sites: on the {judged} of the label rule "
                                           f"it is more accurate than production by at least {lower:.3f} at {confidence}; "
                                           f"production keeps the rest as control")
 
