@@ -27,10 +27,9 @@ import numpy as np
 import polars as pl
 
 from pipeline import ids
-from pipeline.backtest import scored_rows, simulated_truth
-from pipeline.dataset import LABEL, SITE, DatasetConfig, load_dataset_config
-from pipeline.encoding import student_matrix
-from pipeline.export import ONNX_FILE, onnx_session
+from pipeline.backtest import baseline_predict, scored_rows, simulated_truth
+from pipeline.dataset import LABEL, SITE, load_dataset_config
+from pipeline.export import ONNX_FILE
 from pipeline.registry import Registry, Version
 from pipeline.release import predictor
 from pipeline.teacher import Teacher
@@ -44,19 +43,14 @@ NIGHTLY = re.compile(r"retrain_\d+d")
 
 def served_as(version: Version) -> dict[str, Predict]:
     """The version's int8 student (as shipped), its fp32 student and its teacher."""
-    session, preprocessing = onnx_session(version.file(ONNX_FILE)), version.entry["preprocessing"]
-    classes, teacher = np.asarray(version.entry["classes"]), Teacher.load(version.directory)
-
-    def fp32(rows: pl.DataFrame) -> np.ndarray:
-        return classes[session.run(None, {session.get_inputs()[0].name: student_matrix(rows, preprocessing)})[0].argmax(axis=1)]
-
-    def lightgbm(rows: pl.DataFrame) -> np.ndarray:
-        return np.asarray(teacher.classes)[teacher.predict_proba(rows).argmax(axis=1)]
-
-    return dict(zip(SERVED_AS, (predictor(version), fp32, lightgbm)))
+    teacher = Teacher.load(version.directory)
+    return dict(zip(SERVED_AS, (predictor(version), predictor(version, ONNX_FILE),
+                                lambda rows: baseline_predict(teacher, rows, fallback=""))))
 
 
 class Replay:
+    """A replay's output folder: its dataset, hash key, registry and timeline."""
+
     def __init__(self, out: Path):
         self.out, self.config = out, load_dataset_config(out / "dataset.yaml")
         self.key = ids.load_or_create_key(ids.HASH_KEY_ENV, out / "data" / "secrets" / "hash_key")
@@ -69,9 +63,8 @@ class Replay:
         return self._models[version]
 
     def rows(self, day: dt.date) -> pl.DataFrame:
-        config: DatasetConfig = self.config
         features = pl.read_parquet(self.out / "data" / "assets" / "features" / f"{day}.parquet")
-        return scored_rows(features, simulated_truth(config, day, self.key), config.classes)
+        return scored_rows(features, simulated_truth(self.config, day, self.key), self.config.classes)
 
 
 def rescore_day(replay: Replay, day: dt.date, serving: str) -> dict[str, float]:

@@ -49,9 +49,10 @@ def shipped_model(version: Version) -> str:
     return INT8_FILE if INT8_FILE in version.entry["files"] else ONNX_FILE
 
 
-def predictor(version: Version) -> Predictor:
-    """The version's model as a device runs it: its shipped ONNX file on one thread, its preprocessing."""
-    session = onnx_session(version.file(shipped_model(version)))
+def predictor(version: Version, model_file: str | None = None) -> Predictor:
+    """The version's model as a device runs it: its shipped ONNX file (or ``model_file``) on one
+    thread, its preprocessing."""
+    session = onnx_session(version.file(model_file or shipped_model(version)))
     preprocessing, classes = version.entry["preprocessing"], np.asarray(version.entry["classes"])
     input_name = session.get_inputs()[0].name
 
