@@ -1,8 +1,9 @@
 """Preprocessing constants fitted on the training split, and the matrices each model reads.
 
 The teacher (LightGBM) reads raw numeric values and integer category codes; the student (an MLP)
-reads standardised numerics and one-hot categories through the edge runtime's ``encode``. Both use
-one constants dict, fitted on training rows only and shipped in the edge package's manifest.
+reads standardised numerics, one-hot categories and piecewise-linear bins of the numerics through
+the edge runtime's ``encode``. Both use one constants dict, fitted on training rows only and shipped
+in the edge package's manifest.
 """
 
 from typing import cast
@@ -10,11 +11,14 @@ from typing import cast
 import numpy as np
 import polars as pl
 
-from pipeline.evergreen_edge import encode
+from pipeline.evergreen_edge import Encoder, encode
 
 
-def fit_preprocessing(train: pl.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
-    """Medians, means, standard deviations and category vocabularies of the training rows."""
+def fit_preprocessing(train: pl.DataFrame, numeric: list[str], categorical: list[str], numeric_bins: int = 0) -> dict:
+    """Medians, means, standard deviations and category vocabularies of the training rows, and, with
+    ``numeric_bins``, each numeric's quantile edges for the student's piecewise-linear encoding
+    (fewer where quantiles coincide; none for a constant column). Preprocessing only a LightGBM
+    model reads needs no bins."""
     num_specs = []
     for name in numeric:
         col = train[name].cast(pl.Float64).fill_nan(None)
@@ -22,17 +26,23 @@ def fit_preprocessing(train: pl.DataFrame, numeric: list[str], categorical: list
         fill = float(median) if median is not None else 0.0
         filled = col.fill_null(fill)
         std = float(cast(float | None, filled.std()) or 0.0)
-        num_specs.append({"name": name, "fill": fill, "mean": float(cast(float, filled.mean())), "std": std if std > 1e-9 else 1.0})
+        spec = {"name": name, "fill": fill, "mean": float(cast(float, filled.mean())), "std": std if std > 1e-9 else 1.0}
+        if numeric_bins:
+            spec["edges"] = bin_edges(filled.to_numpy(), numeric_bins)
+        num_specs.append(spec)
     cat_specs = [
         {"name": name, "categories": sorted(train[name].drop_nulls().cast(pl.String).unique().to_list())}
         for name in categorical
     ]
-    return {
-        "numeric": num_specs,
-        "categorical": cat_specs,
-        "feature_order": numeric + categorical,
-        "input_width": len(numeric) + sum(len(c["categories"]) for c in cat_specs),
-    }
+    preprocessing = {"numeric": num_specs, "categorical": cat_specs, "feature_order": numeric + categorical}
+    return preprocessing | {"input_width": Encoder(preprocessing).width}
+
+
+def bin_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Edges of up to ``bins`` bins holding about as many of ``values`` each; [] when they cannot
+    make one bin."""
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1))) if len(values) else np.empty(0)
+    return edges.tolist() if len(edges) > 1 else []
 
 
 def columns_of(frame: pl.DataFrame, preprocessing: dict) -> dict[str, np.ndarray]:

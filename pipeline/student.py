@@ -78,10 +78,12 @@ def shapes(weights: Weights) -> dict[str, tuple[int, ...]]:
 
 
 def encoding_fingerprint(preprocessing: dict) -> str:
-    """What the student's input columns mean (features, categories, their order): weights trained
-    under another encoding may have the same shapes and still mean something else."""
+    """What the student's input columns mean (features, categories, bins per numeric, their order):
+    weights trained under another encoding may have the same shapes and still mean something else.
+    Bin edges, like means, move from fit to fit without changing what a column stands for."""
     meaning = {"order": preprocessing["feature_order"],
-               "categories": {c["name"]: c["categories"] for c in preprocessing["categorical"]}}
+               "categories": {c["name"]: c["categories"] for c in preprocessing["categorical"]},
+               "bins": {n["name"]: max(len(n.get("edges", ())) - 1, 0) for n in preprocessing["numeric"]}}
     return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -82,9 +82,10 @@ def train_teacher(train: pl.DataFrame, validation: pl.DataFrame, preprocessing: 
 
 
 def fit_teacher(training_set: pl.DataFrame, config: DatasetConfig) -> Teacher:
-    """Fit preprocessing on the train split and train the teacher, early-stopped on validation."""
+    """Fit preprocessing on the train split (the student's bins too: its student reads the same
+    constants) and train the teacher, early-stopped on validation."""
     numeric, categorical = model_feature_names(config)
     train = training_set.filter(pl.col(SPLIT) == TRAIN)
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
-    preprocessing = fit_preprocessing(train, numeric, categorical)
+    preprocessing = fit_preprocessing(train, numeric, categorical, config.training.student.bins_per_numeric(len(numeric)))
     return train_teacher(train, validation, preprocessing, config.classes, config.training.teacher, config.training.seed)

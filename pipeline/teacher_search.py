@@ -265,7 +265,8 @@ class _Objective:
         numeric, categorical = model_feature_names(config)
         self.train = training_set.filter(pl.col(SPLIT) == TRAIN)
         self.validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
-        self.preprocessing = fit_preprocessing(self.train, numeric, categorical)
+        self.preprocessing = fit_preprocessing(self.train, numeric, categorical,
+                                               config.training.student.bins_per_numeric(len(numeric)))
         self.config, self.run, self.pruner = config, run, pruner
         self.best_value, self.best_trial, self.best_params = math.inf, -1, dict[str, float]()
         self._best_teacher: Teacher | None = None

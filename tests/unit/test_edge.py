@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline import edge_package, evergreen_edge as runtime, export, signing
-from pipeline.encoding import columns_of, student_matrix
+from pipeline.encoding import columns_of, fit_preprocessing, student_matrix
 from pipeline.registry import Registry, RegistryError
 from pipeline.teacher import PREPROCESSING_FILE
 from pipeline.training_set import SPLIT, TEST
@@ -359,6 +359,29 @@ def test_encoding_fills_standardises_and_one_hots_with_unseen_categories_as_zero
         [2.0, 1.0, 0.0, 1.0], [1.0, 2.0, 1.0, 0.0], [1.0, 3.0, 0.0, 0.0]]
     with pytest.raises(ValueError, match="column 'b': not numeric"):
         runtime.encode({**rows, "b": ["1", "two", "3"]}, preprocessing)
+
+
+def test_numeric_bins_are_encoded_piecewise_linearly_open_at_both_ends_after_the_one_hots():
+    preprocessing = {
+        "numeric": [{"name": "a", "fill": 4.0, "mean": 2.0, "std": 2.0, "edges": [0.0, 1.0, 3.0, 7.0]},
+                    {"name": "b", "fill": 0.0, "mean": 0.0, "std": 1.0, "edges": []}],
+        "categorical": [{"name": "m", "categories": ["x"]}],
+    }
+    rows = {"a": [-1.0, 0.5, 2.0, 5.0, 9.0, float("nan")], "b": [0.0] * 6, "m": ["x", "y", "x", "y", "x", "y"]}
+    expected = [[-1.5, 0.0, 1.0, -1.0, 0.0, 0.0], [-0.75, 0.0, 0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 0.5, 0.0],
+                [1.5, 0.0, 0.0, 1.0, 1.0, 0.5], [3.5, 0.0, 1.0, 1.0, 1.0, 1.5], [1.0, 0.0, 0.0, 1.0, 1.0, 0.25]]
+    encoder = runtime.Encoder(preprocessing)
+    assert encoder.width == 6
+    assert encoder(rows).tolist() == expected
+    assert [encoder.encode_row({k: v[i] for k, v in rows.items()}) for i in range(6)] == expected
+
+
+def test_bins_are_fitted_on_training_quantiles_and_ties_merge_them():
+    train = pl.DataFrame({"spread": [float(i) for i in range(101)], "ties": [1.0] * 90 + [2.0] * 11, "flat": [3.0] * 101})
+    preprocessing = fit_preprocessing(train, ["spread", "ties", "flat"], [], numeric_bins=4)
+    assert [s["edges"] for s in preprocessing["numeric"]] == [[0.0, 25.0, 50.0, 75.0, 100.0], [1.0, 2.0], []]
+    assert preprocessing["input_width"] == 3 + 4 + 1
+    assert all("edges" not in s for s in fit_preprocessing(train, ["spread"], [])["numeric"])
 
 
 def test_the_runtime_imports_only_the_standard_library_numpy_onnxruntime_and_optional_extras():

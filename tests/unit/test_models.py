@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from pipeline import evaluation, export
+from pipeline.dataset import StudentSpec
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.sample_sizes import student_schedule
 from pipeline.student import (
@@ -15,6 +16,7 @@ from pipeline.student import (
     StudentData,
     StudentMLP,
     adapted_spec,
+    encoding_fingerprint,
     fit_student,
     new_model,
     student_data,
@@ -23,7 +25,7 @@ from pipeline.student import (
     unseen_category_copies,
     validation_loss,
 )
-from pipeline.teacher import MODEL_FILE, Teacher
+from pipeline.teacher import MODEL_FILE, Teacher, fit_teacher
 from pipeline.training_set import SPLIT, TEST, TRAIN, UNLABELLED
 
 
@@ -144,15 +146,36 @@ def test_unseen_category_copies_blank_categories_of_labelled_rows_and_carry_no_l
 
 
 def test_a_student_taught_unseen_categories_follows_its_teacher_on_them(trained):
-    """Test rows whose categories nobody saw (all blanked): the default student (with copies) agrees
-    with the teacher more than one trained without them."""
-    config, frame, teacher = trained.config, trained.frame, trained.teacher
+    """Test rows whose categories nobody saw (all blanked): the default student follows its teacher
+    on them, and the copies are why where the student reads standardised numerics only (without
+    bins, whose thresholds carry most of what the categories would, it strays the most)."""
+    config, frame = trained.config, trained.frame
     categorical = [f.name for f in config.categorical_features]
     unseen = frame.filter(pl.col(SPLIT) == TEST).with_columns(pl.lit(None, pl.String).alias(c) for c in categorical)
-    without = fit_student(frame, teacher, config, config.training.student.model_copy(update={"unseen_category_copies": 0.0}))
-    taught = teacher.predict_proba(unseen).argmax(axis=1)
 
-    def agreement(student: Student) -> float:
+    def agreement(student: Student, teacher: Teacher) -> float:
+        taught = teacher.predict_proba(unseen).argmax(axis=1)
         return float((student.predict_proba(student_matrix(unseen, teacher.preprocessing)).argmax(axis=1) == taught).mean())
 
-    assert agreement(trained.student) > agreement(without) + 0.02, (agreement(trained.student), agreement(without))
+    assert agreement(trained.student, trained.teacher) >= 0.95
+    no_bins = config.model_copy(update={"training": config.training.model_copy(update={
+        "student": config.training.student.model_copy(update={"numeric_bins": 0})})})
+    teacher = fit_teacher(frame, no_bins)
+    taught, untaught = (fit_student(frame, teacher, no_bins, no_bins.training.student.model_copy(update={"unseen_category_copies": copies}))
+                        for copies in (0.5, 0.0))
+    assert agreement(taught, teacher) > agreement(untaught, teacher) + 0.02, (agreement(taught, teacher), agreement(untaught, teacher))
+
+
+def test_the_encoding_fingerprint_follows_bin_counts_not_bin_edges(trained):
+    """Weights of a student with other bin counts would shift columns; moved edges only rescale them."""
+    preprocessing = trained.teacher.preprocessing
+    first = preprocessing["numeric"][0]
+    moved = {**preprocessing, "numeric": [{**first, "edges": [e + 0.5 for e in first["edges"]]}, *preprocessing["numeric"][1:]]}
+    fewer = {**preprocessing, "numeric": [{**first, "edges": first["edges"][:-1]}, *preprocessing["numeric"][1:]]}
+    assert len(first["edges"]) == 9
+    assert encoding_fingerprint(moved) == encoding_fingerprint(preprocessing) != encoding_fingerprint(fewer)
+
+
+def test_a_wide_dataset_gets_fewer_bins_per_numeric_and_none_rather_than_one():
+    spec = StudentSpec(numeric_bins=8, max_bin_columns=120)
+    assert [spec.bins_per_numeric(n) for n in (0, 15, 16, 40, 60, 61)] == [8, 8, 7, 3, 2, 0]
