@@ -3,7 +3,8 @@
 ``python -m benchmarks.student_gap [--frame training_set.parquet ...] [--dataset yaml]
 [--devices-per-site N] [--variants a,b,...]`` fits the teacher once per training set, then distils
 one student per variant, each sized by the pipeline's schedule for a first model (``adapted_spec``,
-as the student asset does) and changed as the variant says. Per variant it prints: accuracy and
+as the student asset does) and changed as the variant says (the "bins" variants refit the bin edges
+the student reads). Per variant it prints: accuracy and
 macro-F1 on every row of the day after the training set (the simulator's true labels: what the
 served student meets, and six times the test split's rows, so less noisy), the same on the test
 split for the torch (fp32) student and its static int8 ONNX (``pipeline.quantize``, calibrated on
@@ -30,7 +31,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from pipeline import evergreen_edge as runtime, export, quantize
 from pipeline.dataset import TIMESTAMP, DatasetConfig, StudentSpec, load_dataset_config
-from pipeline.encoding import label_codes, student_matrix
+from pipeline.encoding import fit_preprocessing, label_codes, student_matrix
+from pipeline.features import model_feature_names
 from pipeline.student import adapted_spec, fit_student
 from pipeline.teacher import Teacher, fit_teacher
 from pipeline.training_set import SPLIT, TEST, TRAIN
@@ -72,6 +74,9 @@ VARIANTS: dict[str, Variant] = {
     "epochs x3 patience 15 alpha 0.9 temperature 4": lambda s: {"epochs": s.epochs * 3, "patience": 15, "alpha": 0.9,
                                                                  "temperature": 4.0},
     "epochs x3 patience 10 alpha 0.9": lambda s: {"epochs": s.epochs * 3, "patience": 10, "alpha": 0.9},
+    "bins 0": lambda s: {"numeric_bins": 0},
+    "bins 4": lambda s: {"numeric_bins": 4},
+    "bins 16": lambda s: {"numeric_bins": 16},
 }
 
 
@@ -123,8 +128,17 @@ def single_row_latency_us(path: Path, matrix: np.ndarray) -> float:
     return statistics.median(timings) / 1000
 
 
+def with_bins(teacher: Teacher, frame: pl.DataFrame, config: DatasetConfig, spec: StudentSpec) -> Teacher:
+    """The teacher with its preprocessing refitted for ``spec``'s bins: the booster reads the same raw
+    values and category codes whatever the bins, so only what the student reads changes."""
+    numeric, categorical = model_feature_names(config)
+    train = frame.filter(pl.col(SPLIT) == TRAIN)
+    return replace(teacher, preprocessing=fit_preprocessing(train, numeric, categorical, spec.bins_per_numeric(len(numeric))))
+
+
 def measure(name: str, spec: StudentSpec, frame: pl.DataFrame, next_day: pl.DataFrame, teacher: Teacher,
             config: DatasetConfig, work: Path) -> Row:
+    teacher = with_bins(teacher, frame, config, spec)
     started = time.perf_counter()
     student = fit_student(frame, teacher, config, spec)
     seconds = time.perf_counter() - started
