@@ -245,9 +245,10 @@ def test_a_rule_that_changes_for_one_firmware_is_caught_in_its_slice_before_the_
     assert summary.concept_slices == ["firmware_version=3.2.0 (0.717 on 60 labels against 0.914)"]
 
 
-def test_a_slice_is_held_against_its_own_test_accuracy_not_the_fleets(config):
+def test_a_slice_falls_only_below_both_its_own_test_accuracy_and_the_fleets(config):
     """A site that is always harder (0.84 on the test split) is not a fallen slice at 0.84; held against
-    the fleet's 0.914 it would be. Slices under ``min_slice_labels``, or none configured: no test."""
+    the fleet's 0.914 it would be. Nor is a slice that is ordinary by one of the two figures while the
+    other was lucky. Slices under ``min_slice_labels``, or none configured: no test."""
     spec = config.feedback.concept
     fresh, correct = _slice_frame({("north", "3.1.4"): (300, 252), ("east", "3.1.4"): (300, 287)})
     slices = drift.slice_concept_drift(fresh, correct, TEST_SLICES, 0.914, 421, spec)
@@ -260,6 +261,14 @@ def test_a_slice_is_held_against_its_own_test_accuracy_not_the_fleets(config):
     ordinary = drift.slice_concept_drift(models, hits, lucky, 0.94, 421, spec)
     assert not ordinary["drifted"].any() and ordinary.filter(pl.col("test") == "device_model=HG8145")["reference_value"][0] == 0.94
     assert drift.more_errors_than_reference(18, 156, 1.0, 120) < spec.p_value / 2  # held against its own 1.000 it alarmed
+    # and a slice held against a whole split that was the lucky one: its own rows say it may be as low
+    lucky_split = {"firmware_version": {"3.0.9": {"accuracy": 0.952, "rows": 146}, "3.1.4": {"accuracy": 0.943, "rows": 332}}}
+    firmware = pl.DataFrame({"firmware_version": ["3.0.9"] * 224 + ["3.1.4"] * 400})
+    served = np.array([True] * 195 + [False] * 29 + [True] * 372 + [False] * 28)
+    stationary = drift.slice_concept_drift(firmware, served, lucky_split, 0.946, 478, spec)
+    assert not stationary["drifted"].any()
+    assert stationary.filter(pl.col("test") == "firmware_version=3.0.9")["n_reference"][0] == 146
+    assert drift.more_errors_than_reference(29, 224, 0.946, 478) * stationary.height < spec.p_value  # the whole split alone alarmed
     few, few_correct = _slice_frame({("north", "3.1.4"): (spec.min_slice_labels - 1, 0)})
     assert drift.slice_concept_drift(few, few_correct, TEST_SLICES, 0.914, 421, spec).height == 0
     off = spec.model_copy(update={"min_slice_labels": None})
