@@ -196,12 +196,16 @@ class StudentSpec(_Strict):
     teacher instead of 4-6 (``benchmarks/unseen_categories.py``). 0: no copies."""
     init: Literal["scratch", "federated"] = "scratch"
     """Start from random weights, or from the newest federated global weights of the same shape."""
-    numeric_bins: int = Field(8, ge=0)
+    numeric_bins: int = Field(0, ge=0)
     """Quantile bins of each numeric input, encoded piecewise-linearly beside its standardised value
-    (``pipeline.evergreen_edge.Encoder``), so the MLP can cut a feature where the teacher's trees do.
-    On two of the simulator's training sets, over two seeds, the student's gap to its teacher on the
-    next day went from -0.81 points (standardised values only) to +0.02 with 8 bins and -0.12 with 16;
-    the int8 package grows from 34 to 89 KB (``benchmarks/student_gap.py``). 0: standardised only."""
+    (``pipeline.evergreen_edge.Encoder``), so the MLP can cut a feature where the teacher's trees do;
+    0: standardised only. Where the truth is thresholds, as in the simulator's fault rules (its YAML
+    sets 8), they close the student's gap: on two of its training sets over two seeds, from -0.81
+    points under the teacher on the next day to +0.02 with 8 bins and -0.12 with 16 (the package grows
+    from 34 to 89 KB; ``benchmarks/student_gap.py``), and the 24-day replay from 0.918 to 0.922. Where
+    the rule is smooth, as in the generated streams' linear scores, the student without bins beats
+    its teacher, and with them it follows the teacher's steps: every held-out stream lost 0.6-2.5
+    points of its backtest (``benchmarks/RESULTS.md``), hence off by default."""
     max_bin_columns: int = Field(120, ge=0)
     """At most this many bin columns over all numeric inputs: a wide dataset gets fewer bins per
     numeric (none when fewer than 2 would be left). The first layer, which reads them, stays fp32 in
