@@ -40,10 +40,9 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from pipeline import evergreen_edge as runtime, export, quantize
 from pipeline.dataset import TIMESTAMP, DatasetConfig, StudentSpec, load_dataset_config
-from pipeline.encoding import fit_preprocessing, label_codes, student_matrix
-from pipeline.features import model_feature_names
+from pipeline.encoding import label_codes, student_matrix
 from pipeline.student import adapted_spec, fit_student
-from pipeline.teacher import Teacher, fit_teacher
+from pipeline.teacher import Teacher, fit_teacher, teacher_preprocessing
 from pipeline.training_set import SPLIT, TEST, TRAIN
 from tests.conftest import DEFAULT_YAML
 
@@ -131,9 +130,7 @@ def single_row_latency_us(path: Path, matrix: np.ndarray) -> float:
 def with_bins(teacher: Teacher, frame: pl.DataFrame, config: DatasetConfig, spec: StudentSpec) -> Teacher:
     """The teacher with its preprocessing refitted for ``spec``'s bins: the booster reads the same raw
     values and category codes whatever the bins, so only what the student reads changes."""
-    numeric, categorical = model_feature_names(config)
-    train = frame.filter(pl.col(SPLIT) == TRAIN)
-    return replace(teacher, preprocessing=fit_preprocessing(train, numeric, categorical, spec.bins_per_numeric(len(numeric))))
+    return replace(teacher, preprocessing=teacher_preprocessing(frame.filter(pl.col(SPLIT) == TRAIN), config, spec))
 
 
 def measure(name: str, spec: StudentSpec, frame: pl.DataFrame, next_day: pl.DataFrame, teacher: Teacher,

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import atomic
-from pipeline.dataset import DatasetConfig, TeacherSpec
+from pipeline.dataset import DatasetConfig, StudentSpec, TeacherSpec
 from pipeline.encoding import fit_preprocessing, label_codes, teacher_matrix
 from pipeline.features import model_feature_names
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
@@ -81,11 +81,17 @@ def train_teacher(train: pl.DataFrame, validation: pl.DataFrame, preprocessing: 
     return Teacher(booster, preprocessing, classes)
 
 
-def fit_teacher(training_set: pl.DataFrame, config: DatasetConfig) -> Teacher:
-    """Fit preprocessing on the train split (the student's bins too: its student reads the same
-    constants) and train the teacher, early-stopped on validation."""
+def teacher_preprocessing(train: pl.DataFrame, config: DatasetConfig, student: StudentSpec | None = None) -> dict:
+    """The preprocessing a teacher is trained with, fitted on ``train``: its student reads the same
+    constants, so the student's bins (``student``, else the config's) are fitted here too."""
     numeric, categorical = model_feature_names(config)
+    bins = (student or config.training.student).bins_per_numeric(len(numeric))
+    return fit_preprocessing(train, numeric, categorical, bins)
+
+
+def fit_teacher(training_set: pl.DataFrame, config: DatasetConfig) -> Teacher:
+    """Fit preprocessing on the train split and train the teacher, early-stopped on validation."""
     train = training_set.filter(pl.col(SPLIT) == TRAIN)
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
-    preprocessing = fit_preprocessing(train, numeric, categorical, config.training.student.bins_per_numeric(len(numeric)))
-    return train_teacher(train, validation, preprocessing, config.classes, config.training.teacher, config.training.seed)
+    return train_teacher(train, validation, teacher_preprocessing(train, config), config.classes, config.training.teacher,
+                         config.training.seed)

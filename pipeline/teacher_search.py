@@ -44,9 +44,7 @@ import polars as pl
 
 from pipeline import studies
 from pipeline.dataset import SEARCHED_TEACHER_PARAMS, DatasetConfig, TeacherSearchSpec, TeacherSpec
-from pipeline.encoding import fit_preprocessing
-from pipeline.features import model_feature_names
-from pipeline.teacher import Teacher, train_teacher
+from pipeline.teacher import Teacher, teacher_preprocessing, train_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 
 OBJECTIVE = "multi_logloss"
@@ -262,11 +260,9 @@ class _Objective:
     reported for pruning; the best teacher of this search is kept."""
 
     def __init__(self, training_set: pl.DataFrame, config: DatasetConfig, run: str, pruner: _MedianPruner):
-        numeric, categorical = model_feature_names(config)
         self.train = training_set.filter(pl.col(SPLIT) == TRAIN)
         self.validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
-        self.preprocessing = fit_preprocessing(self.train, numeric, categorical,
-                                               config.training.student.bins_per_numeric(len(numeric)))
+        self.preprocessing = teacher_preprocessing(self.train, config)
         self.config, self.run, self.pruner = config, run, pruner
         self.best_value, self.best_trial, self.best_params = math.inf, -1, dict[str, float]()
         self._best_teacher: Teacher | None = None
