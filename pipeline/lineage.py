@@ -36,7 +36,8 @@ def version_entry(files: dict[str, Path], training_set: pl.DataFrame, partition:
         "classes": list(config.classes),
         "preprocessing": _json(files[PREPROCESSING_FILE])["preprocessing"],
         "onnx": {"opset": export.OPSET, "input": export.INPUT_NAME, "output": export.OUTPUT_NAME,
-                 "models": {"int8": quantize.INT8_FILE, "fp32": export.ONNX_FILE}},
+                 "models": {precision: name for precision, name in (("int8", quantize.INT8_FILE), ("fp32", export.ONNX_FILE))
+                            if name in files}},
         "derived_features": feature_lib.derived_feature_notes(config),
         "metrics": {m: {k: report[m][k] for k in ("accuracy", "macro_f1", "newest_day")} for m in ("teacher", "student")},
         "calibration": _json(files[CALIBRATION_FILE]) if CALIBRATION_FILE in files else None,

@@ -188,12 +188,14 @@ def compare(fp32_path: Path, int8_path: Path, matrix: np.ndarray, labels: np.nda
 
 @dataclass(frozen=True)
 class OnnxStudent:
-    """The exported student in both precisions, as the bytes its artifact folder and a registry
-    version hold (a few hundred KB): fp32 ONNX and static int8."""
+    """The exported student, as the bytes its artifact folder and a registry version hold (a few
+    hundred KB): fp32 ONNX and static int8. ``int8`` is None when quantizing lost too much: a version
+    that ships its fp32 model serves, where one blocked for its int8 model would leave nothing serving."""
 
     fp32: bytes
-    int8: bytes
+    int8: bytes | None
 
     def save(self, directory: Path) -> None:
         atomic.write_bytes(directory / ONNX_FILE, self.fp32)
-        atomic.write_bytes(directory / INT8_FILE, self.int8)
+        if self.int8 is not None:
+            atomic.write_bytes(directory / INT8_FILE, self.int8)

@@ -348,3 +348,35 @@ def test_the_federated_sensor_launches_the_next_round_per_site(graph_run):
     assert {r.job_name for r in requests} == {"federated_site_job"}
     assert all(r.run_config["ops"]["site_update"]["config"]["round"] == 2 for r in requests)
     assert len({r.run_key for r in requests}) == 4 and all(":round-2:" in r.run_key for r in requests)
+
+
+def test_a_student_that_int8_would_spoil_ships_fp32_and_is_released(graph_run, tmp_path, monkeypatch):
+    """A failed int8 gate is a warning: the version ships its fp32 model alone, its package
+    defaults to fp32, and it is released, where a block would leave nothing new serving."""
+    import shutil
+
+    from pipeline import release as release_lib
+
+    data_dir, _, _ = graph_run
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    passed = release_lib.int8_gate
+
+    def failing(*args, **kwargs) -> release_lib.Gate:
+        gate = passed(*args, **kwargs)
+        return release_lib.Gate(gate.name, False, gate.description, gate.metadata)
+
+    monkeypatch.setattr(release_lib, "int8_gate", failing)
+    resources = definitions.build_resources(str(copy), str(data_dir.parent / "small.yaml"))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL_ASSETS, selection=["onnx_student", "candidate_model", "production_model", "edge_package"],
+                                partition_key=DAYS[-1], resources=resources, instance=instance)
+    assert result.success
+    [int8] = [c for c in result.get_asset_check_evaluations() if c.check_name == "int8_accuracy"]
+    assert not int8.passed and int8.severity == dg.AssetCheckSeverity.WARN
+    assert _metadata(result, "onnx_student")["shipped"] == "fp32"
+    version = Registry(copy / "registry").get(_metadata(result, "candidate_model")["version"])
+    assert "student.int8.onnx" not in version.entry["files"] and version.entry["onnx"]["models"] == {"fp32": "student.onnx"}
+    assert _metadata(result, "production_model")["released_to"] in {"canary", "production"}
+    manifest = json.loads(zipfile.ZipFile(_metadata(result, "edge_package")["path"]).read("manifest.json"))
+    assert manifest["models"]["default"] == "fp32" and set(manifest["models"]["precisions"]) == {"fp32"}
