@@ -19,7 +19,7 @@ def test_a_short_replay_detects_the_rollout_retrains_without_chasing_every_alarm
     out = tmp_path / "replay"
     done = subprocess.run(
         [sys.executable, "-m", "deploy.replay", "--days", "10", "--rollout-day", "4", "--warmup", "5",
-         "--devices-per-site", "10", "--canary-min-labels", "30", "--set", "training.student.epochs=5", "--out", str(out)],
+         "--devices-per-site", "10", "--canary-min-labels", "30", "--set", "feedback.policy.student_steps=500", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
