@@ -22,7 +22,7 @@ def test_the_backtest_of_a_minimal_stream_scores_every_day_beside_the_baselines_
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "deploy.backtest", "--dataset", str(dataset), "--warmup", "5", "--out", str(out),
-         "--label-delay", "1", "--event", "2026-06-08"],
+         "--label-delay", "1", "--event", "2026-06-08", "--set", "feedback.policy.student_steps=300"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
