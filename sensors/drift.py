@@ -2,8 +2,9 @@
 
 It stays cheap: it reads the policy's materializations and their metadata, the registry's
 production alias and the run history, never data. The heavy work (drift tests, training) happens
-in assets. A decision is acted on only if it is the newest day's, still about the current
-production model and newer than the day it learned from (not stale), its drift event has no live
+in assets. A decision is acted on only if it is the newest day's, made by a run that does not
+itself retrain the day, still about the current production model and newer than the day it
+learned from (not stale), its drift event has no live
 or successful run yet, and the previous drift-triggered run is at least ``cooldown_days`` older (the
 cooldown is against repeated retrains for one event, so it does not hold back fixing a confirmed
 change of the label rule, nor its follow-ups).
@@ -15,10 +16,11 @@ import dagster as dg
 
 from assets.feedback import retraining_policy
 from assets.jobs import retrain_job
+from assets.model import teacher_model
 from assets.resources import DatasetResource, StorageResource
 from pipeline.policy import FULL, RETRAIN
 from pipeline.registry import PRODUCTION
-from sensors.reports import newest_report
+from sensors.reports import NewestReport, newest_report
 
 EVENT_TAG, TRIGGER_TAG = "evergreen/drift_event", "evergreen/trigger"
 PARTITION_TAG = "dagster/partition"
@@ -65,12 +67,26 @@ def _cooling_down(context: dg.SensorEvaluationContext, day: str, cooldown: int) 
     return None
 
 
-def _request(context: dg.SensorEvaluationContext, day: str, decision: dict, storage: StorageResource,
+def _retrained_by_its_own_run(context: dg.SensorEvaluationContext, day: str, run_id: str) -> str | None:
+    """A decision made in a run that also trains the day's teacher (the UI's Materialize all, ``make
+    run``'s main job) is acted on by that run: a retrain launched beside it trained the same day twice,
+    and held one of the two run slots while the user's run and backfill waited. Should that run fail
+    in training, the event's next decision retries, as after a failed retrain."""
+    planned = context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+    if any(r.event_log_entry.dagster_event.asset_key == teacher_model.key for r in planned if r.event_log_entry.dagster_event):
+        return f"policy for {day}: the run that decided it, {run_id}, also retrains {day}"
+    return None
+
+
+def _request(context: dg.SensorEvaluationContext, report: NewestReport, storage: StorageResource,
              dataset: DatasetResource) -> dg.RunRequest | str:
     """The retrain to launch for this decision, or why there is none. A failed retrain does not
     close its event: the next decision of the event retries it, under a new run key."""
+    day, decision = report.partition_key, report.metadata
     if decision["action"] not in RETRAIN:
         return f"policy for {day}: {decision['action']}: {decision['reason']}"
+    if report.run_id and (reason := _retrained_by_its_own_run(context, day, report.run_id)):
+        return reason
     if reason := _stale(day, decision, storage):
         return reason
     event = decision["event_key"]
@@ -90,7 +106,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, 
     decision = newest_report(context, retraining_policy.key)
     if decision is None:
         return dg.SensorResult(skip_reason="no new retraining_policy decision")
-    request = _request(context, decision.partition_key, decision.metadata, storage, dataset)
+    request = _request(context, decision, storage, dataset)
     if isinstance(request, str):
         return dg.SensorResult(skip_reason=request, cursor=decision.cursor)
     return dg.SensorResult(run_requests=[request], cursor=decision.cursor)

@@ -11,6 +11,8 @@ class NewestReport:
     metadata: dict
     cursor: str
     """The storage id of the last materialization read: the next tick starts after it."""
+    run_id: str
+    """The run that materialized it (a runless report's is empty)."""
 
 
 def newest_report(context: dg.SensorEvaluationContext, asset_key: dg.AssetKey) -> NewestReport | None:
@@ -24,4 +26,4 @@ def newest_report(context: dg.SensorEvaluationContext, asset_key: dg.AssetKey) -
         return None
     newest = max(records, key=lambda r: (r.partition_key or "", r.storage_id))
     return NewestReport(newest.partition_key, {k: v.value for k, v in newest.asset_materialization.metadata.items()},
-                        str(max(r.storage_id for r in records)))
+                        str(max(r.storage_id for r in records)), newest.run_id)

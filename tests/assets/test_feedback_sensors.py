@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.events import DagsterEvent, StepMaterializationData  # a materialization inside a run
 
 import definitions
 from assets.resources import DatasetResource, StorageResource
@@ -137,6 +138,23 @@ def test_only_the_newest_day_of_a_backfill_is_acted_on(harness):
     harness.decide("2026-10-10", _decision("full", "v1@2026-10-10"))  # an older day, materialized later
     [request] = harness.tick().run_requests
     assert request.partition_key == "2026-10-17"
+
+
+def test_a_decision_made_by_a_run_that_also_retrains_the_day_launches_nothing(harness):
+    """The UI's Materialize all (or ``make run``'s main job) decides and retrains in one run: the
+    sensor launched a second retrain of the same day beside it. A run of the data layer alone
+    (the ingest job) still gets its retrain."""
+    for job, launches in (("main_job", False), ("ingest_job", True)):
+        run = harness.instance.create_run_for_job(job_def=definitions.defs.resolve_job_def(job), run_config={})
+        decision = dg.AssetMaterialization("retraining_policy", partition="2026-10-17",
+                                           metadata=_decision("full", f"v1@2026-10-17/{job}"))
+        harness.instance.report_dagster_event(
+            DagsterEvent(dg.DagsterEventType.ASSET_MATERIALIZATION.value, job_name=job,
+                         event_specific_data=StepMaterializationData(decision)), run_id=run.run_id)
+        result = harness.tick()
+        assert bool(result.run_requests) == launches, result.skip_message
+        if not launches:
+            assert result.skip_message == f"policy for 2026-10-17: the run that decided it, {run.run_id}, also retrains 2026-10-17"
 
 
 class _Webhook(BaseHTTPRequestHandler):
