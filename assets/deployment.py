@@ -45,8 +45,9 @@ def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_
     calibrated on training rows; the first layer too when the student search chose it), both
     checked on the held-out validation rows: fp32 against torch (a failure blocks everything
     downstream), int8 against fp32. An int8 model that loses too much is not kept: the version ships
-    fp32, which serves at the cost of a larger package (its own gate), instead of serving nothing. The
-    models are built in a scratch folder; the artifact IO manager publishes them."""
+    fp32 alone, a larger and slower model on the device (the package gate still holds it to the size and
+    latency budgets), instead of serving nothing new. The models are built in a scratch folder; the
+    artifact IO manager publishes them."""
     config, student, preprocessing = dataset.load(), student_model, teacher_model.preprocessing
     with tempfile.TemporaryDirectory() as scratch:
         fp32, int8 = Path(scratch) / export.ONNX_FILE, Path(scratch) / quantize.INT8_FILE
@@ -89,7 +90,7 @@ GATES = {
 def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataFrame, teacher_model: ArtifactFolder,
                     student_model: ArtifactFolder, onnx_student: ArtifactFolder, evaluation: ArtifactFolder,
                     retraining_policy: Decision | None, dataset: DatasetResource, storage: StorageResource):
-    """Registers this run's teacher, students (fp32 and int8 ONNX) and evaluation as a new registry
+    """Registers this run's teacher, students (fp32 ONNX, and int8 when it passed its check) and evaluation as a new registry
     version with its lineage (the days, sites and rows it learned from, the hyper-parameters the
     models were fitted with after the policy's adaptation, seed, code version, run), aliased
     ``candidate``, and builds its signed package. The models arrive as their folders: the registry
@@ -132,7 +133,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
 
 def _gates(version: Version, training_set: pl.DataFrame, package: Path, storage: StorageResource,
            config: DatasetConfig, change_day: dt.date | None) -> list[release.Gate]:
-    """The shipped model (int8) judged alone, against production, and as a device receives it. After a
+    """The shipped model (int8, else fp32) judged alone, against production, and as a device receives it. After a
     confirmed change of the label rule it is compared with production on the test rows since it, and
     the quality floor, a guard against a broken model, is met on the whole test split or on those rows
     (``release.quality_gate``)."""
@@ -189,7 +190,7 @@ def production_model(context: dg.AssetExecutionContext, training_window: pl.Data
 @dg.asset(group_name=GROUP, partitions_def=DAILY, deps=[production_model])
 def edge_package(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The final asset: the signed package of this run's version, as the sites that run it receive
-    it. It holds the int8 and fp32 ONNX students, a manifest (version, feature order, preprocessing
+    it. It holds the int8 (when kept) and fp32 ONNX students, a manifest (version, feature order, preprocessing
     constants, classes, metrics, sha256 of every file) signed with Ed25519, and a runtime that needs
     only numpy and onnxruntime; it is verified here exactly as a device verifies it."""
     registry = storage.registry

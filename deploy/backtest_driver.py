@@ -299,8 +299,8 @@ def _metadata(result, asset: str) -> dict:
 
 
 def _failures(result) -> str:
-    """The failed blocking checks and steps of a run, in a few words."""
-    checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    """The failed blocking checks and steps of a run, in a few words (a failed warning blocks nothing)."""
+    checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     return ", ".join([*(f"check {c}" for c in checks), *(f"step {s}" for s in result.get_failed_step_keys())])
 
 

@@ -67,15 +67,17 @@ def _cooling_down(context: dg.SensorEvaluationContext, day: str, cooldown: int) 
     return None
 
 
-def _retrained_by_its_own_run(context: dg.SensorEvaluationContext, day: str, run_id: str) -> str | None:
+def _acted_on_by_its_own_run(context: dg.SensorEvaluationContext, day: str, run_id: str, event: str) -> str | None:
     """A decision made in a run that also trains the day's teacher (the UI's Materialize all, ``make
     run``'s main job) is acted on by that run: a retrain launched beside it trained the same day twice,
-    and held one of the two run slots while the user's run and backfill waited. Should that run fail
-    in training, the event's next decision retries, as after a failed retrain."""
+    and held one of the two run slots while the user's run and backfill waited. That run is tagged
+    with the event, so the event's later decisions find it as its run (and retry, as after a failed
+    retrain, should it fail)."""
     planned = context.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
-    if any(r.event_log_entry.dagster_event.asset_key == teacher_model.key for r in planned if r.event_log_entry.dagster_event):
-        return f"policy for {day}: the run that decided it, {run_id}, also retrains {day}"
-    return None
+    if not any(r.event_log_entry.dagster_event.asset_key == teacher_model.key for r in planned if r.event_log_entry.dagster_event):
+        return None
+    context.instance.add_run_tags(run_id, {EVENT_TAG: event})
+    return f"policy for {day}: the run that decided it, {run_id}, also retrains {day}"
 
 
 def _request(context: dg.SensorEvaluationContext, report: NewestReport, storage: StorageResource,
@@ -85,11 +87,11 @@ def _request(context: dg.SensorEvaluationContext, report: NewestReport, storage:
     day, decision = report.partition_key, report.metadata
     if decision["action"] not in RETRAIN:
         return f"policy for {day}: {decision['action']}: {decision['reason']}"
-    if report.run_id and (reason := _retrained_by_its_own_run(context, day, report.run_id)):
+    event = decision["event_key"]
+    if report.run_id and (reason := _acted_on_by_its_own_run(context, day, report.run_id, event)):
         return reason
     if reason := _stale(day, decision, storage):
         return reason
-    event = decision["event_key"]
     live, failed = _event_runs(context, event)
     if live is not None:
         return f"drift event {event} already launched run {live.dagster_run.run_id} ({live.dagster_run.status.value})"

@@ -142,8 +142,8 @@ def test_only_the_newest_day_of_a_backfill_is_acted_on(harness):
 
 def test_a_decision_made_by_a_run_that_also_retrains_the_day_launches_nothing(harness):
     """The UI's Materialize all (or ``make run``'s main job) decides and retrains in one run: the
-    sensor launched a second retrain of the same day beside it. A run of the data layer alone
-    (the ingest job) still gets its retrain."""
+    sensor launched a second retrain of the same day beside it. That run now counts as the event's
+    run on the next day too. A run of the data layer alone (the ingest job) still gets its retrain."""
     for job, launches in (("main_job", False), ("ingest_job", True)):
         run = harness.instance.create_run_for_job(job_def=definitions.defs.resolve_job_def(job), run_config={})
         decision = dg.AssetMaterialization("retraining_policy", partition="2026-10-17",
@@ -155,6 +155,8 @@ def test_a_decision_made_by_a_run_that_also_retrains_the_day_launches_nothing(ha
         assert bool(result.run_requests) == launches, result.skip_message
         if not launches:
             assert result.skip_message == f"policy for 2026-10-17: the run that decided it, {run.run_id}, also retrains 2026-10-17"
+            harness.decide("2026-10-18", _decision("full", f"v1@2026-10-17/{job}"))  # the same event, a day later
+            assert f"already launched run {run.run_id}" in harness.tick().skip_message
 
 
 class _Webhook(BaseHTTPRequestHandler):
