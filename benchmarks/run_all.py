@@ -82,8 +82,9 @@ def inference(data_dir: Path) -> dict:
     booster = teacher.booster  # one thread per predict call (reset_parameter crashes on a loaded model)
     figures = {"test_rows": test.height, "package_bytes": package.stat().st_size, "version": version.version,
                "metrics": version.entry["metrics"], "precisions": {}}
-    columns = {name: test[name].to_list() for name in EdgeModel(package, public_key).feature_order}
-    for precision in EdgeModel(package, public_key).manifest["models"]["precisions"]:  # fp32 alone when int8 failed its gate
+    shipped = EdgeModel(package, public_key)
+    columns = {name: test[name].to_list() for name in shipped.feature_order}
+    for precision in shipped.manifest["models"]["precisions"]:  # fp32 alone when int8 failed its gate
         model = EdgeModel(package, public_key, precision=precision, threads=1)
         model_file = version.file(model.manifest["models"]["precisions"][precision]["file"])
         figures["precisions"][precision] = {
