@@ -140,7 +140,8 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
                   retraining_policy: Decision | None, dataset: DatasetResource,
                   storage: StorageResource) -> dg.Output[Student]:
     """Small MLP distilled from the teacher's temperature-softened scores on the transfer set (labelled,
-    unlabelled and augmented rows), mixed with the rows' labels (alpha); the epoch with the best
+    unlabelled and augmented rows), mixed with the rows' labels (alpha: the production student's, or on a
+    full retrain another that is significantly better on validation); the epoch with the best
     validation loss is kept, and the learning curves are plotted. Starts from scratch or, with
     ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
     the retraining policy adapted them to the data volume. With ``tuning.enabled``, a full retrain
@@ -153,7 +154,7 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     decision = _decision(context, retraining_policy)
     spec = adapted_spec(training_window, config, decision.student)
     start = _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None
-    production = _production_student(storage) if config.training.tuning.enabled else None
+    production = _production_student(storage)
     student, search = train_student(training_window, teacher, config, spec, decision.action, production, start,
                                     storage.tuning_storage_url if config.training.tuning.enabled else None)
     best = min(student.history, key=lambda h: h["validation_loss"])
@@ -164,7 +165,8 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
                                    md.Column("rows", "int")),
         "best_epoch": best["epoch"], "validation_loss": md.metric(best["validation_loss"]),
         "batch_size": spec.batch_size, "epochs": spec.epochs,
-        "temperature": spec.temperature, "alpha": spec.alpha,
+        "temperature": spec.temperature, "alpha": student.hyperparameters.get("alpha", spec.alpha),
+        "alpha_choice": student.alpha_choice.get("reason") or "the incumbent's: the student search does not judge the weight",
         "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
         **(_student_search_metadata(search) if search else {}),
@@ -206,7 +208,8 @@ STUDENT_TRIAL_COLUMNS = [
 
 
 def _production_student(storage: StorageResource) -> Student | None:
-    """The production version's student, whose shape an incremental update keeps when tuning is on."""
+    """The production version's student, whose distillation weight a retrain starts from, and whose
+    shape an incremental update keeps when tuning is on."""
     registry = storage.registry
     return Student.load(registry.get(PRODUCTION).directory) if registry.has_alias(PRODUCTION) else None
 

@@ -9,7 +9,7 @@ import datetime as dt
 import os
 import zoneinfo
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,7 +183,16 @@ class StudentSpec(_Strict):
     alpha: float = Field(0.9, ge=0, le=1)
     """Weight of the distillation loss; 1 - alpha goes to the hard labels. Mostly the teacher's softened
     scores (alpha 0.9, temperature 4): many training labels are weak or pseudo, and the teacher's
-    scores on the unlabelled rows carry more than they do (measured in ``benchmarks/student_gap.py``)."""
+    scores on the unlabelled rows carry more than they do (measured in ``benchmarks/student_gap.py``).
+    Where the labels teach the student more than the teacher can, a full retrain switches to one of
+    ``alpha_alternatives`` (``pipeline.distillation_weight``)."""
+    alpha_alternatives: tuple[Annotated[float, Field(ge=0, le=1)], ...] = (0.0,)
+    """Other alphas a full retrain tries beside the incumbent (the production student's alpha, else
+    ``alpha``); one replaces it only when significantly better on the validation rows. Empty: always
+    ``alpha``, and one student per retrain instead of two."""
+    alpha_switch_z: float = Field(1.28, gt=0)
+    """How sure the switch must be: the challenger's wins over the incumbent on the validation rows the
+    two disagree on exceed its losses by this many standard errors (a paired sign test)."""
     transfer: tuple[Literal["labelled", "unlabelled", "augmented"], ...] = ("labelled", "unlabelled", "augmented")
     """The rows the teacher scores for the student to imitate."""
     unseen_category_copies: float = Field(0.5, ge=0, le=1)

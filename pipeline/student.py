@@ -109,6 +109,8 @@ class Student:
     student search chose otherwise)."""
     search: dict = field(default_factory=dict)
     """The student search's chosen point and why, when a search chose this shape; empty otherwise."""
+    alpha_choice: dict = field(default_factory=dict)
+    """Which distillation weight it was trained with and why (``pipeline.distillation_weight``)."""
 
     @property
     def parameters(self) -> int:
@@ -124,7 +126,7 @@ class Student:
         with atomic.atomic_path(directory / WEIGHTS_FILE) as tmp:
             torch.save(self.model.state_dict(), tmp)
         meta = {**self.architecture, "history": self.history, "start": self.start, "hyperparameters": self.hyperparameters,
-                "quantize_first_layer": self.quantize_first_layer, "search": self.search}
+                "quantize_first_layer": self.quantize_first_layer, "search": self.search, "alpha_choice": self.alpha_choice}
         atomic.write_text(directory / ARCHITECTURE_FILE, json.dumps(meta, indent=2))
 
     @classmethod
@@ -134,7 +136,8 @@ class Student:
         model.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
         model.eval()
         return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"], meta.get("start", "scratch"),
-                   meta.get("hyperparameters", {}), meta.get("quantize_first_layer", False), meta.get("search", {}))
+                   meta.get("hyperparameters", {}), meta.get("quantize_first_layer", False), meta.get("search", {}),
+                   meta.get("alpha_choice", {}))
 
 
 TRANSFER_ROWS = {

@@ -35,6 +35,7 @@ import polars as pl
 
 from pipeline import edge_package, quantize, release, studies
 from pipeline.dataset import DatasetConfig, GateSpec, StudentSearchSpec, StudentSpec
+from pipeline.distillation_weight import distil, incumbent_alpha
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.evaluation import classification_metrics
 from pipeline.evergreen_edge import OnnxModel
@@ -139,10 +140,14 @@ def train_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetC
                   production: Student | None, start: tuple[str, Weights] | None = None,
                   storage: str | None = None) -> tuple[Student, StudentSearch | None]:
     """The student of a retrain, and the search that shaped it if one ran. ``tuning.enabled: false``:
-    ``fit_student`` as configured. Enabled: a full retrain (``action``), or a first model, searches;
-    an incremental update keeps the ``production`` student's shape and first-layer choice."""
+    the configured shape, with the distillation weight a full retrain or a first model judges
+    (``pipeline.distillation_weight``; an incremental update keeps the ``production`` student's).
+    Enabled: a full retrain (``action``), or a first model, searches the shape with the incumbent
+    weight; an incremental update keeps the production student's shape and first-layer choice."""
+    incumbent = incumbent_alpha(spec, production)
     if not config.training.tuning.enabled:
-        return fit_student(training_set, teacher, config, spec, start), None
+        return distil(training_set, teacher, config, spec, incumbent, judge=action == FULL or production is None, start=start), None
+    spec = spec.model_copy(update={"alpha": incumbent})
     if action == FULL or production is None:
         search = search_student(training_set, teacher, config, spec, start, storage)
         return search.student, search

@@ -183,6 +183,12 @@ def test_the_first_model_is_bootstrapped_promoted_and_carries_its_reference(grap
     assert production.entry["reference"]["days"] == [DAYS[-1]]
     assert production.file("reference.parquet").is_file()
 
+    # a first model judges the distillation weight: the configured one against the alternative
+    student = _metadata(results[-1], "student_model")
+    choice = json.loads(production.file("student.json").read_text())["alpha_choice"]
+    assert [j["alpha"] for j in choice["judged"]] == [0.9, 0.0] and student["alpha"] == choice["alpha"]
+    assert student["alpha_choice"] == choice["reason"] and ("stays" in choice["reason"] or "replaces" in choice["reason"])
+
 
 def test_the_next_day_is_judged_against_the_production_model(graph_run):
     """With a production model, the day's ingest reports drift against it and the policy decides."""
