@@ -3,10 +3,11 @@
     python -m benchmarks.served_models REPLAY_OUT
     python -m benchmarks.served_models REPLAY_OUT --fix-day 2026-10-17 --fix VERSION --production VERSION
 
-The replay scores the model the devices run, the int8 ONNX student; the nightly baselines are
-LightGBM models. Here each day's serving decisions (production, and the canary on its site, as the
-timeline's ``serving`` column says) are scored again on every row of the day against the
-simulator's truth, three ways: as shipped (int8), as the fp32 student and as their teacher. The
+The replay scores the model the devices run, the shipped ONNX student (int8 when kept, else
+fp32); the nightly baselines are LightGBM models. Here each day's serving decisions (production,
+and the canary on its site, as the timeline's ``serving`` column says) are scored again on every
+row of the day against the simulator's truth, three ways: as shipped, as the fp32 student and as
+their teacher. The
 first column reproduces the timeline; the teacher column is what the loop's own decisions are worth
 without distillation.
 
@@ -35,14 +36,14 @@ from pipeline.release import predictor
 from pipeline.teacher import Teacher
 
 Predict = Callable[[pl.DataFrame], np.ndarray]
-SERVED_AS = ("int8 student", "fp32 student", "teacher")
+SERVED_AS = ("shipped student", "fp32 student", "teacher")
 SERVING = re.compile(r"(?P<production>\S+)(?: \+ (?P<canary>\S+) on (?P<sites>.+))?")
 NIGHTLY = re.compile(r"retrain_\d+d")
 """The timeline's nightly-retrain baselines (``retrain_3d``...), printed beside the rescoring."""
 
 
 def served_as(version: Version) -> dict[str, Predict]:
-    """The version's int8 student (as shipped), its fp32 student and its teacher."""
+    """The version's student as shipped (int8 when kept, else fp32), its fp32 student and its teacher."""
     teacher = Teacher.load(version.directory)
     return dict(zip(SERVED_AS, (predictor(version), predictor(version, ONNX_FILE),
                                 lambda rows: baseline_predict(teacher, rows, fallback=""))))
@@ -93,11 +94,11 @@ def rescore(replay: Replay) -> pl.DataFrame:
 
 
 def fix_on_more_sites(replay: Replay, day: dt.date, fix: str, production: str) -> dict[str, float]:
-    """The day's accuracy with ``fix`` on every site but each control site in turn (int8, as shipped)."""
+    """The day's accuracy with ``fix`` on every site but each control site in turn (as shipped)."""
     rows = replay.rows(day)
     truth, sites = rows[LABEL].to_numpy(), rows[SITE].to_numpy()
-    fix_right = replay.models(fix)["int8 student"](rows) == truth
-    production_right = replay.models(production)["int8 student"](rows) == truth
+    fix_right = replay.models(fix)["shipped student"](rows) == truth
+    production_right = replay.models(production)["shipped student"](rows) == truth
     return {"fix on every site": float(fix_right.mean()), "production on every site": float(production_right.mean()),
             **{f"control {site}": float(np.where(sites == site, production_right, fix_right).mean())
                for site in sorted(set(sites))}}
