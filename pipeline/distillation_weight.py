@@ -77,18 +77,22 @@ def _contest(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig
     return _Contest(alpha, student, predicted == label_codes(validation, config.classes))
 
 
+def _wins_and_losses(challenger: _Contest, incumbent: _Contest) -> tuple[int, int]:
+    """The validation rows only the challenger gets right, and those only the incumbent does."""
+    return int((challenger.correct & ~incumbent.correct).sum()), int((incumbent.correct & ~challenger.correct).sum())
+
+
 def _significantly_better(challenger: _Contest, incumbent: _Contest, z: float) -> bool:
     """A paired sign test: of the rows exactly one of the two gets right, the challenger's share is
     above a half by more than ``z`` standard errors."""
-    wins = int((challenger.correct & ~incumbent.correct).sum())
-    losses = int((incumbent.correct & ~challenger.correct).sum())
+    wins, losses = _wins_and_losses(challenger, incumbent)
     return wins - losses > z * math.sqrt(wins + losses)
 
 
 def _score(contest: _Contest, incumbent: _Contest) -> dict:
+    wins, losses = _wins_and_losses(contest, incumbent)
     return {"alpha": contest.alpha, "validation_accuracy": round(float(contest.correct.mean()), 4) if contest.correct.size else None,
-            "right_where_incumbent_wrong": int((contest.correct & ~incumbent.correct).sum()),
-            "wrong_where_incumbent_right": int((incumbent.correct & ~contest.correct).sum())}
+            "right_where_incumbent_wrong": wins, "wrong_where_incumbent_right": losses}
 
 
 def _with_choice(student: Student, choice: dict) -> Student:
