@@ -23,10 +23,10 @@ from pipeline.lineage import version_entry
 from pipeline.policy import Decision
 from pipeline.reference_rows import reference_rows
 from pipeline.registry import CANDIDATE, PRODUCTION, REFERENCE_FILE, Canary, Registry, Version
-from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student
+from pipeline.student import ARCHITECTURE_FILE, WEIGHTS_FILE, Student, held_out_rows
 from pipeline.teacher import MODEL_FILE, PREPROCESSING_FILE, Teacher
 from pipeline.teacher_update import UPDATE_FILE
-from pipeline.training_set import SPLIT, TEST, VALIDATION
+from pipeline.training_set import SPLIT, TEST
 
 GROUP = "deployment"
 
@@ -43,7 +43,7 @@ GROUP = "deployment"
 def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_model: Teacher, dataset: DatasetResource):
     """The student exported to fp32 ONNX (dynamic batch) and quantized to static int8 (QDQ, scales
     calibrated on training rows; the first layer too when the student search chose it), both
-    checked on the held-out validation rows: fp32 against torch (a failure blocks everything
+    checked on rows the student never learned from (``held_out_rows``): fp32 against torch (a failure blocks everything
     downstream), int8 against fp32. An int8 model that loses too much is not kept: the version ships
     fp32 alone, a larger and slower model on the device (the package gate still holds it to the size and
     latency budgets), instead of serving nothing new. The models are built in a scratch folder; the
@@ -53,7 +53,7 @@ def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_
         fp32, int8 = Path(scratch) / export.ONNX_FILE, Path(scratch) / quantize.INT8_FILE
         calibration = quantize.calibration_rows(training_window, config.training.seed)
         quantize.export_student(student, fp32, int8, student_matrix(calibration, preprocessing))
-        held_out = training_window.filter(pl.col(SPLIT) == VALIDATION)  # the test split is kept for evaluation only
+        held_out = held_out_rows(training_window, student)
         matrix = student_matrix(held_out, preprocessing)
         parity = export.check_parity(student, fp32, matrix)
         int8_vs_fp32 = quantize.compare(fp32, int8, matrix, label_codes(held_out, config.classes))
@@ -62,6 +62,7 @@ def onnx_student(training_window: pl.DataFrame, student_model: Student, teacher_
     yield dg.Output(models, metadata={
         "fp32_bytes": int8_vs_fp32.fp32_bytes, "int8_bytes": int8_vs_fp32.int8_bytes, "opset": export.OPSET,
         "calibration_rows": calibration.height, "shipped": "int8" if int8_gate.passed else "fp32",
+        "checked_on": f"{held_out[SPLIT][0] if held_out.height else 'no'} split ({held_out.height} rows)",
     })
     yield dg.AssetCheckResult(check_name="torch_parity", passed=parity.ok(), metadata={
         "rows": parity.rows, "max_abs_diff": md.metric(parity.max_abs_diff),
@@ -104,8 +105,8 @@ def candidate_model(context: dg.AssetExecutionContext, training_window: pl.DataF
         rows.write_parquet(tmp)
     teacher = Teacher.load(teacher_model.path)
     calibration = storage.artifact_dir("candidate_model", key) / CALIBRATION_FILE
-    calibrate_student(Student.load(student_model.path), training_window.filter(pl.col(SPLIT) == VALIDATION),
-                      teacher.preprocessing, config.classes).save(calibration)
+    student = Student.load(student_model.path)
+    calibrate_student(student, held_out_rows(training_window, student), teacher.preprocessing, config.classes).save(calibration)
     attribution = storage.artifact_dir("candidate_model", key) / causes.REFERENCE_ATTRIBUTION_FILE
     causes.save_reference_contributions(causes.reference_contributions(
         teacher, rows, config.feedback.estimate.contribution_rows, config.training.seed), teacher, attribution)

@@ -142,7 +142,8 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     """Small MLP distilled from the teacher's temperature-softened scores on the transfer set (labelled,
     unlabelled and augmented rows), mixed with the rows' labels (alpha: the production student's, or on a
     full retrain another that is significantly better on validation); the epoch with the best
-    validation loss is kept, and the learning curves are plotted. Starts from scratch or, with
+    validation loss is kept, and the learning curves are plotted; the student is then refitted for those
+    epochs on the training and validation rows together (``refit_with_validation``). Starts from scratch or, with
     ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
     the retraining policy adapted them to the data volume. With ``tuning.enabled``, a full retrain
     searches the student's shape (width, depth, int8 first layer) for validation macro-F1 against
@@ -167,6 +168,8 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         "batch_size": spec.batch_size, "epochs": spec.epochs,
         "temperature": spec.temperature, "alpha": student.hyperparameters.get("alpha", spec.alpha),
         "alpha_choice": student.alpha_choice.get("reason") or "the incumbent's: the student search does not judge the weight",
+        "refit": (f"refitted on the training and {student.refit['validation_rows']} validation rows for {student.refit['epochs']} epochs"
+                  if student.refit else "the early-stopped fit on the training rows"),
         "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
         **(_student_search_metadata(search) if search else {}),

@@ -16,7 +16,8 @@ one and ``alpha_alternatives``) and compares it with the incumbent, the producti
 over only when it is right on significantly more of the rows the two disagree on (a paired sign test
 at ``alpha_switch_z``): validation is a few hundred rows after a change, where the two students
 often score the same, and there the stream's earlier, better-supported choice stands instead of a
-coin flip. Incremental updates keep the incumbent without judging.
+coin flip. Incremental updates keep the incumbent without judging. The chosen student is then fitted
+again with its validation rows (``pipeline.student.refit_with_validation``).
 """
 
 import math
@@ -27,7 +28,7 @@ import polars as pl
 
 from pipeline.dataset import DatasetConfig, StudentSpec
 from pipeline.encoding import label_codes, student_matrix
-from pipeline.student import Student, Weights, fit_student
+from pipeline.student import Student, Weights, fit_student, refit_with_validation
 from pipeline.teacher import Teacher
 from pipeline.training_set import SPLIT, VALIDATION
 
@@ -48,13 +49,14 @@ def incumbent_alpha(spec: StudentSpec, production: Student | None) -> float:
 def distil(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec, incumbent: float,
            judge: bool, start: tuple[str, Weights] | None = None) -> Student:
     """The student of ``incumbent``'s alpha or, when ``judge`` and a challenger is significantly better
-    on the validation rows, the challenger's (see the module's docstring). The choice and its figures
-    are in the student's ``alpha_choice``."""
+    on the validation rows, the challenger's (see the module's docstring), refitted with its validation
+    rows. The choice and its figures are in the student's ``alpha_choice``."""
     challengers = sorted({spec.alpha, *spec.alpha_alternatives} - {incumbent})
     kept = _contest(training_set, teacher, config, spec, incumbent, start)
     if not judge or not challengers:
         why = "an incremental update keeps" if not judge else "no other alpha is configured: keeping"
-        return _with_choice(kept.student, {"alpha": incumbent, "reason": f"{why} the incumbent alpha {incumbent}"})
+        chosen = _with_choice(kept.student, {"alpha": incumbent, "reason": f"{why} the incumbent alpha {incumbent}"})
+        return refit_with_validation(chosen, training_set, teacher, config, spec, start)
     rows, judged = int(kept.correct.size), [_score(kept, kept)]
     best = kept
     for alpha in challengers:
@@ -66,7 +68,8 @@ def distil(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, 
                f"they disagree on (z {spec.alpha_switch_z})" if best is not kept else
                f"the incumbent alpha {incumbent} stays: no other alpha is right on significantly more of the {rows} "
                f"validation rows (z {spec.alpha_switch_z})")
-    return _with_choice(best.student, {"alpha": best.alpha, "reason": verdict, "validation_rows": rows, "judged": judged})
+    chosen = _with_choice(best.student, {"alpha": best.alpha, "reason": verdict, "validation_rows": rows, "judged": judged})
+    return refit_with_validation(chosen, training_set, teacher, config, spec, start)
 
 
 def _contest(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec, alpha: float,

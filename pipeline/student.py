@@ -6,7 +6,8 @@ keeps the soft term's gradients on the hard term's scale). The transfer set is w
 scores for the student to imitate: the labelled training rows, the window's unlabelled rows (the
 soft labels are what make them useful) and the augmented rows. The batch size and epochs follow the
 transfer set's size, training stops once the validation loss has not improved for ``patience``
-epochs, and the epoch kept is the one with the best validation loss. The same loss trains a site's local update in federated training
+epochs, and the epoch kept is the one with the best validation loss; the shipped student is then fitted
+again on the training and validation rows for that many epochs (``refit_with_validation``). The same loss trains a site's local update in federated training
 (``pipeline.federated``), where a FedProx term may hold the weights near the global ones.
 """
 
@@ -15,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -30,7 +31,7 @@ from pipeline.dataset import DatasetConfig, StudentSpec
 from pipeline.encoding import NO_LABEL, label_codes, student_matrix
 from pipeline.sample_sizes import student_schedule
 from pipeline.teacher import Teacher
-from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TRAIN, UNLABELLED, VALIDATION, WEIGHT
+from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TEST, TRAIN, UNLABELLED, VALIDATION, WEIGHT
 
 WEIGHTS_FILE, ARCHITECTURE_FILE = "student.pt", "student.json"
 
@@ -111,6 +112,9 @@ class Student:
     """The student search's chosen point and why, when a search chose this shape; empty otherwise."""
     alpha_choice: dict = field(default_factory=dict)
     """Which distillation weight it was trained with and why (``pipeline.distillation_weight``)."""
+    refit: dict = field(default_factory=dict)
+    """The rows and epochs of its refit on training and validation rows (``refit_with_validation``);
+    empty when it learned from the training rows alone. ``history`` is the early-stopped fit's."""
 
     @property
     def parameters(self) -> int:
@@ -126,7 +130,8 @@ class Student:
         with atomic.atomic_path(directory / WEIGHTS_FILE) as tmp:
             torch.save(self.model.state_dict(), tmp)
         meta = {**self.architecture, "history": self.history, "start": self.start, "hyperparameters": self.hyperparameters,
-                "quantize_first_layer": self.quantize_first_layer, "search": self.search, "alpha_choice": self.alpha_choice}
+                "quantize_first_layer": self.quantize_first_layer, "search": self.search, "alpha_choice": self.alpha_choice,
+                "refit": self.refit}
         atomic.write_text(directory / ARCHITECTURE_FILE, json.dumps(meta, indent=2))
 
     @classmethod
@@ -137,7 +142,7 @@ class Student:
         model.eval()
         return cls(model, {k: meta[k] for k in ("input_width", "hidden", "n_classes")}, meta["history"], meta.get("start", "scratch"),
                    meta.get("hyperparameters", {}), meta.get("quantize_first_layer", False), meta.get("search", {}),
-                   meta.get("alpha_choice", {}))
+                   meta.get("alpha_choice", {}), meta.get("refit", {}))
 
 
 TRANSFER_ROWS = {
@@ -324,6 +329,35 @@ def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetCon
     with one_thread():
         history = train_epochs(model, train, validation, spec, spec.epochs, seed, patience=spec.patience)
     return Student(model, architecture(model), history, started, spec.model_dump(mode="json"))
+
+
+def refit_with_validation(student: Student, training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig,
+                          spec: StudentSpec, start: tuple[str, Weights] | None = None) -> Student:
+    """``student`` fitted again, from its start, on the training and validation rows for the epochs its
+    early stopping kept (``spec.refit_with_validation``); ``student`` itself when that is off or nothing
+    was held out. Its alpha and the choice of it carry over."""
+    validation_rows = int((training_set[SPLIT] == VALIDATION).sum())
+    if not spec.refit_with_validation or validation_rows == 0:
+        return student
+    epochs = best_epoch(student.history)
+    merged = training_set.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
+    alpha = float(student.hyperparameters.get("alpha", spec.alpha))
+    refitted = fit_student(merged, teacher, config, spec.model_copy(update={"alpha": alpha, "epochs": epochs}), start)
+    return replace(refitted, history=student.history, hyperparameters=student.hyperparameters,
+                               alpha_choice=student.alpha_choice,
+                               refit={"validation_rows": validation_rows, "epochs": epochs})
+
+
+def best_epoch(history: list[dict]) -> int:
+    """The epoch early stopping kept: the best validation loss (the last epoch when none was measured)."""
+    measured = [h for h in history if not np.isnan(h["validation_loss"])]
+    return min(measured, key=lambda h: h["validation_loss"])["epoch"] if measured else history[-1]["epoch"]
+
+
+def held_out_rows(training_set: pl.DataFrame, student: Student) -> pl.DataFrame:
+    """The labelled rows ``student`` never learned from, for its checks after training (int8 against
+    fp32, calibration): the validation split, or the test split once the refit learned from validation."""
+    return training_set.filter(pl.col(SPLIT) == (TEST if student.refit else VALIDATION))
 
 
 def adapted_spec(training_set: pl.DataFrame, config: DatasetConfig, adapted: dict) -> StudentSpec:

@@ -3,6 +3,7 @@
 import html
 import json
 import os
+import re
 import sys
 import zipfile
 from contextlib import contextmanager
@@ -188,6 +189,11 @@ def test_the_first_model_is_bootstrapped_promoted_and_carries_its_reference(grap
     choice = json.loads(production.file("student.json").read_text())["alpha_choice"]
     assert [j["alpha"] for j in choice["judged"]] == [0.9, 0.0] and student["alpha"] == choice["alpha"]
     assert student["alpha_choice"] == choice["reason"] and ("stays" in choice["reason"] or "replaces" in choice["reason"])
+    # then refitted with the validation rows, so its int8 model is checked on the test split
+    refit = json.loads(production.file("student.json").read_text())["refit"]
+    assert refit["validation_rows"] > 0 and student["refit"] == (
+        f"refitted on the training and {refit['validation_rows']} validation rows for {refit['epochs']} epochs")
+    assert re.fullmatch(r"test split \(\d+ rows\)", _metadata(results[-1], "onnx_student")["checked_on"])
 
 
 def test_the_next_day_is_judged_against_the_production_model(graph_run):

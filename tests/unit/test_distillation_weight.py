@@ -1,12 +1,14 @@
-"""The student's distillation weight: judged on full retrains, kept unless a challenger is significantly better."""
+"""The student's distillation weight: judged on full retrains, kept unless a challenger is significantly better;
+the chosen student refitted with its validation rows."""
 
 import numpy as np
 import polars as pl
 
 from pipeline.distillation_weight import distil, incumbent_alpha
 from pipeline.encoding import label_codes, student_matrix
+from pipeline.student import best_epoch, fit_student, held_out_rows
 from pipeline.teacher import fit_teacher
-from pipeline.training_set import SPLIT, TRAIN, VALIDATION
+from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
 
 
 def _validation_accuracy(student, frame, teacher, config) -> float:
@@ -28,7 +30,8 @@ def _misled_teacher(frame: pl.DataFrame, config):
 def test_a_student_whose_teacher_teaches_noise_switches_to_the_labels(trained):
     config, frame = trained.config, trained.frame
     teacher = _misled_teacher(frame, config)
-    spec = config.training.student.model_copy(update={"alpha_alternatives": (0.0,)})
+    # no refit: the student returned is then the challenger judged on the validation rows
+    spec = config.training.student.model_copy(update={"alpha_alternatives": (0.0,), "refit_with_validation": False})
     student = distil(frame, teacher, config, spec, incumbent=spec.alpha, judge=True)
     choice = student.alpha_choice
     assert choice["alpha"] == 0.0 == student.hyperparameters["alpha"]
@@ -37,7 +40,26 @@ def test_a_student_whose_teacher_teaches_noise_switches_to_the_labels(trained):
     assert (incumbent["alpha"], challenger["alpha"]) == (0.9, 0.0)
     assert challenger["right_where_incumbent_wrong"] > 2 * challenger["wrong_where_incumbent_right"]
     assert challenger["validation_accuracy"] == round(_validation_accuracy(student, frame, teacher, config), 4)
-    assert challenger["validation_accuracy"] > incumbent["validation_accuracy"] + 0.1
+    assert challenger["validation_accuracy"] > incumbent["validation_accuracy"] + 0.1 and student.refit == {}
+
+
+def test_the_chosen_student_is_refitted_with_the_validation_rows_for_its_best_epochs(trained):
+    config, frame = trained.config, trained.frame
+    spec = config.training.student.model_copy(update={"alpha_alternatives": (), "epochs": 12})
+    student = distil(frame, trained.teacher, config, spec, incumbent=0.0, judge=True)
+    early_stopped = fit_student(frame, trained.teacher, config, spec.model_copy(update={"alpha": 0.0}))
+    validation_rows = int((frame[SPLIT] == VALIDATION).sum())
+    assert student.refit == {"validation_rows": validation_rows, "epochs": best_epoch(early_stopped.history)}
+    assert student.history == early_stopped.history and student.hyperparameters["alpha"] == 0.0
+    # the refit is the same fit on train + validation for the kept epochs: same weights, not the early-stopped ones
+    merged = frame.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
+    by_hand = fit_student(merged, trained.teacher, config, spec.model_copy(update={"alpha": 0.0, "epochs": student.refit["epochs"]}))
+    matrix = student_matrix(frame, trained.teacher.preprocessing)
+    assert np.allclose(student.predict_proba(matrix), by_hand.predict_proba(matrix), atol=1e-6)
+    assert not np.allclose(student.predict_proba(matrix), early_stopped.predict_proba(matrix), atol=1e-3)
+    # its checks after training read rows it never learned from: the test split
+    assert held_out_rows(frame, student)[SPLIT].unique().to_list() == [TEST]
+    assert held_out_rows(frame, early_stopped)[SPLIT].unique().to_list() == [VALIDATION]
 
 
 def test_the_incumbent_stays_unless_the_evidence_is_strong_and_an_incremental_update_does_not_judge(trained):
