@@ -102,8 +102,8 @@ def test_the_pareto_plot_is_a_png(search: StudentSearch):
 
 def test_tuning_off_trains_exactly_the_configured_student(trained, spec):
     """Not even the storage is opened: a search would fail on this one. (No other distillation weight
-    to judge here: that choice is tested in test_distillation_weight.py.)"""
-    spec = spec.model_copy(update={"alpha_alternatives": ()})
+    to judge and no refit here: both are tested in test_distillation_weight.py.)"""
+    spec = spec.model_copy(update={"alpha_alternatives": (), "refit_with_validation": False})
     student, search = train_student(trained.frame, trained.teacher, trained.config, spec, FULL, None,
                                     storage="sqlite:////nonexistent/folder/optuna.db")
     today = fit_student(trained.frame, trained.teacher, trained.config, spec)
