@@ -1,11 +1,12 @@
 """What the student's refit with its validation rows is worth, rescored on a finished backtest.
 
-``python -m benchmarks.student_refit --run OUT --day 2026-06-18 [--alpha 0] [--seeds 5]`` reads the
-backtest folder ``OUT`` (``python -m deploy.backtest ... --out OUT``): the training window of
-``--day``, the teacher of the version that day registered, and the labelled rows of the next day.
+``python -m benchmarks.student_refit --run OUT --day 2026-06-18 [--alpha 0] [--seeds 5] [--days 1]`` reads
+the backtest folder ``OUT`` (``python -m deploy.backtest ... --out OUT``): the training window of
+``--day``, the teacher of the version that day registered, and the labelled rows of the ``--days``
+days after it (more than one where a day has few rows).
 Per seed of the student it fits the early-stopped student on the training rows (what shipped before
 ``refit_with_validation``) and the same student refitted on train + validation for its best epoch
-(``pipeline.student.refit_with_validation``), and prints both students' accuracy on the next day's
+(``pipeline.student.refit_with_validation``), and prints both students' accuracy on those
 rows (fp32, the torch model). ``--alpha``: the distillation weight of both (default: the one the
 version's student was trained with). Nothing in the folder changes.
 """
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day", type=dt.date.fromisoformat, required=True, help="the day whose retrain to rescore")
     parser.add_argument("--alpha", type=float, default=None)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--days", type=int, default=1, help="score on this many days after --day")
     args = parser.parse_args(argv)
     config = load_dataset_config(args.run / "dataset.yaml")
     window = pl.read_parquet(args.run / f"data/assets/training_window/{args.day}.parquet")
@@ -39,14 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     shipped = json.loads((version / "student.json").read_text())["hyperparameters"]
     spec = adapted_spec(window, config, {k: shipped[k] for k in ("epochs", "batch_size")})
     spec = spec.model_copy(update={"alpha": shipped["alpha"] if args.alpha is None else args.alpha})
-    next_day = _labelled_rows(args.run, args.day + dt.timedelta(days=1))
-    print(f"{version.name}: {window.height} window rows, alpha {spec.alpha}, {next_day.height} rows of the next day")
+    after = [args.day + dt.timedelta(days=d) for d in range(1, args.days + 1)]
+    rows = _labelled_rows(args.run, after)
+    print(f"{version.name}: {window.height} window rows, alpha {spec.alpha}, {rows.height} rows of {after[0]}..{after[-1]}")
     early, refitted = [], []
     for seed in range(args.seeds):
         seeded = config.model_copy(update={"training": config.training.model_copy(update={"seed": seed})})
         student = fit_student(window, teacher, seeded, spec)
-        early.append(_accuracy(student, next_day, teacher, config))
-        refitted.append(_accuracy(refit_with_validation(student, window, teacher, seeded, spec), next_day, teacher, config))
+        early.append(_accuracy(student, rows, teacher, config))
+        refitted.append(_accuracy(refit_with_validation(student, window, teacher, seeded, spec), rows, teacher, config))
         print(f"seed {seed}: early-stopped on train {early[-1]:.4f}, refitted on train + validation {refitted[-1]:.4f}", flush=True)
     print(f"mean: early-stopped {statistics.mean(early):.4f}, refitted {statistics.mean(refitted):.4f}")
     return 0
@@ -59,9 +62,9 @@ def _version_of(run: Path, day: dt.date) -> Path:
     return versions[0]
 
 
-def _labelled_rows(run: Path, day: dt.date) -> pl.DataFrame:
-    """The day's feature rows with their gold labels (a backtest's labels arrive after its features)."""
-    features = pl.read_parquet(run / f"data/assets/features/{day}.parquet")
+def _labelled_rows(run: Path, days: list[dt.date]) -> pl.DataFrame:
+    """The days' feature rows with their gold labels (a backtest's labels arrive after its features)."""
+    features = pl.concat([pl.read_parquet(run / f"data/assets/features/{day}.parquet") for day in days])
     gold = pl.concat([pl.read_parquet(f).select("row_id", "label") for f in (run / "data/assets/gold_labels").glob("*.parquet")])
     return features.drop("label").join(gold.unique("row_id"), on="row_id")
 
