@@ -200,8 +200,9 @@ class StudentSpec(_Strict):
     the training and validation rows together for that many epochs: the shipped student learns from every
     labelled row the gates do not keep. A fix for a label-rule change learns from that day's rows alone,
     and the extra 15% of them was worth 1.4 points the next day on a 1,000-row 2-class stream (0.943 to
-    0.957, mean of 5 seeds) and 0.4 on a 2,000-row 3-class one (``benchmarks/RESULTS.md``). Its held-out
-    checks (the int8 model against fp32, the calibration) read the test split instead."""
+    0.957, mean of 5 seeds) and 0.4 on a 2,000-row 3-class one; at alpha 0.9, where the student mostly
+    imitates the teacher, it changed nothing measurable (``benchmarks/RESULTS.md``). Its held-out checks
+    (the int8 model against fp32, the calibration) read the test split instead."""
     transfer: tuple[Literal["labelled", "unlabelled", "augmented"], ...] = ("labelled", "unlabelled", "augmented")
     """The rows the teacher scores for the student to imitate."""
     unseen_category_copies: float = Field(0.5, ge=0, le=1)
