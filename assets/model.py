@@ -20,7 +20,7 @@ from pipeline import evaluation as evaluation_lib, policy, recency
 from pipeline.federated import read_weights
 from pipeline.policy import Decision
 from pipeline.registry import PRODUCTION, Registry
-from pipeline.student import Student, Weights, adapted_spec, encoding_fingerprint, transfer_counts
+from pipeline.student import Student, Weights, adapted_spec, best_epoch, encoding_fingerprint, transfer_counts
 from pipeline.student_search import StudentSearch, train_student
 from pipeline.teacher import Teacher
 from pipeline.teacher_search import MIN_TRIALS_FOR_IMPORTANCE, OBJECTIVE, TeacherSearch
@@ -158,7 +158,7 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     production = _production_student(storage)
     student, search = train_student(training_window, teacher, config, spec, decision.action, production, start,
                                     storage.tuning_storage_url if config.training.tuning.enabled else None)
-    best = min(student.history, key=lambda h: h["validation_loss"])
+    best = student.history[best_epoch(student.history) - 1]
     curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
     return dg.Output(student, metadata={
         "parameters": student.parameters, "start": student.start,
