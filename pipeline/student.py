@@ -343,9 +343,8 @@ def refit_with_validation(student: Student, training_set: pl.DataFrame, teacher:
     merged = training_set.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
     alpha = float(student.hyperparameters.get("alpha", spec.alpha))
     refitted = fit_student(merged, teacher, config, spec.model_copy(update={"alpha": alpha, "epochs": epochs}), start)
-    return replace(refitted, history=student.history, hyperparameters=student.hyperparameters,
-                               alpha_choice=student.alpha_choice,
-                               refit={"validation_rows": validation_rows, "epochs": epochs})
+    return replace(refitted, history=student.history, hyperparameters=student.hyperparameters, alpha_choice=student.alpha_choice,
+                   refit={"validation_rows": validation_rows, "epochs": epochs})
 
 
 def best_epoch(history: list[dict]) -> int:
