@@ -24,7 +24,7 @@ from pipeline.student import Student, Weights, adapted_spec, best_epoch, encodin
 from pipeline.student_search import StudentSearch, train_student
 from pipeline.teacher import Teacher
 from pipeline.teacher_search import MIN_TRIALS_FOR_IMPORTANCE, OBJECTIVE, TeacherSearch
-from pipeline.teacher_update import TeacherUpdate, recalled_version, update_teacher
+from pipeline.teacher_update import TeacherUpdate, recalled_version, trained_on_window, update_teacher
 from pipeline.training_set import SPLIT, UNLABELLED
 
 GROUP = "model"
@@ -143,7 +143,8 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     unlabelled and augmented rows), mixed with the rows' labels (alpha: the production student's, or on a
     full retrain another that is significantly better on validation); the epoch with the best
     validation loss is kept, and the learning curves are plotted; the student is then refitted for those
-    epochs on the training and validation rows together (``refit_with_validation``). Starts from scratch or, with
+    epochs on the training and validation rows together (``refit_with_validation``), from a teacher boosted again
+    on them where the teacher was trained on the window. Starts from scratch or, with
     ``student.init: federated``, from the newest federated global weights. Batch size and epochs as
     the retraining policy adapted them to the data volume. With ``tuning.enabled``, a full retrain
     searches the student's shape (width, depth, int8 first layer) for validation macro-F1 against
@@ -157,7 +158,8 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
     start = _federated_start(storage, context.partition_key, teacher) if spec.init == "federated" else None
     production = _production_student(storage)
     student, search = train_student(training_window, teacher, config, spec, decision.action, production, start,
-                                    storage.tuning_storage_url if config.training.tuning.enabled else None)
+                                    storage.tuning_storage_url if config.training.tuning.enabled else None,
+                                    refit_teacher=trained_on_window(teacher_model.path))
     best = student.history[best_epoch(student.history) - 1]
     curves = {"train": [h["train_loss"] for h in student.history], "validation": [h["validation_loss"] for h in student.history]}
     return dg.Output(student, metadata={
@@ -168,12 +170,19 @@ def student_model(context: dg.AssetExecutionContext, training_window: pl.DataFra
         "batch_size": spec.batch_size, "epochs": spec.epochs,
         "temperature": spec.temperature, "alpha": student.hyperparameters.get("alpha", spec.alpha),
         "alpha_choice": student.alpha_choice.get("reason") or "the incumbent's: the student search does not judge the weight",
-        "refit": (f"refitted on the training and {student.refit['validation_rows']} validation rows for {student.refit['epochs']} epochs"
-                  if student.refit else "the early-stopped fit on the training rows"),
+        "refit": _refit_metadata(student.refit),
         "learning_curves": dg.MetadataValue.md(evaluation_lib.png_markdown(
             evaluation_lib.learning_curve_png(curves, "epoch"), "train and validation loss per epoch")),
         **(_student_search_metadata(search) if search else {}),
     })
+
+
+def _refit_metadata(refit: dict) -> str:
+    if not refit:
+        return "the early-stopped fit on the training rows"
+    rows = f"refitted on the training and {refit['validation_rows']} validation rows for {refit['epochs']} epochs"
+    rounds = refit.get("teacher_rounds")
+    return f"{rows}, from its teacher refitted on them for {rounds} rounds" if rounds else f"{rows}, from the early-stopped teacher"
 
 
 def _recalled_student(teacher_folder: ArtifactFolder, registry: Registry) -> dg.Output[Student] | None:

@@ -17,7 +17,8 @@ over only when it is right on significantly more of the rows the two disagree on
 at ``alpha_switch_z``): validation is a few hundred rows after a change, where the two students
 often score the same, and there the stream's earlier, better-supported choice stands instead of a
 coin flip. Incremental updates keep the incumbent without judging. The chosen student is then fitted
-again with its validation rows (``pipeline.student.refit_with_validation``).
+again with its validation rows (``pipeline.student.refit_with_validation``), from a teacher boosted again
+with them where the teacher was trained on the window.
 """
 
 import math
@@ -47,16 +48,17 @@ def incumbent_alpha(spec: StudentSpec, production: Student | None) -> float:
 
 
 def distil(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec, incumbent: float,
-           judge: bool, start: tuple[str, Weights] | None = None) -> Student:
+           judge: bool, start: tuple[str, Weights] | None = None, refit_teacher: bool = False) -> Student:
     """The student of ``incumbent``'s alpha or, when ``judge`` and a challenger is significantly better
     on the validation rows, the challenger's (see the module's docstring), refitted with its validation
-    rows. The choice and its figures are in the student's ``alpha_choice``."""
+    rows (from the teacher refitted with them too, with ``refit_teacher``). The choice and its figures
+    are in the student's ``alpha_choice``."""
     challengers = sorted({spec.alpha, *spec.alpha_alternatives} - {incumbent})
     kept = _contest(training_set, teacher, config, spec, incumbent, start)
     if not judge or not challengers:
         why = "an incremental update keeps" if not judge else "no other alpha is configured: keeping"
         chosen = _with_choice(kept.student, {"alpha": incumbent, "reason": f"{why} the incumbent alpha {incumbent}"})
-        return refit_with_validation(chosen, training_set, teacher, config, spec, start)
+        return refit_with_validation(chosen, training_set, teacher, config, spec, start, refit_teacher)
     rows, judged = int(kept.correct.size), [_score(kept, kept)]
     best = kept
     for alpha in challengers:
@@ -69,7 +71,7 @@ def distil(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, 
                f"the incumbent alpha {incumbent} stays: no other alpha is right on significantly more of the {rows} "
                f"validation rows (z {spec.alpha_switch_z})")
     chosen = _with_choice(best.student, {"alpha": best.alpha, "reason": verdict, "validation_rows": rows, "judged": judged})
-    return refit_with_validation(chosen, training_set, teacher, config, spec, start)
+    return refit_with_validation(chosen, training_set, teacher, config, spec, start, refit_teacher)
 
 
 def _contest(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec, alpha: float,

@@ -30,7 +30,7 @@ from pipeline import atomic
 from pipeline.dataset import DatasetConfig, StudentSpec
 from pipeline.encoding import NO_LABEL, label_codes, student_matrix
 from pipeline.sample_sizes import student_schedule
-from pipeline.teacher import Teacher
+from pipeline.teacher import Teacher, refitted_on
 from pipeline.training_set import AUGMENTED, PROVENANCE, SPLIT, TEST, TRAIN, UNLABELLED, VALIDATION, WEIGHT
 
 WEIGHTS_FILE, ARCHITECTURE_FILE = "student.pt", "student.json"
@@ -332,19 +332,26 @@ def fit_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetCon
 
 
 def refit_with_validation(student: Student, training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig,
-                          spec: StudentSpec, start: tuple[str, Weights] | None = None) -> Student:
+                          spec: StudentSpec, start: tuple[str, Weights] | None = None, refit_teacher: bool = False) -> Student:
     """``student`` fitted again, from its start, on the training and validation rows for the epochs its
     early stopping kept (``spec.refit_with_validation``); ``student`` itself when that is off or nothing
-    was held out. Its alpha and the choice of it carry over."""
+    was held out. Its alpha and the choice of it carry over. With ``refit_teacher`` (a teacher trained
+    on the window, not an incremental update of an older one) and an alpha above 0, it distils the
+    teacher refitted on the same rows for its kept rounds (``pipeline.teacher.refitted_on``): the
+    student of alpha 0.9 learns the validation rows through its teacher too. The choices stay those
+    made with the early-stopped teacher, which never saw the rows they were judged on."""
     validation_rows = int((training_set[SPLIT] == VALIDATION).sum())
     if not spec.refit_with_validation or validation_rows == 0:
         return student
     epochs = best_epoch(student.history)
     merged = training_set.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
     alpha = float(student.hyperparameters.get("alpha", spec.alpha))
-    refitted = fit_student(merged, teacher, config, spec.model_copy(update={"alpha": alpha, "epochs": epochs}), start)
+    refitted_teacher = (refitted_on(teacher, merged.filter(pl.col(SPLIT) == TRAIN), config.training.teacher, config.training.seed)
+                        if refit_teacher and alpha > 0 else None)
+    refitted = fit_student(merged, refitted_teacher or teacher, config, spec.model_copy(update={"alpha": alpha, "epochs": epochs}), start)
+    teacher_rounds = refitted_teacher.booster.current_iteration() if refitted_teacher else None
     return replace(refitted, history=student.history, hyperparameters=student.hyperparameters, alpha_choice=student.alpha_choice,
-                   refit={"validation_rows": validation_rows, "epochs": epochs})
+                   refit={"validation_rows": validation_rows, "epochs": epochs, "teacher_rounds": teacher_rounds})
 
 
 def best_epoch(history: list[dict]) -> int:

@@ -138,15 +138,18 @@ class _Judge:
 
 def train_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetConfig, spec: StudentSpec, action: str,
                   production: Student | None, start: tuple[str, Weights] | None = None,
-                  storage: str | None = None) -> tuple[Student, StudentSearch | None]:
+                  storage: str | None = None, refit_teacher: bool = False) -> tuple[Student, StudentSearch | None]:
     """The student of a retrain, and the search that shaped it if one ran. ``tuning.enabled: false``:
     the configured shape, with the distillation weight a full retrain or a first model judges
     (``pipeline.distillation_weight``; an incremental update keeps the ``production`` student's).
     Enabled: a full retrain (``action``), or a first model, searches the shape with the incumbent
-    weight; an incremental update keeps the production student's shape and first-layer choice."""
+    weight; an incremental update keeps the production student's shape and first-layer choice.
+    ``refit_teacher``: the teacher was trained on the window (``teacher_update.trained_on_window``), so the
+    judged student's refit may distil it refitted with the validation rows."""
     incumbent = incumbent_alpha(spec, production)
     if not config.training.tuning.enabled:
-        return distil(training_set, teacher, config, spec, incumbent, judge=action == FULL or production is None, start=start), None
+        return distil(training_set, teacher, config, spec, incumbent, judge=action == FULL or production is None, start=start,
+                      refit_teacher=refit_teacher), None
     spec = spec.model_copy(update={"alpha": incumbent})
     if action == FULL or production is None:
         search = search_student(training_set, teacher, config, spec, start, storage)

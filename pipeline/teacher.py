@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import atomic
-from pipeline.dataset import DatasetConfig, StudentSpec, TeacherSpec
+from pipeline.dataset import SEARCHED_TEACHER_PARAMS, DatasetConfig, StudentSpec, TeacherSpec
 from pipeline.encoding import fit_preprocessing, label_codes, teacher_matrix
 from pipeline.features import model_feature_names
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
@@ -95,3 +95,16 @@ def fit_teacher(training_set: pl.DataFrame, config: DatasetConfig) -> Teacher:
     validation = training_set.filter(pl.col(SPLIT) == VALIDATION)
     return train_teacher(train, validation, teacher_preprocessing(train, config), config.classes, config.training.teacher,
                          config.training.seed)
+
+
+def refitted_on(teacher: Teacher, rows: pl.DataFrame, spec: TeacherSpec, seed: int) -> Teacher:
+    """``teacher`` boosted again from scratch on ``rows`` (its training and validation rows) for the
+    rounds its early stopping kept, with the parameters it was trained with (a search's, where one ran)
+    and its preprocessing, so its student's encoding is unchanged. On a change day's 1,000 rows the
+    extra 15% lifted the teacher from 0.890 to 0.914 the next day (``pipeline.student.refit_with_validation``)."""
+    booster = teacher.booster
+    rounds = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+    trained_with = TeacherSpec.model_validate({**spec.model_dump(), **{name: booster.params[name] for name in SEARCHED_TEACHER_PARAMS}})
+    refitted = lgb.train(lightgbm_params(trained_with, len(teacher.classes), seed),
+                         lightgbm_dataset(rows, teacher.preprocessing, teacher.classes), num_boost_round=rounds)
+    return Teacher(refitted, teacher.preprocessing, teacher.classes)

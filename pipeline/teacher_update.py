@@ -86,11 +86,21 @@ def recalled_version(directory: Path) -> str | None:
     its student goes with it (``student_model``). Distilled afresh on a window of the rule that just
     ended, the recalled teacher's student scored 0.457 macro-F1 where the teacher scored 0.867, and
     the quality floor blocked the fix (the recurring held-out stream)."""
+    record = _update_record(directory)
+    return record["params"].get("version") if record and record["method"] == RECALL else None
+
+
+def trained_on_window(directory: Path) -> bool:
+    """Whether the teacher in ``directory`` was boosted from scratch on the window, early-stopped on its
+    validation rows: only such a teacher can be boosted again with them for its student's refit
+    (``pipeline.student.refit_with_validation``), not an update of an older teacher or a recalled one."""
+    record = _update_record(directory)
+    return record is not None and record["method"] == WINDOW
+
+
+def _update_record(directory: Path) -> dict | None:
     path = directory / UPDATE_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return record["params"].get("version") if record["method"] == RECALL else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def macro_f1(teacher: Teacher, frame: pl.DataFrame) -> float:

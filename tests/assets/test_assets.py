@@ -21,6 +21,7 @@ from assets.federated import NOT_CHECKED
 from assets.jobs import INGEST_SELECTION, MAIN_SELECTION
 from assets.report import reason_counts
 from pipeline.registry import Registry
+from pipeline.teacher import Teacher
 
 DAYS = ["2026-10-18", "2026-10-19", "2026-10-20"]
 ALL_ASSETS = definitions.ASSETS
@@ -189,10 +190,14 @@ def test_the_first_model_is_bootstrapped_promoted_and_carries_its_reference(grap
     choice = json.loads(production.file("student.json").read_text())["alpha_choice"]
     assert [j["alpha"] for j in choice["judged"]] == [0.9, 0.0] and student["alpha"] == choice["alpha"]
     assert student["alpha_choice"] == choice["reason"] and ("stays" in choice["reason"] or "replaces" in choice["reason"])
-    # then refitted with the validation rows, so its int8 model is checked on the test split
+    # then refitted with the validation rows, so its int8 model is checked on the test split; a student that
+    # listens to its teacher (alpha above 0) learns from the window teacher refitted on them for its kept rounds
     refit = json.loads(production.file("student.json").read_text())["refit"]
-    assert refit["validation_rows"] > 0 and student["refit"] == (
-        f"refitted on the training and {refit['validation_rows']} validation rows for {refit['epochs']} epochs")
+    rows = f"refitted on the training and {refit['validation_rows']} validation rows for {refit['epochs']} epochs"
+    kept_rounds = Teacher.load(production.directory).booster.current_iteration()
+    assert refit["validation_rows"] > 0 and refit["teacher_rounds"] == (kept_rounds if student["alpha"] > 0 else None)
+    assert student["refit"] == (f"{rows}, from its teacher refitted on them for {kept_rounds} rounds" if student["alpha"] > 0
+                                else f"{rows}, from the early-stopped teacher")
     assert re.fullmatch(r"test split \(\d+ rows\)", _metadata(results[-1], "onnx_student")["checked_on"])
 
 

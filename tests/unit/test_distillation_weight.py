@@ -7,7 +7,7 @@ import polars as pl
 from pipeline.distillation_weight import distil, incumbent_alpha
 from pipeline.encoding import label_codes, student_matrix
 from pipeline.student import best_epoch, fit_student, held_out_rows
-from pipeline.teacher import fit_teacher
+from pipeline.teacher import fit_teacher, refitted_on
 from pipeline.training_set import SPLIT, TEST, TRAIN, VALIDATION
 
 
@@ -49,7 +49,7 @@ def test_the_chosen_student_is_refitted_with_the_validation_rows_for_its_best_ep
     student = distil(frame, trained.teacher, config, spec, incumbent=0.0, judge=True)
     early_stopped = fit_student(frame, trained.teacher, config, spec.model_copy(update={"alpha": 0.0}))
     validation_rows = int((frame[SPLIT] == VALIDATION).sum())
-    assert student.refit == {"validation_rows": validation_rows, "epochs": best_epoch(early_stopped.history)}
+    assert student.refit == {"validation_rows": validation_rows, "epochs": best_epoch(early_stopped.history), "teacher_rounds": None}
     assert student.history == early_stopped.history and student.hyperparameters["alpha"] == 0.0
     # the refit is the same fit on train + validation for the kept epochs: same weights, not the early-stopped ones
     merged = frame.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
@@ -60,6 +60,25 @@ def test_the_chosen_student_is_refitted_with_the_validation_rows_for_its_best_ep
     # its checks after training read rows it never learned from: the test split
     assert held_out_rows(frame, student)[SPLIT].unique().to_list() == [TEST]
     assert held_out_rows(frame, early_stopped)[SPLIT].unique().to_list() == [VALIDATION]
+
+
+def test_a_student_that_listens_to_a_window_teacher_is_refitted_from_the_teacher_refitted_too(trained):
+    config, frame = trained.config, trained.frame
+    spec = config.training.student.model_copy(update={"alpha_alternatives": (), "epochs": 8})
+    teacher = fit_teacher(frame, config)
+    student = distil(frame, teacher, config, spec, incumbent=0.9, judge=True, refit_teacher=True)
+    rounds = teacher.booster.best_iteration
+    assert student.refit["teacher_rounds"] == rounds > 0
+    merged = frame.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
+    refitted = refitted_on(teacher, merged.filter(pl.col(SPLIT) == TRAIN), config.training.teacher, config.training.seed)
+    by_hand = fit_student(merged, refitted, config, spec.model_copy(update={"alpha": 0.9, "epochs": student.refit["epochs"]}))
+    matrix = student_matrix(frame, teacher.preprocessing)
+    assert np.allclose(student.predict_proba(matrix), by_hand.predict_proba(matrix), atol=1e-6)
+    # the early-stopped teacher, not the refitted one, judged the epochs: the history is that of a fit from it
+    assert student.history == fit_student(frame, teacher, config, spec.model_copy(update={"alpha": 0.9})).history
+    # a student of the labels alone (alpha 0) does not listen to the teacher: no teacher is refitted for it
+    labels_only = spec.model_copy(update={"alpha": 0.0})
+    assert distil(frame, teacher, config, labels_only, incumbent=0.0, judge=True, refit_teacher=True).refit["teacher_rounds"] is None
 
 
 def test_the_incumbent_stays_unless_the_evidence_is_strong_and_an_incremental_update_does_not_judge(trained):

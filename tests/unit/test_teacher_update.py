@@ -83,6 +83,17 @@ def test_an_update_records_the_hyper_parameters_it_ran_with_and_refuses_invalid_
         teacher_update.continued_spec(small, 0.05, "sixty")
 
 
+def test_only_a_teacher_boosted_on_the_window_may_be_refitted_for_its_student(small, production, window, tmp_path):
+    incremental = teacher_update.update_teacher(window, production, TRAINED_THROUGH, DECISION, small)
+    full = teacher_update.update_teacher(window, None, None, DECISION, small)
+    assert incremental.method in (teacher_update.REFIT, teacher_update.CONTINUE) and full.method == teacher_update.WINDOW
+    for name, update in (("incremental", incremental), ("full", full)):
+        (tmp_path / name).mkdir()
+        update.save(tmp_path / name)
+    assert teacher_update.trained_on_window(tmp_path / "full")
+    assert not teacher_update.trained_on_window(tmp_path / "incremental") and not teacher_update.trained_on_window(tmp_path)
+
+
 def _swapped_until(window: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     """The label rule turned around (congestion <-> none) on the window's days before ``day``."""
     return window.with_columns(
