@@ -62,9 +62,10 @@ def test_the_choice_keeps_the_windows_labelled_rows_and_every_unlabelled_row(tmp
     labelled = kept.filter(pl.col(SPLIT) != UNLABELLED)
     assert labelled[TIMESTAMP].dt.date().min() == START + dt.timedelta(days=6)
     assert kept.filter(pl.col(SPLIT) == UNLABELLED).height == 5
-    weights = labelled.filter(pl.col(SPLIT) == TRAIN).group_by(pl.col(TIMESTAMP).dt.date()).agg(pl.col(WEIGHT).max()).sort(TIMESTAMP)
-    assert weights[WEIGHT].to_list() == [0.5, 1.0]  # the older day weighs half; validation and test keep weight 1
-    assert labelled.filter(pl.col(SPLIT) != TRAIN)[WEIGHT].unique().to_list() == [1.0]
+    for split in (TRAIN, VALIDATION):  # the older day's rows weigh half, validation's too: the refits learn from them
+        weights = labelled.filter(pl.col(SPLIT) == split).group_by(pl.col(TIMESTAMP).dt.date()).agg(pl.col(WEIGHT).max()).sort(TIMESTAMP)
+        assert weights[WEIGHT].to_list() == [0.5, 1.0]
+    assert labelled.filter(pl.col(SPLIT) == TEST)[WEIGHT].unique().to_list() == [1.0]
 
 
 def test_switched_off_or_without_enough_validation_rows_the_whole_window_is_used(tmp_path):
