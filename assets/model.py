@@ -182,7 +182,7 @@ def _refit_metadata(refit: dict) -> str:
         return "the early-stopped fit on the training rows"
     rows = f"refitted on the training and {refit['validation_rows']} validation rows for {refit['epochs']} epochs"
     rounds = refit.get("teacher_rounds")
-    return f"{rows}, from its teacher refitted on them for {rounds} rounds" if rounds else f"{rows}, from the early-stopped teacher"
+    return f"{rows}, from its teacher refitted on them for {rounds} rounds" if rounds else f"{rows}, from its teacher as trained"
 
 
 def _recalled_student(teacher_folder: ArtifactFolder, registry: Registry) -> dg.Output[Student] | None:

@@ -7,8 +7,8 @@ days after it (more than one where a day has few rows).
 Per seed of the student it fits the early-stopped student on the training rows (what shipped before
 ``refit_with_validation``), the same student refitted on train + validation for its best epoch
 (``pipeline.student.refit_with_validation``) from the version's teacher, and refitted from that teacher
-boosted again on train + validation too (``refit_teacher``, what ships where the teacher was trained on
-the window; the same as the second at alpha 0), and prints the three students' accuracy on those rows
+boosted again on train + validation too (``refit_teacher``, what ships; only where the version's teacher
+was trained on the window, and the same as the second at alpha 0), and prints the three students' accuracy on those rows
 (fp32, the torch model). ``--alpha``: the distillation weight of all three (default: the one the
 version's student was trained with). Nothing in the folder changes.
 """
@@ -26,6 +26,7 @@ from pipeline.dataset import DatasetConfig, load_dataset_config
 from pipeline.encoding import student_matrix
 from pipeline.student import Student, adapted_spec, fit_student, refit_with_validation
 from pipeline.teacher import Teacher
+from pipeline.teacher_update import trained_on_window
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,15 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     after = [args.day + dt.timedelta(days=d) for d in range(1, args.days + 1)]
     rows = _labelled_rows(args.run, after)
     print(f"{version.name}: {window.height} window rows, alpha {spec.alpha}, {rows.height} rows of {after[0]}..{after[-1]}")
+    window_teacher = trained_on_window(version)
+    if not window_teacher:
+        print(f"{version.name}'s teacher was not boosted on the window (an update or a recalled one): no teacher refit")
     fits: dict[str, list[float]] = {"early-stopped on train": [], "refitted on train + validation": [],
-                                    "refitted, from the teacher refitted too": []}
+                                    **({"refitted, from the teacher refitted too": []} if window_teacher else {})}
     for seed in range(args.seeds):
         seeded = config.model_copy(update={"training": config.training.model_copy(update={"seed": seed})})
         student = fit_student(window, teacher, seeded, spec)
-        for (name, scores), fitted in zip(fits.items(), (
-                student, refit_with_validation(student, window, teacher, seeded, spec),
-                refit_with_validation(student, window, teacher, seeded, spec, refit_teacher=True)), strict=True):
-            scores.append(_accuracy(fitted, rows, teacher, config))
+        fitted = [student, refit_with_validation(student, window, teacher, seeded, spec)]
+        if window_teacher:
+            fitted.append(refit_with_validation(student, window, teacher, seeded, spec, refit_teacher=True))
+        for scores, one in zip(fits.values(), fitted, strict=True):
+            scores.append(_accuracy(one, rows, teacher, config))
         print(f"seed {seed}: " + ", ".join(f"{name} {scores[-1]:.4f}" for name, scores in fits.items()), flush=True)
     print("mean: " + ", ".join(f"{name} {statistics.mean(scores):.4f}" for name, scores in fits.items()))
     return 0

@@ -35,8 +35,8 @@ from examples import streams
 from pipeline import cleaning, features as feature_lib, labels, recency, sources, training_set as training_lib
 from pipeline.dataset import LABEL, DatasetConfig, TeacherSearchSpec, load_dataset_config
 from pipeline.student import adapted_spec, fit_student
-from pipeline.teacher import fit_teacher
-from pipeline.teacher_search import OBJECTIVE, production_params, search_teacher
+from pipeline.teacher import fit_teacher, production_params
+from pipeline.teacher_search import OBJECTIVE, search_teacher
 from pipeline.teacher_update import macro_f1
 from pipeline.training_set import SPLIT, TEST, VALIDATION
 

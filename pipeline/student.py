@@ -113,8 +113,9 @@ class Student:
     alpha_choice: dict = field(default_factory=dict)
     """Which distillation weight it was trained with and why (``pipeline.distillation_weight``)."""
     refit: dict = field(default_factory=dict)
-    """The rows and epochs of its refit on training and validation rows (``refit_with_validation``);
-    empty when it learned from the training rows alone. ``history`` is the early-stopped fit's."""
+    """The rows and epochs of its refit on training and validation rows (``refit_with_validation``), and
+    the rounds of the teacher refitted on them for it (None: its teacher as trained); empty when it
+    learned from the training rows alone. ``history`` is the early-stopped fit's."""
 
     @property
     def parameters(self) -> int:
@@ -346,7 +347,7 @@ def refit_with_validation(student: Student, training_set: pl.DataFrame, teacher:
     epochs = best_epoch(student.history)
     merged = training_set.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
     alpha = float(student.hyperparameters.get("alpha", spec.alpha))
-    refitted_teacher = (refitted_on(teacher, merged.filter(pl.col(SPLIT) == TRAIN), config.training.teacher, config.training.seed)
+    refitted_teacher = (refitted_on(teacher, merged.filter(pl.col(SPLIT) == TRAIN), config.training.seed)
                         if refit_teacher and alpha > 0 else None)
     refitted = fit_student(merged, refitted_teacher or teacher, config, spec.model_copy(update={"alpha": alpha, "epochs": epochs}), start)
     teacher_rounds = refitted_teacher.booster.current_iteration() if refitted_teacher else None

@@ -144,8 +144,9 @@ def train_student(training_set: pl.DataFrame, teacher: Teacher, config: DatasetC
     (``pipeline.distillation_weight``; an incremental update keeps the ``production`` student's).
     Enabled: a full retrain (``action``), or a first model, searches the shape with the incumbent
     weight; an incremental update keeps the production student's shape and first-layer choice.
-    ``refit_teacher``: the teacher was trained on the window (``teacher_update.trained_on_window``), so the
-    judged student's refit may distil it refitted with the validation rows."""
+    ``refit_teacher`` (tuning disabled; the search does not refit): the teacher was trained on the window
+    (``teacher_update.trained_on_window``), so the student's refit may distil it refitted with the
+    validation rows."""
     incumbent = incumbent_alpha(spec, production)
     if not config.training.tuning.enabled:
         return distil(training_set, teacher, config, spec, incumbent, judge=action == FULL or production is None, start=start,

@@ -97,14 +97,21 @@ def fit_teacher(training_set: pl.DataFrame, config: DatasetConfig) -> Teacher:
                          config.training.seed)
 
 
-def refitted_on(teacher: Teacher, rows: pl.DataFrame, spec: TeacherSpec, seed: int) -> Teacher:
+def production_params(booster: lgb.Booster) -> dict:
+    """The searched parameters a teacher was trained with, as LightGBM saved them in its model file
+    (floats to 6 significant digits)."""
+    return {name: booster.params[name] for name in SEARCHED_TEACHER_PARAMS}
+
+
+def refitted_on(teacher: Teacher, rows: pl.DataFrame, seed: int) -> Teacher:
     """``teacher`` boosted again from scratch on ``rows`` (its training and validation rows) for the
     rounds its early stopping kept, with the parameters it was trained with (a search's, where one ran)
     and its preprocessing, so its student's encoding is unchanged. On a change day's 1,000 rows the
-    extra 15% lifted the teacher from 0.890 to 0.914 the next day (``pipeline.student.refit_with_validation``)."""
+    extra 15% lifted the teacher from 0.890 to 0.914 the next day (``pipeline.student.refit_with_validation``).
+    A booster read from its file holds only the kept rounds; one still in memory knows its best."""
     booster = teacher.booster
     rounds = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-    trained_with = TeacherSpec.model_validate({**spec.model_dump(), **{name: booster.params[name] for name in SEARCHED_TEACHER_PARAMS}})
+    trained_with = TeacherSpec.model_validate(production_params(booster))
     refitted = lgb.train(lightgbm_params(trained_with, len(teacher.classes), seed),
                          lightgbm_dataset(rows, teacher.preprocessing, teacher.classes), num_boost_round=rounds)
     return Teacher(refitted, teacher.preprocessing, teacher.classes)

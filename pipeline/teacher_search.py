@@ -171,11 +171,6 @@ def clipped(params: dict, spec: TeacherSearchSpec) -> dict:
     return {name: type(low)(min(max(params[name], low), high)) for name, (low, high) in search_space(spec).items()}
 
 
-def production_params(booster: lgb.Booster) -> dict:
-    """The searched parameters a teacher was trained with, as LightGBM saved them in its model file."""
-    return {name: booster.params[name] for name in SEARCHED_TEACHER_PARAMS}
-
-
 def _with(base: TeacherSpec, params: dict) -> TeacherSpec:
     return TeacherSpec.model_validate({**base.model_dump(), **params})
 
@@ -227,7 +222,7 @@ def warm_starts(production: dict | None, configured: dict, earlier: list[optuna.
 def search_teacher(training_set: pl.DataFrame, config: DatasetConfig, production: dict | None = None,
                    storage_url: str | None = None) -> TeacherSearch:
     """The best teacher of a search on ``training_set`` (see the module's docstring). ``production``:
-    the production teacher's searched parameters (``production_params``), the first warm start (None:
+    the production teacher's searched parameters (``pipeline.teacher.production_params``), the first warm start (None:
     the YAML's come first, ``warm_starts``). ``storage_url``: the study's database (``pipeline.studies``); None keeps
     it in memory. Reading and writing the study take turns on a SQLite file (``studies.exclusive``)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)

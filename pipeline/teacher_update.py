@@ -31,8 +31,8 @@ from pipeline.dataset import DEVICE_ID, TIMESTAMP, DatasetConfig, TeacherSpec
 from pipeline.encoding import label_codes, teacher_matrix
 from pipeline.policy import FULL, Decision
 from pipeline.sample_sizes import measured
-from pipeline.teacher import Teacher, fit_teacher, train_teacher
-from pipeline.teacher_search import TeacherSearch, production_params, search_teacher
+from pipeline.teacher import Teacher, fit_teacher, production_params, train_teacher
+from pipeline.teacher_search import TeacherSearch, search_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 
 REFIT, CONTINUE, WINDOW, RECALL = "refit", "continue", "window", "recall"

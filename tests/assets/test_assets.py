@@ -197,7 +197,7 @@ def test_the_first_model_is_bootstrapped_promoted_and_carries_its_reference(grap
     kept_rounds = Teacher.load(production.directory).booster.current_iteration()
     assert refit["validation_rows"] > 0 and refit["teacher_rounds"] == (kept_rounds if student["alpha"] > 0 else None)
     assert student["refit"] == (f"{rows}, from its teacher refitted on them for {kept_rounds} rounds" if student["alpha"] > 0
-                                else f"{rows}, from the early-stopped teacher")
+                                else f"{rows}, from its teacher as trained")
     assert re.fullmatch(r"test split \(\d+ rows\)", _metadata(results[-1], "onnx_student")["checked_on"])
 
 

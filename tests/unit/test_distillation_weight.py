@@ -65,12 +65,12 @@ def test_the_chosen_student_is_refitted_with_the_validation_rows_for_its_best_ep
 def test_a_student_that_listens_to_a_window_teacher_is_refitted_from_the_teacher_refitted_too(trained):
     config, frame = trained.config, trained.frame
     spec = config.training.student.model_copy(update={"alpha_alternatives": (), "epochs": 8})
-    teacher = fit_teacher(frame, config)
+    teacher = trained.teacher
     student = distil(frame, teacher, config, spec, incumbent=0.9, judge=True, refit_teacher=True)
     rounds = teacher.booster.best_iteration
     assert student.refit["teacher_rounds"] == rounds > 0
     merged = frame.with_columns(pl.when(pl.col(SPLIT) == VALIDATION).then(pl.lit(TRAIN)).otherwise(pl.col(SPLIT)).alias(SPLIT))
-    refitted = refitted_on(teacher, merged.filter(pl.col(SPLIT) == TRAIN), config.training.teacher, config.training.seed)
+    refitted = refitted_on(teacher, merged.filter(pl.col(SPLIT) == TRAIN), config.training.seed)
     by_hand = fit_student(merged, refitted, config, spec.model_copy(update={"alpha": 0.9, "epochs": student.refit["epochs"]}))
     matrix = student_matrix(frame, teacher.preprocessing)
     assert np.allclose(student.predict_proba(matrix), by_hand.predict_proba(matrix), atol=1e-6)

@@ -19,7 +19,7 @@ from pipeline.policy import FULL, Decision
 from pipeline.reference_rows import reference_rows
 from pipeline.registry import REFERENCE_FILE
 from pipeline.student import ARCHITECTURE_FILE
-from pipeline.teacher import PREPROCESSING_FILE, lightgbm_dataset
+from pipeline.teacher import PREPROCESSING_FILE, lightgbm_dataset, production_params
 from pipeline.teacher_update import UPDATE_FILE, continued_spec, update_teacher
 from pipeline.training_set import SPLIT, TRAIN, VALIDATION
 from tests.support.helpers import days_from, training_frame
@@ -82,7 +82,7 @@ def test_trial_zero_is_the_warm_start_from_the_production_parameters_or_the_yaml
 def test_the_production_parameters_are_read_back_from_the_saved_model(small, frame):
     found = teacher_search.search_teacher(frame, tuned(small, trials=1), production=PRODUCTION)
     loaded = lgb.Booster(model_str=found.teacher.booster.model_to_string())
-    assert teacher_search.production_params(loaded) == PRODUCTION
+    assert production_params(loaded) == PRODUCTION
 
 
 def test_a_second_search_continues_the_study_persisted_in_sqlite_from_its_best_parameters(small, frame, tmp_path):
